@@ -128,6 +128,7 @@ def fetch_archives(manual_dir: str | None = None,
   # Imported here: tfds is slow to import and only this function needs it.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tensorflow_datasets.core.download import checksums  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
   urls = {name: MNIST_URL + name for name in MNIST_FILES}
   url_infos = {
       MNIST_URL + name: checksums.UrlInfo(size=size, checksum=sha, filename=name)
@@ -137,7 +138,7 @@ def fetch_archives(manual_dir: str | None = None,
       download_dir=download_dir, manual_dir=manual_dir, url_infos=url_infos)
   try:
     paths = manager.download(urls)
-  except tfds.download.NonMatchingChecksumError as e:
+  except download_manager.NonMatchingChecksumError as e:
     raise MnistDataError(f"MNIST checksum mismatch: {e}") from e
   except Exception as e:  # network errors come in many types
     raise MnistDataError(

@@ -1,0 +1,89 @@
+"""MNIST: IDX parsing, tfds manual-dir fetching, errors, canonical order."""
+
+import gzip
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from robust_prune import data as data_lib
+
+
+def _write_idx_gz(path, array):
+  header = struct.pack(">HBB", 0, 0x08, array.ndim)
+  header += struct.pack(f">{array.ndim}I", *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_parse_idx_round_trip(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+  labels = np.array([3, 1, 4, 1, 5], np.uint8)
+  _write_idx_gz(tmp_path / "img.gz", images)
+  _write_idx_gz(tmp_path / "lbl.gz", labels)
+  split = data_lib.images_and_labels(str(tmp_path / "img.gz"),
+                                     str(tmp_path / "lbl.gz"))
+  assert split.images.shape == (5, 784) and split.images.dtype == np.float32
+  np.testing.assert_array_equal(split.images,
+                                images.reshape(5, -1).astype(np.float32) / 255)
+  np.testing.assert_array_equal(split.labels, [3, 1, 4, 1, 5])
+  assert split.labels.dtype == np.int32
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"\x00\x00", "too short"),
+    (b"\x00\x00\x0d\x01" + struct.pack(">I", 3) + b"abc", "unsigned-byte"),
+    (b"\x00\x00\x08\x02" + struct.pack(">I", 2), "truncated"),
+    (b"\x00\x00\x08\x01" + struct.pack(">I", 5) + b"abc", "payload has 3"),
+])
+def test_parse_idx_rejects_malformed(raw, message):
+  with pytest.raises(data_lib.MnistDataError, match=message):
+    data_lib.parse_idx(raw, "x.idx")
+
+
+def test_image_label_count_mismatch(tmp_path):
+  _write_idx_gz(tmp_path / "img.gz", np.zeros((3, 28, 28)))
+  _write_idx_gz(tmp_path / "lbl.gz", np.zeros(2))
+  with pytest.raises(data_lib.MnistDataError, match="expected"):
+    data_lib.images_and_labels(str(tmp_path / "img.gz"), str(tmp_path / "lbl.gz"))
+
+
+def test_missing_files_name_all_four_and_the_folder(tmp_path):
+  with pytest.raises(data_lib.MnistDataError) as e:
+    data_lib.fetch_archives(str(tmp_path), download_dir=str(tmp_path / "dl"))
+  message = str(e.value)
+  assert str(tmp_path) in message
+  for name in data_lib.MNIST_FILES:
+    assert name in message
+
+
+def test_corrupt_archive_fails_checksum_with_its_path(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  shared = os.environ["MNIST_MANUAL_DIR"]
+  for name in data_lib.MNIST_FILES:
+    shutil.copy(os.path.join(shared, name), manual / name)
+  with open(manual / "t10k-labels-idx1-ubyte.gz", "ab") as f:
+    f.write(b"corrupt")
+  with pytest.raises(data_lib.MnistDataError, match="checksum") as e:
+    data_lib.load_split("test", str(manual), cache_dir=str(tmp_path / "cache"))
+  assert "t10k-labels-idx1-ubyte.gz" in str(e.value)
+
+
+def test_canonical_test_order(mnist_test):
+  assert mnist_test.images.shape == (10000, 784)
+  assert mnist_test.images.min() == 0.0 and mnist_test.images.max() == 1.0
+  assert mnist_test.labels[0] == 7 and mnist_test.labels[1] == 2
+  np.testing.assert_array_equal(np.bincount(mnist_test.labels[:100], minlength=10),
+                                [8, 14, 8, 11, 14, 7, 10, 15, 2, 11])
+
+
+def test_cache_returns_identical_arrays(tmp_path):
+  first = data_lib.load_split("test", cache_dir=str(tmp_path))
+  assert any(p.suffix == ".npz" for p in tmp_path.iterdir())
+  second = data_lib.load_split("test", cache_dir=str(tmp_path))
+  np.testing.assert_array_equal(first.images, second.images)
+  np.testing.assert_array_equal(first.labels, second.labels)
