@@ -35,7 +35,7 @@ def attack_objective(logits: jax.Array, labels: jax.Array,
   return pick(target) - pick(labels)
 
 
-def _input_gradient(apply_fn, params, x_adv, labels, target):
+def input_gradient(apply_fn, params, x_adv, labels, target):
   def total(xa):
     return jnp.sum(attack_objective(apply_fn(params, xa), labels, target))
   return jax.grad(total)(x_adv)
@@ -44,7 +44,7 @@ def _input_gradient(apply_fn, params, x_adv, labels, target):
 def fgsm(apply_fn: ApplyFn, params, x: jax.Array, labels: jax.Array, *,
          epsilon, target: jax.Array | None = None) -> jax.Array:
   """One signed-gradient step of size epsilon (Goodfellow et al. 2015)."""
-  grad = _input_gradient(apply_fn, params, x, labels, target)
+  grad = input_gradient(apply_fn, params, x, labels, target)
   return project(x + epsilon * jnp.sign(grad), x, epsilon)
 
 
@@ -67,7 +67,7 @@ def pgd(apply_fn: ApplyFn, params, x: jax.Array, labels: jax.Array, *,
     x_adv = x
 
   def step(_, xa):
-    grad = _input_gradient(apply_fn, params, xa, labels, target)
+    grad = input_gradient(apply_fn, params, xa, labels, target)
     return project(xa + step_size * jnp.sign(grad), x, epsilon)
 
   return jax.lax.fori_loop(0, steps, step, x_adv)
