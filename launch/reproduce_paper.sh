@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job: the paper end to end (train -> MILP prune -> retrain ->
+# targeted MILP verification of both networks -> reverse testing -> report).
+#
+#   bash launch/reproduce_paper.sh [OUT_DIR] [extra pipeline flags...]
+#
+# Environment overrides: DELTA, NUM_IMAGES, HIDDEN (e.g. 300,100), SOLVER,
+# TIME_LIMIT, QUICK=1 (small network, 5 images), MNIST_MANUAL_DIR.
+# Rerun with the same OUT_DIR to resume; finished stages are skipped.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="$(bash "$ROOT/launch/setup_env.sh")"
+OUT="${1:-$ROOT/runs/paper}"
+shift || true
+export MNIST_MANUAL_DIR="${MNIST_MANUAL_DIR:-$ROOT/../shared/data/mnist}"
+args=(--out_dir="$OUT")
+[ -n "${DELTA:-}" ] && args+=(--delta="$DELTA")
+[ -n "${NUM_IMAGES:-}" ] && args+=(--num_images="$NUM_IMAGES")
+[ -n "${HIDDEN:-}" ] && args+=(--hidden="$HIDDEN")
+[ -n "${SOLVER:-}" ] && args+=(--solver="$SOLVER")
+[ -n "${TIME_LIMIT:-}" ] && args+=(--time_limit="$TIME_LIMIT")
+[ "${QUICK:-0}" = "1" ] && args+=(--quick)
+cd "$ROOT"
+exec "$PY" -m robust_prune.pipeline "${args[@]}" "$@"
