@@ -1,0 +1,274 @@
+"""Importance MILP, structural pruning and baselines (issue 4)."""
+
+import numpy as np
+import pytest
+
+from robust_prune.network import Network, forward
+from robust_prune.pruning import batch as batch_lib
+from robust_prune.pruning import importance as imp
+from robust_prune.pruning import mip
+from robust_prune.pruning import structure
+
+SOLVERS = mip.SOLVERS
+
+
+def net(*layers):
+  return Network(tuple(np.asarray(w, np.float32) for w, _ in layers),
+                 tuple(np.asarray(b, np.float32) for _, b in layers))
+
+
+# Two inputs, two classes. Hidden neuron 0 copies x0, neuron 1 copies x1,
+# neuron 2 is dead on every input in [0, 1]^2 (weights -1, bias -1).
+# Class 0 needs neuron 0 (logit gap 2 * h0 on x = (1, 0)), class 1 neuron 1.
+ONE_HIDDEN = net(
+    ([[1, 0, -1], [0, 1, -1]], [0, 0, -1]),
+    ([[1, -1], [-1, 1], [5, -5]], [0, 0]))
+# The same with a second hidden layer (identity on neurons 0, 1 and a third
+# neuron that is never active), so the score MILP has binaries.
+TWO_HIDDEN = net(
+    ([[1, 0, -1], [0, 1, -1]], [0, 0, -1]),
+    ([[1, 0, 0], [0, 1, 0], [0, 0, 1]], [0, 0, -0.5]),
+    ([[1, -1], [-1, 1], [3, -3]], [0, 0]))
+TOY_IMAGES = np.array([[1.0, 0.0], [0.0, 1.0]])
+TOY_LABELS = np.array([0, 1])
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("network", [ONE_HIDDEN, TWO_HIDDEN])
+def test_dead_neuron_scores_zero_and_sole_path_scores_one(solver, network):
+  # Margin 2 is exactly what neurons 0 and 1 give at full activation.
+  r = imp.importance_scores(network, TOY_IMAGES, TOY_LABELS, margin=2.0,
+                            solver=solver, time_limit=20)
+  assert r.proven, r
+  for s in r.scores:
+    np.testing.assert_allclose(s[:2], 1.0, atol=1e-6)
+    assert s[2] <= 1e-6
+  masks = structure.keep_masks_from_scores(r.scores, 1e-3)
+  pruned, kept = structure.prune_network(network, masks)
+  assert pruned.hidden_widths == (2,) * (network.num_layers - 1)
+  assert all(k.tolist() == [0, 1] for k in kept)
+  # Objective: per-layer mean of (s - 2), summed: each layer has 2/3 kept.
+  assert r.objective == pytest.approx((network.num_layers - 1) * (2 / 3 - 2),
+                                      abs=1e-5)
+
+
+def test_smaller_margin_lowers_scores():
+  # With margin 1 the sole path needs only half its activation in layer 0.
+  r = imp.importance_scores(ONE_HIDDEN, TOY_IMAGES, TOY_LABELS, margin=1.0,
+                            solver="HIGHS", time_limit=20)
+  np.testing.assert_allclose(r.scores[0], [0.5, 0.5, 0.0], atol=1e-6)
+  assert r.min_batch_margin == pytest.approx(1.0, abs=1e-6)
+
+
+def test_hinge_penalty_trades_margin_for_sparsity():
+  # Each image's hinge costs lam/2 per unit of margin missed; dropping s_j
+  # by ds costs 2*ds of margin for 1/3*ds of objective. lam small: prune.
+  small = imp.importance_scores(ONE_HIDDEN, TOY_IMAGES, TOY_LABELS,
+                                margin=2.0, lam=0.1, time_limit=20)
+  large = imp.importance_scores(ONE_HIDDEN, TOY_IMAGES, TOY_LABELS,
+                                margin=2.0, lam=10.0, time_limit=20)
+  assert np.all(small.scores[0] <= 1e-6)
+  np.testing.assert_allclose(large.scores[0][:2], 1.0, atol=1e-6)
+
+
+# ------------------------------------------------------------ real MNIST
+NUM_CLASSES = 4  # digits 0-3 keep the exact MILP small enough for CI
+
+
+def fitted_net(train, hidden, seed=0):
+  """A 2-hidden-layer net on digits 0..NUM_CLASSES-1 fitted in closed form
+  (random ReLU features, least-squares read-out): no training run needed."""
+  rng = np.random.default_rng(seed)
+  sel = np.flatnonzero(train.labels[:5000] < NUM_CLASSES)
+  x = train.images[sel].astype(np.float64)
+  y = train.labels[sel]
+  w0 = rng.normal(size=(784, hidden[0])) / np.sqrt(784 * 0.1)
+  b0 = rng.normal(size=hidden[0]) * 0.1
+  w1 = rng.normal(size=hidden) / np.sqrt(hidden[0] * 0.3)
+  b1 = rng.normal(size=hidden[1]) * 0.1
+  h = np.maximum(np.maximum(x @ w0 + b0, 0) @ w1 + b1, 0)
+  coef = np.linalg.lstsq(np.c_[h, np.ones(len(h))], np.eye(NUM_CLASSES)[y],
+                         rcond=None)[0]
+  network = Network(
+      tuple(np.asarray(w, np.float32) for w in (w0, w1, coef[:-1])),
+      tuple(np.asarray(b, np.float32) for b in (b0, b1, coef[-1])))
+  return network, train.images[sel], y
+
+
+@pytest.fixture(scope="module")
+def mnist_subset(mnist_train):
+  return fitted_net(mnist_train, (24, 12))
+
+
+@pytest.fixture(scope="module")
+def mnist_net(mnist_subset):
+  return mnist_subset[0]
+
+
+def test_batch_has_correct_images_of_every_class(mnist_subset):
+  network, images, labels = mnist_subset
+  x, y, idx = batch_lib.select_batch(network, images, labels,
+                                     images_per_class=2)
+  assert y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+  np.testing.assert_array_equal(labels[idx], y)
+  assert np.all(imp.margins(forward(network, x), y) > 0)
+
+
+@pytest.fixture(scope="module")
+def mnist_batch(mnist_subset):
+  network, images, labels = mnist_subset
+  x, y, _ = batch_lib.select_batch(network, images, labels, min_margin=0.05)
+  return x, y
+
+
+@pytest.fixture(scope="module")
+def solved(mnist_net, mnist_batch):
+  x, y = mnist_batch
+  return {s: imp.importance_scores(mnist_net, x, y, margin=0.05, solver=s,
+                                   time_limit=30)
+          for s in SOLVERS}
+
+
+def test_all_ones_start_is_feasible(mnist_net, mnist_batch):
+  x, y = mnist_batch
+  built = imp.build_importance_milp(mnist_net, x, y, margin=0.05)
+  assert built.num_binaries > 0
+  assert built.model.max_violation(built.start) < 1e-9
+
+
+def test_margin_holds_for_returned_scores(mnist_net, mnist_batch, solved):
+  x, y = mnist_batch
+  for r in solved.values():
+    assert r.proven, (r.solver, r.status)
+    m = imp.margins(imp.scored_forward(mnist_net, x, r.scores), y)
+    assert np.all(m >= 0.05 - 1e-5), (r.solver, m)
+    assert r.min_batch_margin == pytest.approx(m.min())
+    assert any(np.any(s < 1e-3) for s in r.scores)  # something is pruned
+
+
+def test_solver_parity(solved):
+  objectives = [r.objective for r in solved.values()]
+  assert max(objectives) - min(objectives) < 1e-3 * max(1, abs(objectives[0]))
+  for r in solved.values():
+    assert r.bound <= r.objective + 1e-6
+
+
+def test_scored_network_at_all_ones_is_the_network(mnist_net, mnist_batch):
+  x, _ = mnist_batch
+  ones = [np.ones(w) for w in mnist_net.hidden_widths]
+  np.testing.assert_allclose(imp.scored_forward(mnist_net, x, ones),
+                             forward(mnist_net, x), rtol=1e-12, atol=1e-12)
+
+
+def test_score_bounds_hold_for_random_scores(mnist_net, mnist_batch):
+  x, _ = mnist_batch
+  b = imp.score_bounds(mnist_net, x)
+  rng = np.random.default_rng(1)
+  for _ in range(50):
+    scores = [rng.random(w) * (rng.random(w) < 0.7)
+              for w in mnist_net.hidden_widths]
+    pre, _, _ = imp._scored_values(mnist_net, x, scores, b.offsets)  # pylint: disable=protected-access
+    for a, lo, up in zip(pre, b.lowers, b.uppers):
+      assert np.all(a >= lo - 1e-9) and np.all(a <= up + 1e-9)
+
+
+def test_pruned_equals_masked_on_mnist(mnist_net, mnist_test):
+  rng = np.random.default_rng(0)
+  masks = [rng.random(w) < 0.5 for w in mnist_net.hidden_widths]
+  pruned, kept = structure.prune_network(mnist_net, masks)
+  masked = structure.masked_network(mnist_net, masks)
+  x = mnist_test.images[:500]
+  np.testing.assert_allclose(forward(pruned, x), forward(masked, x),
+                             rtol=1e-10, atol=1e-10)
+  assert pruned.hidden_widths == tuple(int(m.sum()) for m in masks)
+  for k, m in zip(kept, masks):
+    np.testing.assert_array_equal(k, np.flatnonzero(m))
+
+
+# -------------------------------------------------------------- structure
+def test_layer_is_never_emptied():
+  masks = structure.keep_masks_from_scores(
+      [np.array([0.0, 0.0005, 0.0002]), np.array([0.5, 0.0])], 1e-3)
+  assert masks[0].tolist() == [False, True, False]
+  assert masks[1].tolist() == [True, False]
+  with pytest.raises(ValueError, match="empty"):
+    structure.prune_network(TWO_HIDDEN, [np.zeros(3, bool), np.ones(3, bool)])
+
+
+def test_baselines_remove_the_same_counts(mnist_net):
+  masks = structure.keep_masks_from_scores(
+      [np.linspace(0, 1, 24), np.linspace(0, 1, 12)], 0.5)
+  assert structure.removed_counts(masks) == (12, 6)
+  removed = structure.removed_counts(masks)
+  for m in (structure.random_masks(mnist_net.hidden_widths, removed, seed=3),
+            structure.magnitude_masks(mnist_net, removed)):
+    assert structure.removed_counts(m) == removed
+  # Magnitude pruning removes the smallest |in| * |out| neuron first:
+  # in TWO_HIDDEN's layer 1, neuron 0 (in 1.0, out 2.0) vs neuron 2
+  # (in 1.5, out 6.0).
+  m = structure.magnitude_masks(TWO_HIDDEN, [1, 1])
+  assert m[1].tolist() == [False, True, True]
+
+
+def test_compose_kept_maps_back_to_original_indices():
+  outer = (np.array([0, 2, 5, 7]),)
+  inner = (np.array([1, 3]),)
+  assert structure.compose_kept(outer, inner)[0].tolist() == [2, 7]
+
+
+# ------------------------------------------------------------- bad input
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan")])
+def test_threshold_outside_unit_interval(threshold):
+  with pytest.raises(ValueError, match="threshold"):
+    structure.keep_masks_from_scores([np.ones(3)], threshold)
+
+
+def test_batch_missing_a_class():
+  with pytest.raises(ValueError, match="misses classes \\[1\\]"):
+    imp.importance_scores(ONE_HIDDEN, TOY_IMAGES[:1], TOY_LABELS[:1])
+
+
+def test_misclassified_batch_image():
+  with pytest.raises(ValueError, match="not classified correctly"):
+    imp.importance_scores(ONE_HIDDEN, TOY_IMAGES, TOY_LABELS[::-1])
+
+
+def test_unknown_solver():
+  with pytest.raises(mip.SolverError, match="unknown solver"):
+    imp.importance_scores(ONE_HIDDEN, TOY_IMAGES, TOY_LABELS, solver="CPLEX")
+
+
+def _market_split(seed=1, rows=5, cols=40):
+  """A tiny MILP that no solver proves within a fraction of a second."""
+  rng = np.random.default_rng(seed)
+  a = rng.integers(0, 100, size=(rows, cols))
+  model = mip.MilpModel()
+  x = model.add_vars(cols, 0, 1, integer=True)
+  plus = model.add_vars(rows, 0, np.inf, cost=1.0)
+  minus = model.add_vars(rows, 0, np.inf, cost=1.0)
+  for i in range(rows):
+    model.add_row(np.r_[x, plus[i], minus[i]], np.r_[a[i], 1, -1],
+                  a[i].sum() // 2, a[i].sum() // 2)
+  return model
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_time_out_is_reported_not_called_optimal(solver):
+  r = mip.solve(_market_split(), solver=solver, time_limit=0.3)
+  assert r.status in (mip.TIME_LIMIT, mip.NO_SOLUTION), r.raw_status
+  assert not r.proven
+  assert r.seconds < 5
+
+
+def test_time_out_of_the_score_milp_keeps_a_valid_result(mnist_train):
+  network, images, labels = fitted_net(mnist_train, (40, 20))
+  x, y, _ = batch_lib.select_batch(network, images, labels,
+                                   images_per_class=3, min_margin=0.05)
+  r = imp.importance_scores(network, x, y, margin=0.05, solver="HIGHS",
+                            time_limit=0.2, refine=False)
+  assert r.status in (mip.TIME_LIMIT, mip.NO_SOLUTION), r.raw_status
+  assert not r.proven
+  assert all(np.all((s >= 0) & (s <= 1)) for s in r.scores)
+  if r.status == mip.TIME_LIMIT:  # an unproven incumbent is still feasible
+    m = imp.margins(imp.scored_forward(network, x, r.scores), y)
+    assert np.all(m >= 0.05 - 1e-5)
