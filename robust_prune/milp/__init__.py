@@ -1,0 +1,16 @@
+"""Exact MILP verification of ReLU MLPs (paper eq. 1-9).
+
+  encoding.py   the ReLU big-M encoding (binaries only for unstable neurons)
+  model.py      network + box + bounds -> one cvxpy problem (bounds use)
+  objective.py  the margin objective as a cvxpy Parameter (eq. 1)
+  solvers.py    compile once; SCIP / HiGHS / GLPK_MI through their own APIs
+  verify.py     records per (image, target): targeted, certify, min_distortion
+"""
+
+from robust_prune.milp.encoding import NeuronPhases, ReluEncoding, relu_big_m
+from robust_prune.milp.model import VerificationModel, build_model
+from robust_prune.milp.solvers import (SOLVERS, SolverUnavailableError,
+                                       check_solver, compile_model,
+                                       installed_solvers, solve)
+from robust_prune.milp.verify import (MODES, STATUSES, VerifyConfig,
+                                      check_witness, verify_image)

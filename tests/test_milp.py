@@ -1,0 +1,261 @@
+"""The MILP against exact ground truth on tiny networks, across solvers."""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+from robust_prune import bounds
+from robust_prune.milp import model as model_lib
+from robust_prune.milp import objective, solvers, verify
+from robust_prune.network import Network, forward
+
+ALL_SOLVERS = solvers.installed_solvers()
+
+
+def random_network(seed, sizes, bias_scale=0.3):
+  rng = np.random.default_rng(seed)
+  return Network(
+      tuple((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32)
+            for a, b in zip(sizes[:-1], sizes[1:])),
+      tuple((bias_scale * rng.normal(size=b)).astype(np.float32)
+            for b in sizes[1:]))
+
+
+def exact_min_margin(net, lower, upper, label, target):
+  """Ground truth by enumerating activation patterns: on each pattern's
+  region the margin is linear, so an LP gives its minimum there."""
+  c = objective.margin_vector(label, target, net.num_classes)
+  widths = net.hidden_widths
+  best, best_x = np.inf, None
+  w = [np.asarray(m, np.float64) for m in net.weights]
+  b = [np.asarray(v, np.float64) for v in net.biases]
+  for pattern in itertools.product([0, 1], repeat=sum(widths)):
+    masks = np.split(np.array(pattern, np.float64), np.cumsum(widths)[:-1])
+    # affine map x -> pre-activation of each layer under this pattern
+    a_mat, a_off = np.eye(len(lower)), np.zeros(len(lower))
+    rows, rhs = [], []
+    for layer, mask in enumerate(masks):
+      pa, po = a_mat @ w[layer], a_off @ w[layer] + b[layer]
+      # active: pre >= 0  ->  -pa x <= po ; inactive: pre <= 0 -> pa x <= -po
+      sign = np.where(mask > 0, -1.0, 1.0)
+      rows.append((pa * sign).T)
+      rhs.append(np.where(mask > 0, po, -po))
+      a_mat, a_off = pa * mask, po * mask
+    out_mat, out_off = a_mat @ w[-1], a_off @ w[-1] + b[-1]
+    res = scipy.optimize.linprog(out_mat @ c, A_ub=np.vstack(rows),
+                                 b_ub=np.concatenate(rhs),
+                                 bounds=list(zip(lower, upper)), method="highs")
+    if res.status == 0 and res.fun + out_off @ c < best:
+      best, best_x = res.fun + out_off @ c, res.x
+  return best, best_x
+
+
+def grid_min_margin(net, lower, upper, label, target, n=201):
+  g = np.stack(np.meshgrid(np.linspace(lower[0], upper[0], n),
+                           np.linspace(lower[1], upper[1], n)), -1).reshape(-1, 2)
+  logits = forward(net, g)
+  return float(np.min(logits[:, label] - logits[:, target]))
+
+
+def tiny_case(seed):
+  net = random_network(seed, (2, 4, 4, 3))
+  rng = np.random.default_rng(100 + seed)
+  x = rng.uniform(0.2, 0.8, size=2)
+  label = int(np.argmax(forward(net, x)))
+  target = (label + 1 + seed % 2) % 3
+  return net, x, label, target
+
+
+def solve_targeted(net, x, delta, label, target, solver, method="crown",
+                   all_binary=False, time_limit=30.0):
+  lower, upper = bounds.input_box(x, delta)
+  lb = bounds.layer_bounds(net, lower, upper,
+                           "interval" if all_binary else method)
+  m = model_lib.build_model(net, lower, upper, lb, all_binary=all_binary,
+                            materialize=not all_binary)
+  m.c.value = objective.margin_vector(label, target, net.num_classes)
+  milp = solvers.compile_model(m.problem)
+  return m, milp, solvers.solve(milp, solver, time_limit=time_limit)
+
+
+@pytest.mark.parametrize("solver", ALL_SOLVERS)
+@pytest.mark.parametrize("seed", range(6))
+def test_milp_optimum_equals_region_enumeration(seed, solver):
+  net, x, label, target = tiny_case(seed)
+  delta = 0.25
+  lower, upper = bounds.input_box(x, delta)
+  truth, _ = exact_min_margin(net, lower, upper, label, target)
+  m, milp, outcome = solve_targeted(net, x, delta, label, target, solver)
+  assert outcome.proven_optimal
+  assert outcome.objective == pytest.approx(truth, abs=1e-5)
+  # the grid can only be above the optimum (it samples the same box)
+  assert grid_min_margin(net, lower, upper, label, target) >= truth - 1e-6
+  # the optimum is attained by its own input point
+  x_opt = outcome.x[milp.columns(m.x)]
+  assert np.all(x_opt >= lower - 1e-7) and np.all(x_opt <= upper + 1e-7)
+  logits = forward(net, np.clip(x_opt, lower, upper))
+  assert logits[label] - logits[target] == pytest.approx(truth, abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("method", bounds.BOUND_METHODS)
+def test_naive_and_tight_formulations_agree(seed, method):
+  net = random_network(seed, (10, 12, 12, 10))
+  x = np.random.default_rng(seed).uniform(size=10)
+  label = int(np.argmax(forward(net, x)))
+  for target in (t for t in range(10) if t != label):
+    *_, naive = solve_targeted(net, x, 0.1, label, target, "HIGHS",
+                               all_binary=True)
+    m, _, tight = solve_targeted(net, x, 0.1, label, target, "HIGHS", method)
+    assert naive.proven_optimal and tight.proven_optimal
+    assert tight.objective == pytest.approx(naive.objective, abs=1e-5)
+    assert m.num_binaries <= 24
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_solvers_agree(seed):
+  net = random_network(seed + 50, (16, 10, 10, 10))
+  x = np.random.default_rng(seed).uniform(size=16)
+  label = int(np.argmax(forward(net, x)))
+  lower, upper = bounds.input_box(x, 0.15)
+  lb = bounds.crown_bounds(net, lower, upper)
+  m = model_lib.build_model(net, lower, upper, lb)
+  m.c.value = objective.margin_vector(label, (label + 1) % 10, 10)
+  milp = solvers.compile_model(m.problem)
+  for target in range(10):
+    if target == label:
+      continue
+    m.c.value = objective.margin_vector(label, target, 10)
+    values = [solvers.solve(milp, s, time_limit=30).objective for s in ALL_SOLVERS]
+    assert np.ptp(values) < 1e-5, values
+
+
+def _verify(net, x, label, delta, **kw):
+  cfg = verify.VerifyConfig(delta=delta, **kw)
+  return {r["target"]: r for r in verify.verify_image(net, x, label, 0, None, cfg)}
+
+
+@pytest.mark.parametrize("solver", ALL_SOLVERS)
+def test_records_and_witnesses(solver):
+  net = random_network(7, (12, 10, 10, 10))
+  x = np.random.default_rng(7).uniform(size=12)
+  label = int(np.argmax(forward(net, x)))
+  records = _verify(net, x, label, 0.2, solver=solver, pgd_steps=0)
+  assert len(records) == 9
+  statuses = {r["status"] for r in records.values()}
+  assert statuses <= {"adversarial", "robust"} and "adversarial" in statuses
+  for t, r in records.items():
+    assert r["optimal"]
+    assert r["num_binaries"] is not None and r["build_seconds"] >= 0
+    if r["status"] == "adversarial":
+      assert r["objective"] < 0
+      ok, margin, _ = verify.check_witness(net, r["x_adv"], x, 0.2, label, t)
+      assert ok and margin < 0
+    else:
+      assert r["objective"] >= 0 and "x_adv" not in r
+
+
+def test_pgd_never_beats_milp_and_certify_agrees():
+  net = random_network(8, (12, 10, 10, 10))
+  x = np.random.default_rng(8).uniform(size=12)
+  label = int(np.argmax(forward(net, x)))
+  delta = 0.15
+  targeted = _verify(net, x, label, delta, pgd_steps=0)
+  targets = [t for t in range(10) if t != label]
+  pgd = verify.pgd_candidates(net, x, label, targets, delta, steps=100,
+                              restarts=4, seed=0)
+  for t in targets:
+    assert pgd[t][0] >= targeted[t]["objective"] - 1e-5
+  certified = _verify(net, x, label, delta, mode="certify")
+  for t in targets:
+    assert certified[t]["status"] == targeted[t]["status"]
+  # with PGD as warm start the optimum is unchanged
+  warm = _verify(net, x, label, delta, pgd_steps=30)
+  for t in targets:
+    assert warm[t]["objective"] == pytest.approx(targeted[t]["objective"], abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_min_distortion_is_the_threshold(seed):
+  net, x, label, target = tiny_case(seed)
+  records = _verify(net, x, label, 0.4, mode="min_distortion", pgd_steps=0)
+  r = records[target]
+  if r["status"] == "robust":
+    # no adversarial example within 0.4: the targeted optimum agrees
+    *_, outcome = solve_targeted(net, x, 0.4, label, target, "HIGHS")
+    assert outcome.objective > -verify.MIN_DISTORTION_MARGIN
+    return
+  assert r["status"] == "adversarial"
+  radius = r["objective"]
+  ok, margin, _ = verify.check_witness(net, r["x_adv"], x, radius + 1e-6,
+                                       label, target)
+  assert ok and margin <= -verify.MIN_DISTORTION_MARGIN + 1e-6
+  # just inside the radius, even the margin threshold cannot be reached
+  *_, outcome = solve_targeted(net, x, max(radius - 1e-3, 0), label, target,
+                               "HIGHS")
+  assert outcome.objective > -verify.MIN_DISTORTION_MARGIN
+
+
+def test_misclassified_is_skipped():
+  net = random_network(9, (5, 6, 10))
+  x = np.random.default_rng(9).uniform(size=5)
+  wrong = (int(np.argmax(forward(net, x))) + 1) % 10
+  records = _verify(net, x, wrong, 0.1)
+  assert {r["status"] for r in records.values()} == {"misclassified"}
+
+
+def hard_case():
+  """A problem no solver proves within a millisecond."""
+  net = random_network(11, (784, 60, 60, 10), bias_scale=0.0)
+  x = np.random.default_rng(11).uniform(size=784)
+  label = int(np.argmax(forward(net, x)))
+  return net, x, label
+
+
+@pytest.mark.parametrize("solver", ALL_SOLVERS)
+def test_time_limit_never_reports_unproven_optimum(solver):
+  net, x, label = hard_case()
+  records = _verify(net, x, label, 0.05, solver=solver, time_limit=0.01,
+                    pgd_steps=0, mode="targeted")
+  for r in records.values():
+    assert r["optimal"] is False
+    assert r["status"] in ("timeout", "adversarial", "robust")
+    if r["status"] == "robust":
+      assert r["best_bound"] >= 0
+    if r["status"] == "adversarial":
+      assert verify.check_witness(net, r["x_adv"], x, 0.05, label, r["target"])[0]
+
+
+def test_glpk_time_limit_trap():
+  """cvxopt's GLPK returns status 'feasible' with an incumbent on a time
+  limit; cvxpy passes that on as a solution. Here it is not a proof."""
+  if "GLPK_MI" not in ALL_SOLVERS:
+    pytest.skip("GLPK_MI not installed")
+  net, x, label = hard_case()
+  lower, upper = bounds.input_box(x, 0.05)
+  m = model_lib.build_model(net, lower, upper,
+                            bounds.crown_bounds(net, lower, upper))
+  m.c.value = objective.margin_vector(label, (label + 1) % 10, 10)
+  milp = solvers.compile_model(m.problem)
+  outcome = solvers.solve(milp, "GLPK_MI", time_limit=0.05)
+  assert outcome.solver_status != "optimal"
+  assert not outcome.proven_optimal and outcome.best_bound is None
+
+
+def test_unknown_solver():
+  with pytest.raises(solvers.SolverUnavailableError, match="installed solvers"):
+    solvers.check_solver("GUROBI")
+  assert solvers.check_solver("highs") == "HIGHS"
+
+
+def test_encoding_uses_binaries_only_for_unstable():
+  net = random_network(12, (10, 20, 20, 10))
+  x = np.random.default_rng(12).uniform(size=10)
+  lower, upper = bounds.input_box(x, 0.05)
+  lb = bounds.crown_bounds(net, lower, upper)
+  m = model_lib.build_model(net, lower, upper, lb)
+  assert m.unstable_per_layer == lb.unstable_counts()
+  naive = model_lib.build_model(net, lower, upper, lb, all_binary=True)
+  assert naive.num_binaries == 40
