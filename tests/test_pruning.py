@@ -272,3 +272,24 @@ def test_time_out_of_the_score_milp_keeps_a_valid_result(mnist_train):
   if r.status == mip.TIME_LIMIT:  # an unproven incumbent is still feasible
     m = imp.margins(imp.scored_forward(network, x, r.scores), y)
     assert np.all(m >= 0.05 - 1e-5)
+
+
+def test_cutoff_keeps_the_incumbent_and_tightens_bounds(mnist_net, mnist_batch,
+                                                         solved):
+  x, y = mnist_batch
+  r = solved["HIGHS"]
+  built = imp.build_importance_milp(mnist_net, x, y, margin=0.05,
+                                    start_scores=r.scores, cutoff=r.objective)
+  assert built.model.max_violation(built.start) < 1e-6
+  widths = mnist_net.hidden_widths
+  budget = [w * (r.objective + 4 + 1e-6) for w in widths]
+  tight = imp.score_bounds(mnist_net, x, budget)
+  loose = imp.score_bounds(mnist_net, x)
+  for lt, ll, ut, ul in zip(tight.lowers, loose.lowers, tight.uppers,
+                            loose.uppers):
+    assert np.all(lt >= ll - 1e-12) and np.all(ut <= ul + 1e-12)
+  # Re-solving the cut-off problem proves the same optimum.
+  again = mip.solve(built.model, solver="HIGHS", time_limit=30,
+                    start=built.start)
+  assert again.proven
+  assert again.objective == pytest.approx(r.objective, abs=1e-4)
