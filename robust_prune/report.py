@@ -15,10 +15,10 @@ import json
 import os
 from typing import Mapping, Sequence
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from robust_prune import cli
 from robust_prune import network as network_lib
 from robust_prune import transfer as transfer_lib
 
@@ -93,7 +93,8 @@ def describe(values: Sequence[float]) -> dict:
   """pandas-style describe(): count/mean/std/min/quartiles/max."""
   v = np.asarray([x for x in values if x is not None], np.float64)
   if v.size == 0:
-    return {"count": 0}
+    return {"count": 0, **{k: None for k in ("mean", "std", "min", "25%", "50%",
+                                             "75%", "max")}}
   q = np.percentile(v, [25, 50, 75])
   return {"count": int(v.size), "mean": float(v.mean()),
           "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
@@ -387,14 +388,9 @@ if __name__ == "__main__":
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    path = write_report(flags.FLAGS.out_dir)
-  except (FileNotFoundError, network_lib.NetworkFormatError) as e:
-    raise app.UsageError(str(e)) from e
-  print(path)
+  del argv
+  print(write_report(flags.FLAGS.out_dir))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

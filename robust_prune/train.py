@@ -17,7 +17,6 @@ import tempfile
 import time
 from typing import Any, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 from flax import serialization
@@ -28,6 +27,7 @@ import numpy as np
 import optax
 
 from robust_prune import attacks
+from robust_prune import cli
 from robust_prune import data as data_lib
 from robust_prune import models
 from robust_prune import network as network_lib
@@ -383,19 +383,13 @@ if __name__ == "__main__":
 
 
 def main(argv: Sequence[str]):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   f = flags.FLAGS
-  try:
-    config = config_from_flags(f)
-    history = train_and_evaluate(config, f.workdir,
-                                 manual_dir=f.mnist_manual_dir)
-  except (ValueError, data_lib.MnistDataError,
-          network_lib.NetworkFormatError) as e:
-    raise app.UsageError(str(e)) from e
+  config = config_from_flags(f)
+  history = train_and_evaluate(config, f.workdir, manual_dir=f.mnist_manual_dir)
   last = history[-1]
   print(json.dumps({"workdir": f.workdir, **last}))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
