@@ -2,7 +2,7 @@
 
     python -m robust_prune.prune --network=runs/pgd_300_100/network.npz \
         --workdir=runs/pruned_300_100 [--threshold=0.001] [--images_per_class=1]
-        [--solver=HIGHS] [--time_limit=60] [--margin=0] [--lambda=0]
+        [--solver=HIGHS] [--time_limit=60] [--margin=3] [--lambda=0]
         [--retrain=scratch|finetune|rewind] [--rounds=1]
         [--baseline=milp|random|magnitude] [--max_accuracy_drop=0.01]
         [--critical] [--mnist_manual_dir=DIR] [training flags]

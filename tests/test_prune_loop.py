@@ -40,7 +40,7 @@ def trained(tmp_path_factory, splits):
 
 
 def run(trained, workdir, splits, **options):
-  options = {"time_limit": 10.0, **options}
+  options = {"time_limit": 10.0, "margin": 0.01, **options}
   return loop.run_pruning(trained, str(workdir),
                           loop.PruneOptions(**options), train=splits[0],
                           test=splits[1])

@@ -48,7 +48,10 @@ class PruneOptions:
   solver: str = mip.DEFAULT_SOLVER
   time_limit: float = 60.0
   mip_gap: float = 1e-4
-  margin: float = 0.0
+  # Hard logit margin of every batch image. 0 (the "plain" formulation)
+  # keeps ~24/300 and 5/100 neurons of the 300-100 PGD net, which then fails
+  # to retrain under PGD (11% accuracy); 3 keeps ~138/300 and 70/100.
+  margin: float = 3.0
   lam: float = 0.0
   retrain: str = "scratch"
   rounds: int = 1
