@@ -34,6 +34,15 @@ Formulation details (see `build_importance_milp`):
 * all-ones scores are a feasible start (given to SCIP and HiGHS); a
   second solve uses the first incumbent's objective as a cutoff, which
   bounds sum_j s_lj and so tightens every big-M constant.
+
+What this does not fix (measured on the 300-100 PGD network, 10 images):
+the LP relaxation is weak by nature, not by loose constants. Relaxed, a
+layer-1 neuron may output up to s * U for a tiny score s, while the integer
+model needs s >= 1 - a/U before it outputs anything; so the root bound sits
+near 0 (margin 0: LP optimum 0.0013 in mean-score units against incumbents
+near 0.08). Fifteen rounds of Anderson et al.'s ideal single-neuron cuts over
+(s_0, s_1) raised it only to 0.0055. Large instances therefore end as
+time-limited incumbents, reported as unproven with the solver's bound.
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ def solve(model: MilpModel, *, solver: str = DEFAULT_SOLVER,
     if violation > MAX_VIOLATION:
       status, raw = ERROR, f"{raw} (returned point violates the model by " \
                            f"{violation:.3g})"
-  objective = model.objective(x) if x is not None else None
+  objective = (model.objective(x) if x is not None and status != ERROR
+               else None)
   if bound is not None and math.isfinite(bound):
     bound = float(bound + model.objective_offset)
   elif status == OPTIMAL and objective is not None:
@@ -344,8 +345,10 @@ def _solve_glpk(model, time_limit, mip_gap, start, threads, verbose):
     status = OPTIMAL
   elif raw in ("infeasible problem", "LP relaxation is primal infeasible"):
     status = INFEASIBLE
-  elif raw in ("feasible", "undefined"):
+  elif raw == "feasible":  # stopped (time limit) with an integer incumbent
     status = TIME_LIMIT if x is not None else NO_SOLUTION
+  elif raw == "undefined":  # stopped before any integer solution; cvxopt
+    status, x = NO_SOLUTION, None  # still hands back a meaningless x
   else:
     status = ERROR
   return status, raw, x, None
