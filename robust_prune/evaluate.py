@@ -19,6 +19,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from typing import Iterable, Sequence
@@ -34,24 +35,29 @@ from robust_prune.milp import verify as verify_lib
 from robust_prune.network import Network, NetworkFormatError, load_network
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("network", None, "network.npz to verify.")
-flags.DEFINE_string("out", None, "results JSONL (appended; resumable).")
-flags.DEFINE_float("delta", None, "L-inf radius of the input box.")
-flags.DEFINE_integer("num_images", 100, "number of test images.")
-flags.DEFINE_integer("first_image", 0, "index of the first test image.")
-flags.DEFINE_enum("mode", "targeted", list(verify_lib.MODES),
-                  "targeted: optimum per target (the paper); certify: proven "
-                  "verdict per target, cheapest first; min_distortion: "
-                  "smallest adversarial radius <= delta per target.")
-flags.DEFINE_string("solver", "HIGHS", "SCIP, HIGHS or GLPK_MI.")
-flags.DEFINE_float("time_limit", 60.0, "seconds per MILP.")
-flags.DEFINE_enum("bounds", "crown", list(bounds_lib.BOUND_METHODS),
-                  "pre-activation bounds that fix stable neurons and big-Ms.")
-flags.DEFINE_integer("workers", 2, "processes solving images in parallel.")
-flags.DEFINE_integer("pgd_steps", 50, "PGD steps (certify pre-pass / MIP "
-                     "start in targeted mode); 0 disables PGD.")
-flags.DEFINE_string("mnist_manual_dir", None,
-                    "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
+
+
+def define_flags():
+  """Flags are defined by the binary only, so that other absl programs can
+  import this module's library functions without flag clashes."""
+  flags.DEFINE_string("network", None, "network.npz to verify.")
+  flags.DEFINE_string("out", None, "results JSONL (appended; resumable).")
+  flags.DEFINE_float("delta", None, "L-inf radius of the input box.")
+  flags.DEFINE_integer("num_images", 100, "number of test images.")
+  flags.DEFINE_integer("first_image", 0, "index of the first test image.")
+  flags.DEFINE_enum("mode", "targeted", list(verify_lib.MODES),
+                    "targeted: optimum per target (the paper); certify: proven "
+                    "verdict per target, cheapest first; min_distortion: "
+                    "smallest adversarial radius <= delta per target.")
+  flags.DEFINE_string("solver", "HIGHS", "SCIP, HIGHS or GLPK_MI.")
+  flags.DEFINE_float("time_limit", 60.0, "seconds per MILP.")
+  flags.DEFINE_enum("bounds", "crown", list(bounds_lib.BOUND_METHODS),
+                    "pre-activation bounds that fix stable neurons and big-Ms.")
+  flags.DEFINE_integer("workers", 2, "processes solving images in parallel.")
+  flags.DEFINE_integer("pgd_steps", 50, "PGD steps (certify pre-pass / MIP "
+                       "start in targeted mode); 0 disables PGD.")
+  flags.DEFINE_string("mnist_manual_dir", None,
+                      "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
 
 class EvaluateError(ValueError):
@@ -205,14 +211,20 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
       context = multiprocessing.get_context("spawn")
       used = np.array([position[u.image_index] for u in units])
       local = {int(p): k for k, p in enumerate(used)}
-      with futures.ProcessPoolExecutor(
+      pool = futures.ProcessPoolExecutor(
           max_workers=workers, mp_context=context, initializer=_worker_init,
-          initargs=(network.weights, network.biases, images[used],
-                    config)) as pool:
+          initargs=(network.weights, network.biases, images[used], config))
+      try:
         pending = [pool.submit(_worker_solve, u, local[position[u.image_index]])
                    for u in units]
         for future in futures.as_completed(pending):
           record_done(future.result())
+      finally:
+        # On an interrupt, do not leave workers solving for nobody.
+        for process in list(getattr(pool, "_processes", {}).values()):
+          if process.is_alive():
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
   finally:
     if out:
       out.close()
@@ -281,7 +293,15 @@ def main(argv):
                len(mine), FLAGS.out, counts)
 
 
+def _terminate_gracefully(signum, frame):
+  del frame
+  raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run():
+  define_flags()
+  # SIGTERM unwinds like Ctrl-C: written lines stay, workers are stopped.
+  signal.signal(signal.SIGTERM, _terminate_gracefully)
   try:
     app.run(main)
   except EvaluateError as e:

@@ -106,3 +106,21 @@ def test_unknown_method():
   net = random_network(np.random.default_rng(0), (3, 4, 2))
   with pytest.raises(ValueError, match="unknown bounds method"):
     bounds.layer_bounds(net, np.zeros(3), np.ones(3), "magic")
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_alpha_crown_margin_is_sound_and_not_looser(seed):
+  rng = np.random.default_rng(30 + seed)
+  net = random_network(rng, (10, 20, 20, 10))
+  xs = rng.uniform(size=(2, 10))
+  labels = np.array([2, 5])
+  lower, upper = bounds.input_box(xs, 0.1)
+  crown = bounds.crown_margin_lower_bounds(net, lower, upper, labels)
+  alpha = bounds.alpha_crown_margin_lower_bounds(net, lower, upper, labels,
+                                                 steps=20)
+  assert np.all(alpha >= crown - 1e-6)
+  for i in range(2):
+    logits = forward(net, sample_box(rng, lower[i], upper[i], 4000))
+    reached = (logits[:, labels[i]:labels[i] + 1] - logits).min(0)
+    mask = np.arange(10) != labels[i]
+    assert np.all(alpha[i, mask] <= reached[mask])

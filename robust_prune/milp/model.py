@@ -30,6 +30,8 @@ class VerificationModel:
   layer_bounds: bounds_lib.LayerBounds
   build_seconds: float
   epsilon: cp.Variable | None = None   # min_distortion: the L-inf radius
+  # per hidden layer: (y, keep) with y == pre-activations[keep], or None
+  pre_vars: list | None = None
 
   @property
   def num_binaries(self) -> int:
@@ -61,16 +63,19 @@ def build_model(network: Network, box_lower, box_upper,
   box_lower = np.asarray(box_lower, np.float64)
   box_upper = np.asarray(box_upper, np.float64)
   x = cp.Variable(network.input_dim, name="x", bounds=[box_lower, box_upper])
-  constraints, layers, h = [], [], x
+  constraints, layers, pre_vars, h = [], [], [], x
   for i in range(network.num_layers - 1):
     w = np.asarray(network.weights[i], np.float64)
     b = np.asarray(network.biases[i], np.float64)
     lower, upper = layer_bounds.lowers[i], layer_bounds.uppers[i]
     pre = h @ w + b
     if materialize:
-      pre, defining = _pre_activation_variable(pre, h, w, b, lower, upper,
-                                               all_binary, str(i))
+      pre, defining, y = _pre_activation_variable(pre, h, w, b, lower, upper,
+                                                  all_binary, str(i))
       constraints += defining
+      pre_vars.append(y)
+    else:
+      pre_vars.append(None)
     enc = encoding.relu_big_m(pre, lower, upper, all_binary=all_binary,
                               name=str(i))
     constraints += enc.constraints
@@ -90,7 +95,7 @@ def build_model(network: Network, box_lower, box_upper,
     objective = cp.Minimize(epsilon)
   problem = cp.Problem(objective, constraints)
   return VerificationModel(problem, x, logits, c, layers, layer_bounds,
-                           time.perf_counter() - start, epsilon)
+                           time.perf_counter() - start, epsilon, pre_vars)
 
 
 def _pre_activation_variable(pre, h, w, b, lower, upper, all_binary, name):
@@ -100,6 +105,7 @@ def _pre_activation_variable(pre, h, w, b, lower, upper, all_binary, name):
   phases = encoding.NeuronPhases.from_bounds(lower, upper, all_binary)
   keep = np.sort(np.concatenate([phases.active, phases.unstable]))
   if keep.size == 0:
-    return pre, []
+    return pre, [], None
   y = cp.Variable(keep.size, name=f"y{name}", bounds=[lower[keep], upper[keep]])
-  return encoding.scatter(keep, len(lower)) @ y, [y == h @ w[:, keep] + b[keep]]
+  return (encoding.scatter(keep, len(lower)) @ y,
+          [y == h @ w[:, keep] + b[keep]], (y, keep))
