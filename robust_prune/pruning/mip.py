@@ -140,8 +140,13 @@ class SolveResult:
 def solve(model: MilpModel, *, solver: str = DEFAULT_SOLVER,
           time_limit: float = 60.0, mip_gap: float = 1e-4,
           start: np.ndarray | None = None, threads: int = 1,
-          verbose: bool = False) -> SolveResult:
-  """Solves `model` with the named solver; never raises on a time-out."""
+          verbose: bool = False,
+          options: dict | None = None) -> SolveResult:
+  """Solves `model` with the named solver; never raises on a time-out.
+
+  `options`: extra native settings (SCIP setParam names, HiGHS option names;
+  ignored by GLPK), applied after the defaults here.
+  """
   solver = check_solver(solver)
   if not time_limit > 0:
     raise SolverError(f"time limit must be positive, got {time_limit}")
@@ -151,7 +156,7 @@ def solve(model: MilpModel, *, solver: str = DEFAULT_SOLVER,
         "GLPK_MI": _solve_glpk}[solver]
   begin = time.perf_counter()
   status, raw, x, bound = fn(model, time_limit, mip_gap, start, threads,
-                             verbose)
+                             verbose, dict(options or {}))
   seconds = time.perf_counter() - begin
   violation = None
   if x is not None:
@@ -176,7 +181,8 @@ def solve(model: MilpModel, *, solver: str = DEFAULT_SOLVER,
 
 
 # ------------------------------------------------------------------- HiGHS
-def _solve_highs(model, time_limit, mip_gap, start, threads, verbose):
+def _solve_highs(model, time_limit, mip_gap, start, threads, verbose,
+                 options):
   import highspy  # pylint: disable=g-import-not-at-top
   h = highspy.Highs()
   h.setOptionValue("output_flag", bool(verbose))
@@ -184,6 +190,8 @@ def _solve_highs(model, time_limit, mip_gap, start, threads, verbose):
   h.setOptionValue("mip_rel_gap", float(mip_gap))
   h.setOptionValue("threads", int(threads))
   h.setOptionValue("random_seed", 0)
+  for key, value in options.items():
+    h.setOptionValue(key, value)
   a = model.matrix().tocsc()
   lp = highspy.HighsLp()
   lp.num_col_ = model.num_vars
@@ -231,7 +239,8 @@ def _solve_highs(model, time_limit, mip_gap, start, threads, verbose):
 
 
 # -------------------------------------------------------------------- SCIP
-def _solve_scip(model, time_limit, mip_gap, start, threads, verbose):
+def _solve_scip(model, time_limit, mip_gap, start, threads, verbose,
+                options):
   import pyscipopt  # pylint: disable=g-import-not-at-top
   m = pyscipopt.Model()
   if not verbose:
@@ -239,6 +248,8 @@ def _solve_scip(model, time_limit, mip_gap, start, threads, verbose):
   m.setParam("limits/time", float(time_limit))
   m.setParam("limits/gap", float(mip_gap))
   m.setParam("randomization/randomseedshift", 0)
+  for key, value in options.items():
+    m.setParam(key, value)
   inf = m.infinity()
   xs = []
   for j in range(model.num_vars):
@@ -286,8 +297,9 @@ def _solve_scip(model, time_limit, mip_gap, start, threads, verbose):
 
 
 # ----------------------------------------------------------------- GLPK_MI
-def _solve_glpk(model, time_limit, mip_gap, start, threads, verbose):
-  del mip_gap, start, threads  # see below; GLPK via cvxopt takes no start
+def _solve_glpk(model, time_limit, mip_gap, start, threads, verbose,
+                options):
+  del mip_gap, start, threads, options  # GLPK via cvxopt takes no start
   import cvxopt  # pylint: disable=g-import-not-at-top
   from cvxopt import glpk  # pylint: disable=g-import-not-at-top
   # cvxopt's ilp wants G x <= h and A x = b; fold bounds and two-sided rows.
