@@ -37,10 +37,12 @@ run_pruning = loop.run_pruning
 def run_pruning_stage(pipeline) -> dict[str, Any]:
   """The pipeline's `prune` stage: OUT/original/network.npz -> OUT/pruned/."""
   c = pipeline.config
+  d = PruneOptions()
   options = PruneOptions(
       threshold=c.threshold, images_per_class=c.images_per_class,
       solver=c.solver, time_limit=c.prune_time_limit, retrain=c.retrain,
-      seed=c.seed)
+      seed=c.seed, margin=getattr(c, "prune_margin", d.margin),
+      lam=getattr(c, "prune_lambda", d.lam))
   train, test = pipeline.splits
   summary = run_pruning(pipeline.path("original", "network.npz"),
                         pipeline.path("pruned"), options, train=train,

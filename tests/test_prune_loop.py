@@ -133,6 +133,25 @@ def test_robust_batch_stays_correct_under_pgd(trained, splits):
   np.testing.assert_array_equal(splits[0].images[idx], clean)
 
 
+def test_pipeline_stage_entry_point(trained, splits, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from robust_prune import prune  # pylint: disable=g-import-not-at-top
+  os.makedirs(tmp_path / "original")
+  for name in (train_lib.NETWORK, train_lib.CONFIG):
+    shutil.copy(os.path.join(os.path.dirname(trained), name),
+                tmp_path / "original" / name)
+  config = types.SimpleNamespace(
+      threshold=1e-3, images_per_class=1, solver="HIGHS",
+      prune_time_limit=10.0, retrain="finetune", seed=0, prune_margin=0.01)
+  pipeline = types.SimpleNamespace(
+      config=config, splits=splits,
+      path=lambda *parts: os.path.join(str(tmp_path), *parts))
+  details = prune.run_pruning_stage(pipeline)
+  assert details["params_after"] < details["params_before"]
+  assert os.path.exists(tmp_path / "pruned" / "network.npz")
+
+
 # ------------------------------------------------------------- the binary
 def _binary(*args):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
