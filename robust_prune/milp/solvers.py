@@ -333,6 +333,19 @@ def solve(milp: CompiledMilp, solver: str, *, time_limit: float, cutoff=None,
   start: a full column vector used as a MIP start (HiGHS, SCIP).
   """
   c, offset = milp.cost()
-  return SOLVE_FUNCTIONS[check_solver(solver)](
-      milp, c, offset, time_limit=time_limit, cutoff=cutoff,
-      stop_at_first=stop_at_first, start=start, threads=threads)
+  function = SOLVE_FUNCTIONS[check_solver(solver)]
+  outcome = function(milp, c, offset, time_limit=time_limit, cutoff=cutoff,
+                     stop_at_first=stop_at_first, start=start, threads=threads)
+  stopped_early = stop_at_first and not (
+      outcome.proven_optimal or outcome.proven_infeasible
+      or outcome.hit_time_limit)
+  if stopped_early and (outcome.objective is None or cutoff is None
+                        or outcome.objective >= cutoff):
+    # The solution limit fired on a point that is no use (HiGHS and SCIP may
+    # keep incumbents above the cutoff): go on without it, in the time left.
+    remaining = max(float(time_limit) - outcome.seconds, 0.01)
+    again = function(milp, c, offset, time_limit=remaining, cutoff=cutoff,
+                     stop_at_first=False, start=start, threads=threads)
+    again.seconds += outcome.seconds
+    return again
+  return outcome
