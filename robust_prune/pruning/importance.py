@@ -59,9 +59,10 @@ from robust_prune.pruning import mip
 BOUND_SAFETY = 1e-9  # float64 round-off allowance on sums of float32 products
 CUTOFF_SLACK = 1e-6  # keeps the incumbent feasible under the objective cutoff
 # SCIP's default root cutting loop spent a whole 60 s budget on the 300-100
-# network without improving the all-ones start; with no cutting rounds and
-# frequent RINS it found incumbents as good as HiGHS's (the root bound is
-# weak either way, see the module docstring).
+# network (margin 0) without improving the all-ones start; with no cutting
+# rounds and frequent RINS it reached incumbents like HiGHS's there (the root
+# bound is weak either way, see the module docstring). At margin 3 it still
+# found nothing better than the start in 60 s on the shared 2-core machine.
 SCIP_OPTIONS = {"separating/maxroundsroot": 0, "separating/maxrounds": 0,
                 "heuristics/rins/freq": 5}
 
