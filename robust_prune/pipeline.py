@@ -116,7 +116,9 @@ class Pipeline:
     os.replace(tmp, self.state_path)
 
   def path(self, *parts) -> str:
-    return os.path.join(self.out_dir, *parts)
+    # Resolved, so that stages shared between runs through a symlink (the
+    # ablations) see one path and recognise their finished work.
+    return os.path.realpath(os.path.join(self.out_dir, *parts))
 
   @property
   def splits(self):
