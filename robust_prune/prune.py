@@ -20,10 +20,9 @@ import dataclasses
 import json
 from typing import Any, Sequence
 
-from absl import app
 from absl import flags
 
-from robust_prune import data as data_lib
+from robust_prune import cli
 from robust_prune import network as network_lib
 from robust_prune import train as train_lib
 from robust_prune.pruning import loop
@@ -37,12 +36,11 @@ run_pruning = loop.run_pruning
 def run_pruning_stage(pipeline) -> dict[str, Any]:
   """The pipeline's `prune` stage: OUT/original/network.npz -> OUT/pruned/."""
   c = pipeline.config
-  d = PruneOptions()
   options = PruneOptions(
       threshold=c.threshold, images_per_class=c.images_per_class,
       solver=c.solver, time_limit=c.prune_time_limit, retrain=c.retrain,
-      seed=c.seed, margin=getattr(c, "prune_margin", d.margin),
-      lam=getattr(c, "prune_lambda", d.lam))
+      seed=c.seed, margin=c.prune_margin,
+      lam=c.prune_lambda)
   train, test = pipeline.splits
   summary = run_pruning(pipeline.path("original", "network.npz"),
                         pipeline.path("pruned"), options, train=train,
@@ -118,18 +116,13 @@ def options_from_flags(f=flags.FLAGS) -> PruneOptions:
 
 
 def main(argv: Sequence[str]):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   f = flags.FLAGS
-  try:
-    options = options_from_flags(f)
-    network_lib.load_network(f.network)  # fail early and clearly
-    summary = run_pruning(f.network, f.workdir, options,
-                          train_overrides=train_overrides_from_flags(f),
-                          manual_dir=f.mnist_manual_dir)
-  except (ValueError, TypeError, data_lib.MnistDataError,
-          network_lib.NetworkFormatError) as e:
-    raise app.UsageError(str(e)) from e
+  options = options_from_flags(f)
+  network_lib.load_network(f.network)  # fail early and clearly
+  summary = run_pruning(f.network, f.workdir, options,
+                        train_overrides=train_overrides_from_flags(f),
+                        manual_dir=f.mnist_manual_dir)
   print(json.dumps({key: summary[key] for key in
                     ("widths_before", "widths_after", "params_before",
                      "params_after", "param_reduction", "stop_reason",
@@ -137,4 +130,4 @@ def main(argv: Sequence[str]):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, cli.USER_ERRORS + (TypeError,))

@@ -143,7 +143,8 @@ def test_pipeline_stage_entry_point(trained, splits, tmp_path):
                 tmp_path / "original" / name)
   config = types.SimpleNamespace(
       threshold=1e-3, images_per_class=1, solver="HIGHS",
-      prune_time_limit=10.0, retrain="finetune", seed=0, prune_margin=0.01)
+      prune_time_limit=10.0, retrain="finetune", seed=0, prune_margin=0.01,
+      prune_lambda=0.0)
   pipeline = types.SimpleNamespace(
       config=config, splits=splits,
       path=lambda *parts: os.path.join(str(tmp_path), *parts))

@@ -42,6 +42,7 @@ QUICK_SWEEPS = {
 # Fields that decide the original network / the pruned network.
 TRAIN_FIELDS = ("hidden", "train_epsilon", "epochs", "max_train_examples", "seed")
 PRUNE_FIELDS = TRAIN_FIELDS + ("threshold", "images_per_class", "retrain",
+                               "prune_margin", "prune_lambda",
                                "solver", "prune_time_limit")
 
 flags.DEFINE_enum("sweep", None, sorted(SWEEPS), "Which ablation.")
