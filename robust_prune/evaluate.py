@@ -161,7 +161,9 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   log_every: float = 10.0) -> list[dict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
-  pairs are skipped and new records are appended and flushed per image."""
+  pairs are skipped and new records are appended and flushed per image.
+  workers > 1 spawns processes: a calling script needs the usual
+  `if __name__ == "__main__":` guard."""
   if config is None:
     config = verify_lib.VerifyConfig(
         delta=float(delta), mode=mode, solver=solvers_lib.check_solver(solver),
