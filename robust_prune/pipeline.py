@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -195,10 +196,18 @@ class Pipeline:
       if self.manual_dir:
         command.append(f"--mnist_manual_dir={self.manual_dir}")
       print(f"  verifying {net}: {' '.join(command[1:])}", flush=True)
-      result = subprocess.run(command, check=False)
-      if result.returncode != 0:
+      child = subprocess.Popen(command)
+      try:
+        returncode = child.wait()
+      finally:
+        # Killed or interrupted: stop the child too, or a rerun would race it
+        # on the same results file (it stops its own workers on SIGTERM).
+        if child.poll() is None:
+          child.terminate()
+          child.wait(timeout=60)
+      if returncode != 0:
         raise RuntimeError(f"verification of the {net} network failed (exit "
-                           f"{result.returncode}); results so far are kept in "
+                           f"{returncode}); results so far are kept in "
                            f"{out}, rerun to resume")
       records = transfer_lib.read_jsonl(out)
       counts[net] = report_lib.status_counts(records)
@@ -294,6 +303,8 @@ if __name__ == "__main__":
 def main(argv):
   del argv
   f = flags.FLAGS
+  # SIGTERM unwinds like Ctrl-C, so the running stage can stop its children.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
   config = config_from_flags(f)
   if config.delta < 0:
     raise ValueError(f"--delta must be >= 0, got {config.delta}")
