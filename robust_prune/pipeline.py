@@ -60,6 +60,10 @@ class PipelineConfig:
   prune_lambda: float = 0.0
   solver: str = "HIGHS"
   bounds: str = "crown"
+  # targeted: the paper's optimum per (image, target); certify: a proven
+  # verdict per pair, cheapest first (CROWN bound, PGD, then the MILP), with
+  # no optimum where the bound or PGD already decided.
+  mode: str = "targeted"
   time_limit: float = 120.0
   prune_time_limit: float = 60.0
   workers: int = 0  # 0 = one per core
@@ -190,7 +194,7 @@ class Pipeline:
           sys.executable, "-m", "robust_prune.evaluate",
           f"--network={self.path(net, 'network.npz')}", f"--out={out}",
           f"--delta={c.delta}", f"--num_images={c.num_images}",
-          f"--first_image={c.first_image}", "--mode=targeted",
+          f"--first_image={c.first_image}", f"--mode={c.mode}",
           f"--solver={c.solver}", f"--time_limit={c.time_limit}",
           f"--bounds={c.bounds}", f"--workers={c.workers or os.cpu_count()}"]
       if self.manual_dir:
@@ -267,6 +271,8 @@ def define_flags():
   flags.DEFINE_enum("retrain", d.retrain, ["scratch", "finetune", "rewind"],
                     "How the pruned network is retrained.")
   flags.DEFINE_string("solver", d.solver, "MILP solver: HIGHS, SCIP or GLPK_MI.")
+  flags.DEFINE_enum("mode", d.mode, ["targeted", "certify"],
+                    "Verification mode (see robust_prune.evaluate).")
   flags.DEFINE_enum("bounds", d.bounds, ["interval", "crown", "lp"],
                     "Pre-activation bounds for the verification MILP.")
   flags.DEFINE_float("time_limit", d.time_limit,
