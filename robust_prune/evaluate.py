@@ -308,6 +308,11 @@ def run():
     app.run(main)
   except EvaluateError as e:
     sys.exit(f"evaluate: error: {e}")
+  except KeyboardInterrupt as e:
+    # Every finished line is already on disk; a rerun resumes from there.
+    print(f"evaluate: interrupted ({e or 'Ctrl-C'}); rerun with the same "
+          f"--out to resume", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
