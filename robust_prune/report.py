@@ -181,7 +181,8 @@ def plot_example_grid(records: Sequence[Mapping], images: np.ndarray, path: str,
     x = images[r["image_index"]].reshape(28, 28)
     x_adv = np.asarray(r["x_adv"]).reshape(28, 28)
     row[0].imshow(x, cmap="gray", vmin=0, vmax=1)
-    row[0].set_title(f"#{r['image_index']} label {r['label']}", fontsize=8)
+    row[0].set_title(f"{r.get('network', '')} #{r['image_index']} label "
+                     f"{r['label']}", fontsize=8)
     row[1].imshow(x_adv, cmap="gray", vmin=0, vmax=1)
     row[1].set_title(f"adversarial -> {r['target']}", fontsize=8)
     diff = x_adv - x
@@ -297,7 +298,8 @@ def write_report(out_dir: str, images: np.ndarray | None = None) -> str:
   if images is None:
     from robust_prune import data as data_lib  # pylint: disable=g-import-not-at-top
     images = data_lib.load_split("test").images
-  plot_example_grid(records_by_net["original"] + records_by_net["pruned"],
+  plot_example_grid([{**r, "network": net} for net in NETWORKS
+                     for r in records_by_net[net]],
                     images, os.path.join(out_dir, "fig2_examples.png"))
   path = os.path.join(out_dir, "report.md")
   with open(path, "w") as f:
