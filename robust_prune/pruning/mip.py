@@ -188,7 +188,10 @@ def _solve_highs(model, time_limit, mip_gap, start, threads, verbose,
   h.setOptionValue("output_flag", bool(verbose))
   h.setOptionValue("time_limit", float(time_limit))
   h.setOptionValue("mip_rel_gap", float(mip_gap))
-  h.setOptionValue("threads", int(threads))
+  # No `threads`: HiGHS's scheduler is process-global, and once it exists
+  # (any earlier HiGHS solve in this process, e.g. a verification MILP) a
+  # different thread count makes run() fail with status 'Not Set'.
+  del threads
   h.setOptionValue("random_seed", 0)
   for key, value in options.items():
     h.setOptionValue(key, value)
