@@ -31,6 +31,7 @@ from absl import logging
 
 from robust_prune import cli
 from robust_prune import data as data_lib
+from robust_prune import evaluate as evaluate_lib
 from robust_prune import models
 from robust_prune import network as network_lib
 from robust_prune import report as report_lib
@@ -216,12 +217,12 @@ class Pipeline:
         raise RuntimeError(f"verification of the {net} network failed (exit "
                            f"{returncode}); results so far are kept in "
                            f"{out}, rerun to resume")
-      records = transfer_lib.read_jsonl(out)
+      records = evaluate_lib.read_results(out)
       counts[net] = report_lib.status_counts(records)
     return {"counts": counts}
 
   def transfer(self):
-    records = {net: transfer_lib.read_jsonl(self.path(f"verify_{net}.jsonl"))
+    records = {net: evaluate_lib.read_results(self.path(f"verify_{net}.jsonl"))
                for net in report_lib.NETWORKS}
     networks = {net: network_lib.load_network(self.path(net, "network.npz"))
                 for net in report_lib.NETWORKS}

@@ -19,8 +19,8 @@ from absl import flags
 import numpy as np
 
 from robust_prune import cli
+from robust_prune import evaluate as evaluate_lib
 from robust_prune import network as network_lib
-from robust_prune import transfer as transfer_lib
 
 NETWORKS = ("original", "pruned")
 NUM_CLASSES = 10
@@ -214,12 +214,6 @@ def _load_json(path: str, default=None):
     return json.load(f)
 
 
-def _last_metrics(workdir: str) -> dict:
-  path = os.path.join(workdir, "metrics.jsonl")
-  records = transfer_lib.read_jsonl(path) if os.path.exists(path) else []
-  return records[-1] if records else {}
-
-
 def _fmt(value, spec=".4f"):
   if value is None:
     return "n/a"
@@ -238,7 +232,7 @@ def build_summary(out_dir: str) -> dict:
     if not os.path.exists(path):
       raise FileNotFoundError(f"missing verification results {path}; run the "
                               f"pipeline's verify stage first")
-    records_by_net[net] = transfer_lib.read_jsonl(path)
+    records_by_net[net] = evaluate_lib.read_results(path)
   transfer = _load_json(os.path.join(out_dir, "transfer.json"), {})
   pipeline = _load_json(os.path.join(out_dir, "pipeline.json"), {})
   pruning = _load_json(os.path.join(out_dir, "pruned", "pruning.json"), {})

@@ -4,7 +4,6 @@ pruned-on-original = 33/148)."""
 
 from __future__ import annotations
 
-import json
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -39,18 +38,3 @@ def transfer_accuracy(network: Network, records: Iterable[Mapping]) -> dict:
   return {"examples": int(len(labels)), "correct": correct,
           "to_target": to_target, "accuracy": correct / len(labels),
           "fooled_to_target": to_target / len(labels)}
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """Records of a results file; a torn last line (killed writer) is skipped."""
-  records = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return records

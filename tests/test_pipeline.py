@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
+from robust_prune import evaluate as evaluate_lib
 from robust_prune import network as network_lib
 from robust_prune import pipeline as pipeline_lib
-from robust_prune import transfer as transfer_lib
 
 # Large enough a radius that the small quick networks have adversarial
 # examples, so reverse testing is exercised on real witnesses.
@@ -28,7 +28,7 @@ def quick_run(tmp_path_factory, mnist_train, mnist_test):
 
 
 def _records(out, net):
-  return transfer_lib.read_jsonl(os.path.join(out, f"verify_{net}.jsonl"))
+  return evaluate_lib.read_results(os.path.join(out, f"verify_{net}.jsonl"))
 
 
 def test_every_stage_wrote_its_output(quick_run):
