@@ -313,8 +313,9 @@ def render_markdown(summary: Mapping) -> str:
             f"- delta (L-inf radius): {cfg.get('delta', 'n/a')}; images: "
             f"{cfg.get('num_images', 'n/a')} first MNIST test images x 9 targets",
             f"- verification mode: {cfg.get('mode', 'targeted')}"
-            + (" (CROWN- or PGD-decided pairs carry a bound, not an optimum; "
-               "Figure 4's objective statistics cover MILP-solved pairs only)"
+            + (" (CROWN-certified pairs carry a bound and PGD-found ones the "
+               "PGD margin, not an optimum; Figure 4's objective statistics "
+               "cover only pairs with a value)"
                if cfg.get("mode") == "certify" else ""),
             f"- solver: {cfg.get('solver', 'n/a')}, bounds: "
             f"{cfg.get('bounds', 'n/a')}, time limit {cfg.get('time_limit', 'n/a')} s",
