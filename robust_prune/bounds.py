@@ -240,12 +240,9 @@ def margin_spec(label: int, targets: Sequence[int], num_classes: int):
   return spec
 
 
-def crown_margin_lower_bounds(network: Network, lower, upper, labels,
-                              targets_per_image=None):
-  """Certified lower bounds of logit[label] - logit[target] over the box,
-  for every target != label: (B, 784) boxes -> (B, num_classes) array with
-  +inf at the label's own column. A positive entry proves that target
-  unreachable without any MILP."""
+def _margin_setup(network: Network, lower, upper, labels):
+  """Batched boxes, labels, the margin spec and the CROWN layer bounds that
+  both margin-bound functions start from."""
   lower = np.atleast_2d(np.asarray(lower, np.float32))
   upper = np.atleast_2d(np.asarray(upper, np.float32))
   labels = np.atleast_1d(np.asarray(labels))
@@ -253,6 +250,17 @@ def crown_margin_lower_bounds(network: Network, lower, upper, labels,
   spec = np.stack([margin_spec(int(y), range(k), k) for y in labels])
   weights, biases = _params(network)
   ls, us = _crown_jax(weights, biases, lower, upper)
+  return lower, upper, labels, spec, weights, biases, ls, us
+
+
+def crown_margin_lower_bounds(network: Network, lower, upper, labels,
+                              targets_per_image=None):
+  """Certified lower bounds of logit[label] - logit[target] over the box,
+  for every target != label: (B, 784) boxes -> (B, num_classes) array with
+  +inf at the label's own column. A positive entry proves that target
+  unreachable without any MILP."""
+  lower, upper, labels, spec, weights, biases, ls, us = _margin_setup(
+      network, lower, upper, labels)
   bound = np.asarray(_crown_margin_jax(weights, biases, lower, upper, ls, us,
                                        jnp.asarray(spec)), np.float64)
   bound[np.arange(len(labels)), labels] = np.inf
@@ -264,13 +272,8 @@ def alpha_crown_margin_lower_bounds(network: Network, lower, upper, labels,
   """Like `crown_margin_lower_bounds`, tightened by optimizing the lower ReLU
   slopes per target (never looser than CROWN: the CROWN slopes are the
   starting point and the best bound seen is kept)."""
-  lower = np.atleast_2d(np.asarray(lower, np.float32))
-  upper = np.atleast_2d(np.asarray(upper, np.float32))
-  labels = np.atleast_1d(np.asarray(labels))
-  k = network.num_classes
-  spec = np.stack([margin_spec(int(y), range(k), k) for y in labels])
-  weights, biases = _params(network)
-  ls, us = _crown_jax(weights, biases, lower, upper)
+  lower, upper, labels, spec, weights, biases, ls, us = _margin_setup(
+      network, lower, upper, labels)
   bound = np.asarray(_alpha_crown_margin_jax(
       weights, biases, lower, upper, ls, us, jnp.asarray(spec), int(steps),
       jnp.float32(learning_rate)), np.float64)
