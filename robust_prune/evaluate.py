@@ -56,6 +56,9 @@ def define_flags():
   flags.DEFINE_integer("workers", 2, "processes solving images in parallel.")
   flags.DEFINE_integer("pgd_steps", 50, "PGD steps (certify pre-pass / MIP "
                        "start in targeted mode); 0 disables PGD.")
+  flags.DEFINE_float("bab_time_limit", 20.0, "certify mode: seconds of "
+                     "alpha/beta-CROWN branch and bound per target before the "
+                     "MILP; 0 goes straight to the MILP.")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
@@ -157,7 +160,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   delta: float, mode: str = "targeted", solver: str = "HIGHS",
                   time_limit: float = 60.0, bounds: str = "crown",
                   out_path: str | None = None, workers: int = 2,
-                  pgd_steps: int = 50, config: verify_lib.VerifyConfig | None = None,
+                  pgd_steps: int = 50, bab_time_limit: float = 20.0,
+                  config: verify_lib.VerifyConfig | None = None,
                   log_every: float = 10.0) -> list[dict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
@@ -167,7 +171,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
   if config is None:
     config = verify_lib.VerifyConfig(
         delta=float(delta), mode=mode, solver=solvers_lib.check_solver(solver),
-        time_limit=float(time_limit), bounds=bounds, pgd_steps=pgd_steps)
+        time_limit=float(time_limit), bounds=bounds, pgd_steps=pgd_steps,
+        bab_time_limit=float(bab_time_limit))
   images = np.asarray(images, np.float32)
   existing = []
   if out_path:
@@ -283,7 +288,7 @@ def main(argv):
     results = verify_images(
         network, test.images[indices], test.labels[indices], indices,
         FLAGS.delta, FLAGS.mode, solver, FLAGS.time_limit, FLAGS.bounds,
-        FLAGS.out, FLAGS.workers, FLAGS.pgd_steps)
+        FLAGS.out, FLAGS.workers, FLAGS.pgd_steps, FLAGS.bab_time_limit)
   except ValueError as e:
     raise EvaluateError(str(e)) from e
   wanted = set(indices)

@@ -69,6 +69,7 @@ class PipelineConfig:
   # the same, only Figure 4's objective values are partial.
   mode: str = "certify"
   time_limit: float = 120.0
+  bab_time_limit: float = 20.0  # certify: branch and bound before the MILP
   prune_time_limit: float = 60.0
   workers: int = 0  # 0 = one per core
   learning_rate: float = 1e-3
@@ -200,7 +201,8 @@ class Pipeline:
           f"--delta={c.delta}", f"--num_images={c.num_images}",
           f"--first_image={c.first_image}", f"--mode={c.mode}",
           f"--solver={c.solver}", f"--time_limit={c.time_limit}",
-          f"--bounds={c.bounds}", f"--workers={c.workers or os.cpu_count()}"]
+          f"--bounds={c.bounds}", f"--bab_time_limit={c.bab_time_limit}",
+          f"--workers={c.workers or os.cpu_count()}"]
       if self.manual_dir:
         command.append(f"--mnist_manual_dir={self.manual_dir}")
       print(f"  verifying {net}: {' '.join(command[1:])}", flush=True)
@@ -281,6 +283,9 @@ def define_flags():
                     "Pre-activation bounds for the verification MILP.")
   flags.DEFINE_float("time_limit", d.time_limit,
                      "Seconds per verification MILP.")
+  flags.DEFINE_float("bab_time_limit", d.bab_time_limit,
+                     "Certify mode: seconds of branch and bound per target "
+                     "before the MILP (0 = MILP only).")
   flags.DEFINE_float("prune_time_limit", d.prune_time_limit,
                      "Seconds for the pruning MILP.")
   flags.DEFINE_float("prune_margin", d.prune_margin,

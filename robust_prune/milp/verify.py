@@ -48,6 +48,8 @@ class VerifyConfig:
   pgd_seed: int = 0
   all_binary: bool = False   # naive formulation (benchmarks only)
   warm_start: bool = True    # targeted: PGD point as MIP start
+  bab_time_limit: float = 20.0  # certify: seconds of alpha/beta-CROWN branch
+                                # and bound per target before the MILP (0: off)
 
 
 def check_witness(network: Network, x_adv, image, delta: float, label: int,
@@ -213,6 +215,8 @@ def verify_image(network: Network, image, label: int, image_index: int,
     if config.mode == "certify":
       undecided = _certify_cheaply(network, image, label, lower, upper,
                                    undecided, records, config)
+      undecided = _certify_by_bab(network, image, label, lower, upper,
+                                  layer_bounds, undecided, records, config)
       if not undecided:
         return list(records.values())
     if config.mode == "targeted" and config.warm_start and config.pgd_steps > 0:
@@ -270,6 +274,40 @@ def _certify_cheaply(network, image, label, lower, upper, targets, records,
       else:
         still.append(t)
     rest = still
+  return rest
+
+
+def _certify_by_bab(network, image, label, lower, upper, layer_bounds, targets,
+                    records, config: VerifyConfig):
+  """Branch and bound (robust_prune.bab) on what CROWN and PGD left open;
+  returns the targets it could not decide in its time budget (the MILP's)."""
+  if config.bab_time_limit <= 0 or not targets:
+    return targets
+  from robust_prune import bab  # pylint: disable=g-import-not-at-top
+  rest = []
+  for t in targets:
+    result = bab.bab_margin(network, lower, upper, label, t,
+                            bab.BabConfig(time_limit=config.bab_time_limit),
+                            layer_bounds=layer_bounds)
+    r = records[t]
+    r["bab_domains"], r["bab_seconds"] = result.domains, result.seconds
+    if result.status == "robust":
+      r.update(status="robust", decided_by="bab", best_bound=result.lower_bound,
+               solve_seconds=result.seconds, num_binaries=0)
+      continue
+    if result.status == "adversarial":
+      ok, margin, x_adv = check_witness(network, result.x_adv, image,
+                                        config.delta, label, t)
+      if ok:
+        r.update(status="adversarial", decided_by="bab", objective=margin,
+                 witness_margin=margin, x_adv=x_adv.tolist(),
+                 solve_seconds=result.seconds, num_binaries=0)
+        continue
+    if np.isfinite(result.lower_bound):
+      previous = r.get("best_bound")
+      r["best_bound"] = (result.lower_bound if previous is None
+                         else max(previous, result.lower_bound))
+    rest.append(t)
   return rest
 
 

@@ -1,0 +1,191 @@
+"""Branch and bound (alpha/beta-CROWN) against exact ground truth."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robust_prune import bab, bounds
+from robust_prune.milp import verify
+from robust_prune.network import forward
+from test_milp import exact_min_margin, random_network, solve_targeted
+
+
+def _pre_activations(net, x):
+  """Pre-activations of every hidden layer for a batch of inputs (float64)."""
+  pre, h = [], x
+  for w, b in zip(net.weights[:-1], net.biases[:-1]):
+    y = h @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+    pre.append(y)
+    h = np.maximum(y, 0)
+  return pre
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_domain_bound_is_sound_on_sampled_inputs(seed):
+  """For random splits, alphas and betas, the float64 domain bound never
+  exceeds the margin of any sampled input in the box that satisfies the
+  splits; the float32 JAX bound is the same number."""
+  net = random_network(seed, (6, 10, 8, 4))
+  rng = np.random.default_rng(seed)
+  x0 = rng.uniform(0.2, 0.8, size=6)
+  lower, upper = bounds.input_box(x0, 0.3)
+  lb = bounds.crown_bounds(net, lower, upper)
+  label, target = 0, 1 + seed % 3
+  c = bounds.margin_spec(label, [target], 4)[0]
+  samples = rng.uniform(lower, upper, size=(200_000, 6))
+  samples[:64] = np.where(rng.uniform(size=(64, 6)) < 0.5, lower, upper)
+  pre = _pre_activations(net, samples)
+  margins = forward(net, samples) @ c
+  num_domains = 8
+  splits, alphas, betas = [], [], []
+  inside = np.ones((num_domains, len(samples)), bool)
+  # Each domain's splits follow one sampled input, so no domain is empty.
+  anchors = rng.choice(len(samples), size=num_domains, replace=False)
+  for j, (l, u) in enumerate(lb.hidden):
+    unstable = np.flatnonzero((l < 0) & (u > 0))
+    split = np.zeros((num_domains, len(l)), np.int8)
+    for d in range(num_domains):
+      chosen = rng.choice(unstable, size=min(2, len(unstable)), replace=False)
+      split[d, chosen] = np.where(pre[j][anchors[d], chosen] >= 0, 1, -1)
+      for n in chosen:
+        inside[d] &= (pre[j][:, n] * split[d, n]) >= 0
+    splits.append(split)
+    alphas.append(rng.uniform(size=(num_domains, len(l))).astype(np.float32))
+    betas.append(rng.exponential(size=(num_domains, len(l))).astype(np.float32))
+  proven = bab.bound_float64(net, lower, upper, lb, c, splits, alphas, betas)
+  for d in range(num_domains):
+    assert inside[d, anchors[d]]
+    assert proven[d] <= margins[inside[d]].min() + 1e-9
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  jax_bound, vertex, _ = bab._domain_bounds(
+      tuple(f32(w) for w in net.weights), tuple(f32(b) for b in net.biases),
+      f32(lower), f32(upper), tuple(f32(l) for l in lb.lowers[:-1]),
+      tuple(f32(u) for u in lb.uppers[:-1]), f32(c),
+      tuple(f32(s) for s in splits), [f32(a) for a in alphas],
+      [f32(b) for b in betas])
+  np.testing.assert_allclose(np.asarray(jax_bound), proven, rtol=1e-4, atol=1e-4)
+  assert np.all((np.asarray(vertex) >= lower - 1e-6) & (np.asarray(vertex) <= upper + 1e-6))
+
+
+def test_beta_enforces_the_split():
+  """Splitting the neuron that decides a 1-D network makes its domains
+  provable only through beta: relu(y) with y = x over [-1, 1] has min 0 on
+  the active half, but the identity over the whole box reaches -1."""
+  from robust_prune.network import Network
+  net = Network((np.array([[1.0]], np.float32), np.array([[1.0, 0.0]], np.float32)),
+                (np.zeros(1, np.float32), np.array([0.0, -0.1], np.float32)))
+  lower, upper = np.array([-1.0]), np.array([1.0])
+  lb = bounds.crown_bounds(net, lower, upper)
+  c = bounds.margin_spec(0, [1], 2)[0]   # relu(x) + 0.1 >= 0.1 > 0
+  splits = [np.array([[1]], np.int8)]
+  alphas = [np.zeros((1, 1), np.float32)]
+  no_beta = bab.bound_float64(net, lower, upper, lb, c, splits, alphas,
+                              [np.zeros((1, 1), np.float32)])
+  with_beta = bab.bound_float64(net, lower, upper, lb, c, splits, alphas,
+                                [np.ones((1, 1), np.float32)])
+  assert no_beta[0] == pytest.approx(-0.9)
+  assert with_beta[0] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_verdict_matches_region_enumeration(seed):
+  """Robust means the exact minimum (enumerating activation regions) is
+  positive and at least the returned bound; adversarial means a witness
+  inside the box whose float margin is negative."""
+  net = random_network(seed, (3, 5, 4, 4))
+  rng = np.random.default_rng(50 + seed)
+  x = rng.uniform(0.2, 0.8, size=3)
+  label = int(np.argmax(forward(net, x)))
+  delta = (0.05, 0.15, 0.3)[seed % 3]
+  lower, upper = bounds.input_box(x, delta)
+  decided = 0
+  for target in range(4):
+    if target == label:
+      continue
+    exact, _ = exact_min_margin(net, lower, upper, label, target)
+    if abs(exact) < 1e-3:
+      continue  # too close to zero for a float verdict either way
+    result = bab.bab_margin(net, lower, upper, label, target,
+                            bab.BabConfig(time_limit=30.0, batch_size=16))
+    assert result.status in ("robust", "adversarial"), result
+    if exact > 0:
+      assert result.status == "robust"
+      assert 0 < result.lower_bound <= exact + 1e-6
+    else:
+      assert result.status == "adversarial"
+      ok, margin, _ = verify.check_witness(net, result.x_adv, x, delta, label,
+                                           target)
+      assert ok and margin == pytest.approx(result.margin, abs=1e-6)
+    decided += 1
+  assert decided >= 2
+
+
+def test_verdicts_match_the_milp_where_branching_is_needed():
+  """Every ordered (label, target) pair of small random networks at a wide
+  box: BaB's verdict is the sign of the MILP optimum, robust bounds never
+  exceed it, witnesses re-check; the cases include branching and leaf LPs."""
+  branched, statuses = 0, set()
+  for seed in range(6):
+    net = random_network(seed, (5, 12, 10, 4))
+    x = np.random.default_rng(50 + seed).uniform(0.2, 0.8, size=5)
+    lower, upper = bounds.input_box(x, 0.3)
+    for label in range(4):
+      for target in range(4):
+        if target == label:
+          continue
+        *_, outcome = solve_targeted(net, x, 0.3, label, target, "HIGHS")
+        assert outcome.proven_optimal
+        if abs(outcome.objective) < 1e-4:
+          continue
+        result = bab.bab_margin(net, lower, upper, label, target,
+                                bab.BabConfig(time_limit=30.0, batch_size=16))
+        statuses.add(result.status)
+        branched += result.domains > 1
+        if outcome.objective > 0:
+          assert result.status == "robust"
+          assert 0 < result.lower_bound <= outcome.objective + 1e-6
+        else:
+          assert result.status == "adversarial"
+          ok, margin, _ = verify.check_witness(net, result.x_adv, x, 0.3,
+                                               label, target)
+          assert ok and margin >= outcome.objective - 1e-6
+  assert statuses == {"robust", "adversarial"} and branched >= 5
+
+
+def test_time_limit_gives_unknown_with_a_sound_bound():
+  net = random_network(3, (20, 40, 30, 10))
+  x = np.random.default_rng(3).uniform(size=20)
+  label = int(np.argmax(forward(net, x)))
+  lower, upper = bounds.input_box(x, 0.5)
+  exact_lb = bounds.crown_margin_lower_bounds(net, lower[None], upper[None],
+                                              [label])[0]
+  target = int(np.argsort(exact_lb)[0])
+  result = bab.bab_margin(net, lower, upper, label, target,
+                          bab.BabConfig(time_limit=0.0, root_steps=2))
+  if result.status == "unknown":
+    assert result.reason == "time_limit" and result.domains == 1
+    samples = np.random.default_rng(0).uniform(lower, upper, size=(20000, 20))
+    logits = forward(net, samples)
+    assert result.lower_bound <= np.min(logits[:, label] - logits[:, target])
+  else:
+    # decided at the root: still a proper verdict
+    assert result.status in ("robust", "adversarial")
+
+
+def test_certify_records_bab_verdicts_that_match_the_milp():
+  """In certify mode the branch and bound decides pairs that CROWN and PGD
+  leave open, and its verdicts are the targeted MILP's."""
+  net = random_network(8, (12, 10, 10, 10))
+  x = np.random.default_rng(8).uniform(size=12)
+  label = int(np.argmax(forward(net, x)))
+  config = verify.VerifyConfig(delta=0.15, mode="certify", pgd_steps=0)
+  certified = verify.verify_image(net, x, label, 0, None, config)
+  targeted = verify.verify_image(
+      net, x, label, 0, None,
+      verify.VerifyConfig(delta=0.15, mode="targeted", pgd_steps=0))
+  by_bab = [r for r in certified if r.get("decided_by") == "bab"]
+  assert by_bab, [r.get("decided_by") for r in certified]
+  for c, t in zip(certified, targeted):
+    assert c["status"] == t["status"]
+    if c.get("decided_by") == "bab" and c["status"] == "robust":
+      assert 0 < c["best_bound"] <= t["objective"] + 1e-6
