@@ -153,6 +153,38 @@ def test_solver_parity(solved):
     assert r.bound <= r.objective + 1e-6
 
 
+def test_pattern_descent_gives_a_feasible_point_no_better_than_optimum(
+    mnist_net, mnist_batch, solved):
+  x, y = mnist_batch
+  built = imp.build_importance_milp(mnist_net, x, y, margin=0.05)
+  assert len(built.relus) == built.num_binaries
+  d = imp.pattern_descent(mnist_net, x, y, built, margin=0.05, time_limit=20)
+  assert d is not None
+  m = imp.margins(imp.scored_forward(mnist_net, x, d.scores), y)
+  assert np.all(m >= 0.05 - 1e-6), m
+  assert d.objective == pytest.approx(
+      imp.milp_objective(mnist_net, x, y, d.scores, margin=0.05))
+  # Better than the all-ones start, never better than the proven optimum.
+  assert d.objective < -1.0 * len(mnist_net.hidden_widths) - 1e-3
+  assert d.objective >= solved["HIGHS"].objective - 1e-6
+  # Its point is a feasible start of the cut-off MILP.
+  cut = imp.build_importance_milp(mnist_net, x, y, margin=0.05,
+                                  start_scores=d.scores, cutoff=d.objective)
+  assert cut.model.max_violation(cut.start) < 1e-6
+
+
+def test_descent_start_keeps_the_proven_optimum(mnist_net, mnist_batch,
+                                                solved):
+  x, y = mnist_batch
+  plain = imp.importance_scores(mnist_net, x, y, margin=0.05, solver="HIGHS",
+                                time_limit=30, descent=False)
+  assert plain.proven and solved["HIGHS"].proven
+  assert solved["HIGHS"].heuristic_objective is not None
+  assert plain.heuristic_objective is None
+  assert plain.objective == pytest.approx(solved["HIGHS"].objective,
+                                          abs=1e-4)
+
+
 def test_scored_network_at_all_ones_is_the_network(mnist_net, mnist_batch):
   x, _ = mnist_batch
   ones = [np.ones(w) for w in mnist_net.hidden_widths]

@@ -3,7 +3,8 @@
 
     .venv/bin/python launch/bench/bench_prune.py \
         [--network=runs/pgd_300_100/network.npz] [--time_limit=60] \
-        [--margin=3] [--solvers=SCIP,HIGHS,GLPK_MI] [--images_per_class=1]
+        [--margin=3] [--solvers=SCIP,HIGHS,GLPK_MI] [--images_per_class=1] \
+        [--[no]descent] [--descent_share=0.5]
 
 Prints one JSON line per solver: status (proven or not, in the solver's own
 words too), objective, proven bound, seconds, binaries and kept widths, with
@@ -35,6 +36,10 @@ flags.DEFINE_list("solvers", ["SCIP", "HIGHS", "GLPK_MI"], "Solvers to time.")
 flags.DEFINE_integer("images_per_class", 1, "Batch images per class.")
 flags.DEFINE_float("threshold", structure.DEFAULT_THRESHOLD, "Score cut-off.")
 flags.DEFINE_string("mnist_manual_dir", None, "MNIST archives folder.")
+flags.DEFINE_bool("descent", True, "Pattern-descent start (see "
+                  "importance.pattern_descent).")
+flags.DEFINE_float("descent_share", 0.5, "Most of the time limit the "
+                   "descent may use.")
 
 
 def main(argv):
@@ -51,7 +56,8 @@ def main(argv):
     start = time.perf_counter()
     r = importance.importance_scores(
         network, images, labels, margin=f.margin, lam=f.lam, solver=solver,
-        time_limit=f.time_limit)
+        time_limit=f.time_limit, descent=f.descent,
+        descent_share=f.descent_share)
     wall = time.perf_counter() - start
     kept = [int(m.sum()) for m in
             structure.keep_masks_from_scores(r.scores, f.threshold)]
@@ -65,6 +71,9 @@ def main(argv):
         "widths": list(network.hidden_widths), "margin": f.margin,
         "lambda": f.lam, "batch_indices": indices.tolist(),
         "min_batch_margin": r.min_batch_margin,
+        "descent_objective": r.heuristic_objective,
+        "descent_seconds": (None if r.heuristic_seconds is None
+                            else round(r.heuristic_seconds, 2)),
         "mean_score": [float(np.mean(s)) for s in r.scores],
         "load_average": [round(load_before, 2),
                          round(os.getloadavg()[0], 2)]}), flush=True)

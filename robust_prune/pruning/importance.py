@@ -31,17 +31,22 @@ Formulation details (see `build_importance_milp`):
 * the big-M rows are joined by the facets of the concave envelope of
   ReLU(a - (1 - s) U) over the (a, s) box (for la < 0: h <= s U and the
   a-triangle);
-* all-ones scores are a feasible start (given to SCIP and HiGHS); a
-  second solve uses the first incumbent's objective as a cutoff, which
-  bounds sum_j s_lj and so tightens every big-M constant.
+* `pattern_descent` (an exact primal heuristic: with the ReLU binaries fixed
+  the MILP is an LP) finds a good feasible point first; the MILP is then
+  built with its objective as a cutoff, which bounds sum_j s_lj and so
+  tightens every big-M constant, and starts from it (SCIP, HiGHS). Without
+  it, all-ones scores are the start and a second solve uses the first
+  incumbent's objective as the cutoff.
 
-What this does not fix (measured on the 300-100 PGD network, 10 images):
-the LP relaxation is weak by nature, not by loose constants. Relaxed, a
-layer-1 neuron may output up to s * U for a tiny score s, while the integer
-model needs s >= 1 - a/U before it outputs anything; so the root bound sits
-near 0 (margin 0: LP optimum 0.0013 in mean-score units against incumbents
-near 0.08). Fifteen rounds of Anderson et al.'s ideal single-neuron cuts over
-(s_0, s_1) raised it only to 0.0055. Large instances therefore end as
+What this does not fix (measured on the 300-100 PGD network, 10 images,
+margin 3): the LP relaxation is weak by nature, not by loose constants. Its
+optimum is -3.943 with every layer-0 score 0 (the a-triangle lets a layer-1
+neuron output a share of its bound U for a tiny score); 25 rounds of
+Anderson et al.'s ideal single-neuron cuts over (s_0, s_1) raise it only to
+-3.846, and HiGHS's bound after 60 s is -3.886, while the best points found
+are near -3.5 (a layer-1 neuron really needs s >= 1 - a/U, a fixed charge
+that a relaxation splits into fractions). Even one image alone takes HiGHS
+20-40 s to prove (about 90 binaries). Large instances therefore end as
 time-limited incumbents, reported as unproven with the solver's bound.
 """
 
@@ -193,6 +198,9 @@ class ImportanceMilp:
   start: np.ndarray
   num_binaries: int
   build_seconds: float
+  # One row per ReLU binary: (variable index, image, layer, neuron).
+  relus: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros((0, 4), np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +224,8 @@ class ImportanceResult:
   num_vars: int
   num_rows: int
   min_batch_margin: float | None  # of the scored network, re-checked
+  heuristic_objective: float | None = None  # of the pattern descent's point
+  heuristic_seconds: float | None = None
 
   @property
   def proven(self) -> bool:
@@ -316,6 +326,7 @@ def build_importance_milp(network: Network, images: np.ndarray,
                   cutoff + 2.0 * num_hidden + CUTOFF_SLACK)
 
   num_binaries = 0
+  relus = []
   out_w, out_b = weights[-1], biases[-1]
   for n in range(num_images):
     y = labels[n]
@@ -356,6 +367,7 @@ def build_importance_milp(network: Network, images: np.ndarray,
           v_var = new_vars(1, 0.0, 1.0, 1.0 if t_exact[k] > 0 else 0.0,
                            integer=True)[0]
           num_binaries += 1
+          relus.append((v_var, n, l, k))
           model.add_row([h_var, v_var], [1.0, -t_upper], -np.inf, 0.0)
           model.add_row(cols_t + [v_var], [1.0, -1.0, -u[k], -t_lower],
                         -np.inf, -u[k] - t_lower)
@@ -386,7 +398,141 @@ def build_importance_milp(network: Network, images: np.ndarray,
   idx, val = zip(*start)
   start_x[list(idx)] = val
   return ImportanceMilp(model, score_vars, start_x, num_binaries,
-                        time.perf_counter() - begin)
+                        time.perf_counter() - begin,
+                        np.asarray(relus, np.int64).reshape(-1, 4))
+
+
+def milp_objective(network: Network, images: np.ndarray, labels: np.ndarray,
+                   scores: Sequence[np.ndarray], *, margin: float = 0.0,
+                   lam: float = 0.0) -> float:
+  """The MILP's objective at `scores` (per-layer mean of s - 2, summed, plus
+  the hinge penalty when lam > 0)."""
+  value = sum(float(np.mean(s)) - 2.0 for s in scores)
+  if lam > 0.0:
+    m = margins(scored_forward(network, images, scores), labels)
+    value += lam * float(np.mean(np.maximum(0.0, margin - m)))
+  return value
+
+
+@dataclasses.dataclass(frozen=True)
+class DescentResult:
+  scores: tuple[np.ndarray, ...]
+  objective: float
+  lps: int
+  seconds: float
+
+
+def pattern_descent(network: Network, images: np.ndarray, labels: np.ndarray,
+                    built: ImportanceMilp, *, margin: float = 0.0,
+                    lam: float = 0.0,
+                    start_scores: Sequence[np.ndarray] | None = None,
+                    time_limit: float = 10.0,
+                    drop_moves: bool = True) -> DescentResult | None:
+  """A primal heuristic for the importance MILP: every point it returns is a
+  feasible point of the exact model (no relaxation involved).
+
+  With every ReLU binary fixed to the activation pattern of the current
+  scores, the MILP is an LP; its optimum is feasible for the MILP and at
+  least as good as the current scores (they satisfy that LP). A neuron that
+  the LP leaves exactly at its kink (t = 0, output 0) is then read as
+  inactive, which relaxes its row t >= 0 to t <= 0, and the LP is solved
+  again: a monotone descent that stops when the pattern repeats. With
+  `drop_moves`, each scored neuron of layers >= 1 that is still kept is then
+  tried switched off (score 0, binaries 0); an improving move is kept and the
+  descent resumed. The LPs go to HiGHS whatever the MILP solver.
+  `built` must come from `build_importance_milp` on the same batch (no
+  cutoff). Returns None if no LP finished within `time_limit`.
+  """
+  begin = time.perf_counter()
+  deadline = begin + time_limit
+  x = np.asarray(images, np.float64).reshape(-1, network.input_dim)
+  labels = np.asarray(labels, np.int64)
+  offsets = score_bounds(network, x).offsets
+  model, relus = built.model, built.relus
+  int_cols = np.flatnonzero(np.asarray(model.integer, bool))
+  lb0 = np.asarray(model.lb, float)
+  ub0 = np.asarray(model.ub, float)
+  # One HiGHS LP kept across the calls: only column bounds change, so each
+  # solve warm-starts from the previous basis.
+  highs = mip.highs_lp(model)
+  if start_scores is None:
+    start_scores = [np.ones(w) for w in network.hidden_widths]
+  scores = [np.clip(np.asarray(v, np.float64), 0.0, 1.0)
+            for v in start_scores]
+  lps = 0
+
+  def pattern(sc):
+    pre, _, _ = _scored_values(network, x, sc, offsets)
+    v = np.zeros(model.num_vars)
+    for l in set(relus[:, 2].tolist()):
+      rows = relus[relus[:, 2] == l]
+      t = pre[l] - (1.0 - sc[l]) * offsets[l]
+      v[rows[:, 0]] = (t[rows[:, 1], rows[:, 3]] > 0.0).astype(float)
+    return v[int_cols]
+
+  def lp(v, off=()):
+    nonlocal lps
+    remaining = deadline - time.perf_counter()
+    if remaining <= 0.05:
+      return None
+    lb, ub = lb0.copy(), ub0.copy()
+    lb[int_cols] = v
+    ub[int_cols] = v
+    for l, k in off:
+      lb[built.score_vars[l][k]] = ub[built.score_vars[l][k]] = 0.0
+      mine = relus[(relus[:, 2] == l) & (relus[:, 3] == k), 0]
+      lb[mine] = ub[mine] = 0.0
+    lps += 1
+    sol = mip.highs_lp_solve(highs, lb, ub, remaining)
+    if sol is None:
+      return None
+    if model.max_violation(np.where(np.asarray(model.integer), np.round(sol),
+                                    sol)) > mip.MAX_VIOLATION:
+      return None
+    sc = [np.clip(sol[c], 0.0, 1.0) for c in built.score_vars]
+    return sc, milp_objective(network, x, labels, sc, margin=margin, lam=lam)
+
+  def descend(sc, off=()):
+    found, prev = None, None
+    for _ in range(200):
+      v = pattern(sc)
+      if prev is not None and np.array_equal(v, prev):
+        break
+      prev = v
+      out = lp(v, off)
+      if out is None:
+        break
+      if found is not None and out[1] > found[1] - 1e-9:
+        break  # no progress (the LP optimum cannot be worse)
+      found = out
+      sc = out[0]
+    return found
+
+  best = descend(scores)
+  if best is None:
+    return None
+  improved = drop_moves
+  while improved and time.perf_counter() < deadline:
+    improved = False
+    # Try the lowest-scored kept neurons first; first improvement is kept.
+    cands = sorted((float(best[0][l][k]), l, int(k))
+                   for l in range(1, len(best[0]))
+                   for k in np.flatnonzero(best[0][l] > 0.0))
+    for _, l, k in cands:
+      if time.perf_counter() >= deadline:
+        break
+      if best[0][l][k] <= 0.0:
+        continue
+      sc = [s.copy() for s in best[0]]
+      sc[l][k] = 0.0
+      out = descend(sc, off=((l, k),))
+      if out is not None and out[1] < best[1] - 1e-7:
+        # Descend again without the forced zero (the first LP contains out).
+        again = descend(out[0])
+        best = again if again is not None and again[1] < out[1] else out
+        improved = True
+  return DescentResult(tuple(best[0]), best[1], lps,
+                       time.perf_counter() - begin)
 
 
 def importance_scores(network: Network, images: np.ndarray,
@@ -394,16 +540,22 @@ def importance_scores(network: Network, images: np.ndarray,
                       lam: float = 0.0, solver: str = mip.DEFAULT_SOLVER,
                       time_limit: float = 60.0, mip_gap: float = 1e-4,
                       all_classes: bool = True, refine: bool = True,
-                      first_phase: float = 0.25,
+                      first_phase: float = 0.25, descent: bool = True,
+                      descent_share: float = 0.5,
                       verbose: bool = False) -> ImportanceResult:
   """Solves the importance MILP for one batch; see the module docstring.
 
-  With `refine`, a first solve (a `first_phase` share of the time limit,
-  all-ones start) finds an incumbent; if it is not yet proven optimal, the
-  MILP is rebuilt with that incumbent's objective as a cutoff (tighter big-M
-  bounds, see `build_importance_milp`) and solved for the remaining time from
-  the incumbent. Proofs and bounds of the second solve hold for the full
-  problem, since every solution at least as good as the incumbent is kept.
+  With `descent`, `pattern_descent` (at most a `descent_share` of the time
+  limit; it stops earlier when no move improves) finds a feasible point
+  first, and the MILP is built with that point's objective as a cutoff and
+  the point as its start. With `refine`, a first solve (a `first_phase` share
+  of the remaining time) looks for a better incumbent; if it is not yet proven
+  optimal, the MILP is rebuilt with that incumbent's objective as a cutoff
+  (tighter big-M bounds, see `build_importance_milp`) and solved for the
+  remaining time from the incumbent. Cutoffs keep every solution at least as
+  good as the incumbent, so proofs and bounds hold for the full problem.
+  Only the MILP solver's own proof makes a result OPTIMAL; the heuristic's
+  point alone is a TIME_LIMIT (unproven) result.
 
   Raises ValueError for a bad batch or options; a solver time-out is not an
   error but a result with status TIME_LIMIT (incumbent scores, unproven) or
@@ -421,19 +573,36 @@ def importance_scores(network: Network, images: np.ndarray,
   built = build_importance_milp(network, images, labels, margin=margin,
                                 lam=lam)
   build_seconds = built.build_seconds
-  # GLPK takes no start, so a split would only restart its search.
-  refine = refine and solver != "GLPK_MI"
-  phase_limit = time_limit * (first_phase if refine else 1.0)
+  heuristic = None
+  if descent:
+    heuristic = pattern_descent(network, images, labels, built, margin=margin,
+                                lam=lam, time_limit=descent_share * time_limit)
+    if heuristic is not None:
+      cut = build_importance_milp(network, images, labels, margin=margin,
+                                  lam=lam, start_scores=heuristic.scores,
+                                  cutoff=heuristic.objective)
+      build_seconds += cut.build_seconds
+      if cut.model.max_violation(cut.start) <= 1e-6:
+        built = cut
+      else:  # not expected; never hand a solver a wrong cutoff
+        heuristic = None
+  # GLPK takes no start, so a split would only restart its search; after
+  # the descent the cutoff is in place already.
+  refine = refine and solver != "GLPK_MI" and heuristic is None
+  remaining = time_limit - (time.perf_counter() - begin)
+  phase_limit = max(0.01, remaining * (first_phase if refine else 1.0))
   options = SCIP_OPTIONS if solver == "SCIP" else None
   result = mip.solve(built.model, solver=solver, time_limit=phase_limit,
                      mip_gap=mip_gap, start=built.start, verbose=verbose,
                      options=options)
+  scores = None
+  if result.status in (mip.OPTIMAL, mip.TIME_LIMIT):
+    scores = tuple(np.clip(result.x[v], 0.0, 1.0) for v in built.score_vars)
   remaining = time_limit - (time.perf_counter() - begin)
   if refine and result.status == mip.TIME_LIMIT and remaining > 1.0:
-    incumbent = [result.x[v] for v in built.score_vars]
-    first = result
+    first, first_scores = result, scores
     built = build_importance_milp(network, images, labels, margin=margin,
-                                  lam=lam, start_scores=incumbent,
+                                  lam=lam, start_scores=first_scores,
                                   cutoff=first.objective)
     build_seconds += built.build_seconds
     result = mip.solve(built.model, solver=solver,
@@ -447,15 +616,22 @@ def importance_scores(network: Network, images: np.ndarray,
       result = dataclasses.replace(
           first, raw_status=f"{first.raw_status}; refined solve: "
           f"{result.raw_status}")
-      scores = tuple(np.clip(v, 0.0, 1.0) for v in incumbent)
+      scores = first_scores
     else:
       scores = tuple(np.clip(result.x[v], 0.0, 1.0) for v in built.score_vars)
-    solve_seconds = time.perf_counter() - begin - build_seconds
-  else:
-    solve_seconds = result.seconds
-    usable = result.status in (mip.OPTIMAL, mip.TIME_LIMIT)
-    scores = (tuple(np.clip(result.x[v], 0.0, 1.0) for v in built.score_vars)
-              if usable else None)
+  solve_seconds = time.perf_counter() - begin - build_seconds
+  if heuristic is not None and (
+      scores is None or result.status != mip.OPTIMAL and
+      result.objective > heuristic.objective):
+    # The solver found no point as good as the heuristic's (GLPK has no
+    # start): report that point, unproven, with the solver's bound if any
+    # (valid: the cut-off problem keeps the optimum).
+    result = dataclasses.replace(
+        result, status=mip.TIME_LIMIT, objective=heuristic.objective,
+        raw_status=f"{result.raw_status}; incumbent from the pattern descent",
+        bound=result.bound if result.status in (mip.TIME_LIMIT,
+                                                mip.NO_SOLUTION) else None)
+    scores = heuristic.scores
   if scores is not None:
     min_margin = float(margins(scored_forward(network, images, scores),
                                labels).min())
@@ -470,4 +646,7 @@ def importance_scores(network: Network, images: np.ndarray,
       margin=float(margin), lam=float(lam),
       labels=tuple(int(y) for y in labels),
       num_binaries=built.num_binaries, num_vars=built.model.num_vars,
-      num_rows=built.model.num_rows, min_batch_margin=min_margin)
+      num_rows=built.model.num_rows, min_batch_margin=min_margin,
+      heuristic_objective=(None if heuristic is None
+                           else heuristic.objective),
+      heuristic_seconds=None if heuristic is None else heuristic.seconds)

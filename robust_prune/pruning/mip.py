@@ -241,6 +241,47 @@ def _solve_highs(model, time_limit, mip_gap, start, threads, verbose,
   return status, raw, x, bound
 
 
+def highs_lp(model: MilpModel):
+  """A HiGHS object holding the LP relaxation of `model` (integrality
+  dropped), for repeated solves with changed column bounds."""
+  import highspy  # pylint: disable=g-import-not-at-top
+  h = highspy.Highs()
+  h.setOptionValue("output_flag", False)
+  h.setOptionValue("random_seed", 0)
+  a = model.matrix().tocsc()
+  lp = highspy.HighsLp()
+  lp.num_col_ = model.num_vars
+  lp.num_row_ = model.num_rows
+  lp.col_cost_ = np.asarray(model.cost, float)
+  lp.col_lower_ = np.asarray(model.lb, float)
+  lp.col_upper_ = np.asarray(model.ub, float)
+  lp.row_lower_ = np.asarray(model.row_lower, float)
+  lp.row_upper_ = np.asarray(model.row_upper, float)
+  lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+  lp.a_matrix_.start_ = a.indptr.astype(np.int32)
+  lp.a_matrix_.index_ = a.indices.astype(np.int32)
+  lp.a_matrix_.value_ = a.data.astype(float)
+  lp.a_matrix_.num_col_ = model.num_vars
+  lp.a_matrix_.num_row_ = model.num_rows
+  h.passModel(lp)
+  return h
+
+
+def highs_lp_solve(h, lb: np.ndarray, ub: np.ndarray,
+                   time_limit: float) -> np.ndarray | None:
+  """Re-solves the LP held by `h` (see `highs_lp`) with new column bounds;
+  the optimal x, or None if HiGHS did not prove an LP optimum."""
+  import highspy  # pylint: disable=g-import-not-at-top
+  n = len(lb)
+  h.setOptionValue("time_limit", float(max(time_limit, 1e-3)))
+  h.changeColsBounds(n, np.arange(n, dtype=np.int32),
+                     np.asarray(lb, float), np.asarray(ub, float))
+  h.run()
+  if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+    return None
+  return np.asarray(h.getSolution().col_value, float)
+
+
 # -------------------------------------------------------------------- SCIP
 def _solve_scip(model, time_limit, mip_gap, start, threads, verbose,
                 options):
