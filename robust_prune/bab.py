@@ -47,6 +47,11 @@ class BabResult:
   domains: int                   # domains bounded
   seconds: float
   reason: str                    # proved | witness | time_limit | domain_limit | exhausted
+  # minimisation only: the best margin found (float64 forward pass at
+  # x_best) and whether lower_bound >= objective - tolerance was proven.
+  objective: float | None = None
+  x_best: np.ndarray | None = None
+  optimal: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +220,32 @@ def bab_margin(network: Network, in_lower, in_upper, label: int, target: int,
                layer_bounds: bounds_lib.LayerBounds | None = None) -> BabResult:
   """Proves min over the box of logit[label] - logit[target] > 0, finds an
   input where it is < 0, or gives up at the time/domain limit."""
-  start = time.perf_counter()
+  return branch_and_bound(network, in_lower, in_upper, label, target, config,
+                          layer_bounds)
+
+
+def bab_minimum(network: Network, in_lower, in_upper, label: int, target: int,
+                config: BabConfig = BabConfig(),
+                layer_bounds: bounds_lib.LayerBounds | None = None, *,
+                tolerance: float = 5e-5, start=None) -> BabResult:
+  """The minimum margin over the box to within `tolerance` (the targeted
+  question): `objective` is the margin of a float64 forward pass at `x_best`,
+  and `optimal` means every domain was closed with a proven bound >=
+  objective - tolerance. `start` (an input, e.g. PGD's) seeds the incumbent."""
+  return branch_and_bound(network, in_lower, in_upper, label, target, config,
+                          layer_bounds, minimize=True, tolerance=tolerance,
+                          start=start)
+
+
+def branch_and_bound(network: Network, in_lower, in_upper, label: int,
+                     target: int, config: BabConfig = BabConfig(),
+                     layer_bounds: bounds_lib.LayerBounds | None = None, *,
+                     minimize: bool = False, tolerance: float = 5e-5,
+                     start=None) -> BabResult:
+  """Decides the sign of the minimum margin (minimize=False: stops at the
+  first witness or when every domain is proven > 0) or brackets the minimum
+  to `tolerance` (minimize=True)."""
+  t_start = time.perf_counter()
   in_lower = np.asarray(in_lower, np.float64)
   in_upper = np.asarray(in_upper, np.float64)
   if layer_bounds is None:
@@ -233,60 +263,95 @@ def bab_margin(network: Network, in_lower, in_upper, label: int, target: int,
     return [flat[:, offsets[j]:offsets[j + 1]] for j in range(len(widths))]
 
   def evaluate(splits, alphas, betas, steps):
-    """Pads to the batch size (one compiled shape), optimises, re-proves."""
+    """Pads to the batch size (one compiled shape) and optimises."""
     n = splits.shape[0]
-    size = max(config.batch_size, n) if steps == config.root_steps else config.batch_size
+    size = max(config.batch_size, n)
     pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - n, 0)]) if size > n else a
     s_p, a_p, b_p = pad(splits), pad(alphas), pad(betas)
-    new_a, new_b, best, vertex, coeffs = _optimise(
+    new_a, new_b, _, vertex, coeffs = _optimise(
         *args, tuple(f32(s) for s in per_layer(s_p)),
         [f32(a) for a in per_layer(a_p)], [f32(b) for b in per_layer(b_p)],
         steps=steps, alpha_lr=config.alpha_lr, beta_lr=config.beta_lr)
     new_a = np.concatenate([np.asarray(a) for a in new_a], 1)[:n]
     new_b = np.concatenate([np.asarray(b) for b in new_b], 1)[:n]
-    best = np.asarray(best, np.float64)[:n]
     vertex = np.asarray(vertex, np.float64)[:n]
     coeffs = [np.asarray(k)[:n] for k in coeffs]
-    return new_a, new_b, best, vertex, coeffs
+    return new_a, new_b, vertex, coeffs
 
   def proven(splits, alphas, betas):
     return bound_float64(network, in_lower, in_upper, layer_bounds, c,
                          per_layer(splits), per_layer(alphas), per_layer(betas))
 
-  def witness(vertices):
-    vertices = np.clip(vertices, in_lower, in_upper)
-    margins = forward(network, vertices) @ c
+  best = {"margin": np.inf, "x": None}
+
+  def consider(points):
+    """Float64 margins of candidate inputs; keeps the best. True when a
+    decision search has found its witness."""
+    points = np.clip(np.atleast_2d(points), in_lower, in_upper)
+    margins = forward(network, points) @ c
     i = int(np.argmin(margins))
-    return (vertices[i], float(margins[i])) if margins[i] < 0 else (None, None)
+    if margins[i] < best["margin"]:
+      best.update(margin=float(margins[i]), x=points[i])
+    return not minimize and best["margin"] < 0
 
-  def result(status, lb, reason, x=None, margin=None):
-    return BabResult(status, float(lb), x, margin, domains,
-                     time.perf_counter() - start, reason)
+  def threshold():
+    return best["margin"] - tolerance if minimize else 0.0
 
+  def closes(lb):
+    return lb >= threshold() if minimize else lb > 0
+
+  def result(reason, lower_bound):
+    lower_bound = float(min(lower_bound, best["margin"]))
+    seconds = time.perf_counter() - t_start
+    done = reason in ("proved", "witness")
+    if best["margin"] < 0:
+      status = "adversarial"
+    elif lower_bound > 0:
+      status = "robust"
+    else:
+      status = "unknown"
+    x_adv = best["x"] if status == "adversarial" else None
+    return BabResult(
+        status, lower_bound if status != "adversarial" or minimize else -np.inf,
+        x_adv, best["margin"] if x_adv is not None else None, domains, seconds,
+        reason,
+        objective=best["margin"] if minimize and np.isfinite(best["margin"]) else None,
+        x_best=best["x"] if minimize else None,
+        optimal=minimize and done)
+
+  if start is not None:
+    consider(start)
   n = int(offsets[-1])
   lows = np.concatenate(layer_bounds.lowers[:-1])
   ups = np.concatenate(layer_bounds.uppers[:-1])
   init_alpha = np.where(ups > -lows, 1.0, 0.0)[None].astype(np.float32)
   splits = np.zeros((1, n), np.int8)
-  betas = np.zeros((1, n), np.float32)
-  alphas, betas, _, vertex, coeffs = evaluate(splits, init_alpha, betas,
-                                              config.root_steps)
+  alphas, betas, vertex, coeffs = evaluate(
+      splits, init_alpha, np.zeros((1, n), np.float32), config.root_steps)
   domains = 1
-  x, m = witness(vertex)
-  if x is not None:
-    return result("adversarial", -np.inf, "witness", x, m)
+  if consider(vertex):
+    return result("witness", -np.inf)
   lb = proven(splits, alphas, betas)
-  closed_min = np.inf            # smallest proven bound of discarded leaves
-  if lb[0] > 0:
-    return result("robust", lb[0], "proved")
+  closed_min = np.inf            # smallest proven bound of closed domains
+  if closes(lb[0]):
+    return result("proved", lb[0])
   pool = {"splits": splits, "alphas": alphas, "betas": betas, "lb": lb,
           "scores": _branch_scores(coeffs, layer_bounds, per_layer(splits))}
   half = max(config.batch_size // 2, 1)
   while True:
-    if time.perf_counter() - start > config.time_limit:
-      return result("unknown", min(closed_min, pool["lb"].min()), "time_limit")
+    if minimize and len(pool["lb"]):
+      # a better incumbent closes open domains too
+      shut = closes(pool["lb"])
+      if shut.any():
+        closed_min = min(closed_min, float(pool["lb"][shut].min()))
+        pool = {k: v[~shut] for k, v in pool.items()}
+    if len(pool["lb"]) == 0:
+      return result("proved", closed_min)
+    open_min = min(closed_min, float(pool["lb"].min()))
+    if time.perf_counter() - t_start > config.time_limit:
+      return result("time_limit", open_min)
     if domains >= config.max_domains:
-      return result("unknown", min(closed_min, pool["lb"].min()), "domain_limit")
+      return result("domain_limit", open_min)
     order = np.argsort(pool["lb"])
     take, keep = order[:half], order[half:]
     parent = {k: v[take] for k, v in pool.items()}
@@ -295,46 +360,41 @@ def bab_margin(network: Network, in_lower, in_upper, label: int, target: int,
     leaf = ~np.isfinite(parent["scores"][np.arange(len(take)), neuron])
     for row in np.flatnonzero(leaf):
       # Every unstable neuron is split: the network is affine on the domain,
-      # and one LP gives its exact minimum (and a witness if negative).
+      # and one LP gives its exact minimum and the point attaining it.
       value, x = leaf_minimum(network, in_lower, in_upper, layer_bounds, c,
                               per_layer(parent["splits"][row:row + 1]))
-      if value is None or value > 0:
-        if value is not None:
-          closed_min = min(closed_min, value)
+      if value is None:
+        continue  # empty domain
+      if consider(x):
+        return result("witness", -np.inf)
+      if closes(value):
+        closed_min = min(closed_min, value)
         continue
-      x, m = witness(x[None])
-      if x is not None:
-        return result("adversarial", -np.inf, "witness", x, m)
-      # minimum within float tolerance of 0: no verdict either way
-      return result("unknown", min(closed_min, value), "exhausted")
-    if leaf.all() and len(pool["lb"]) == 0:
-      return result("robust", closed_min, "proved")
+      if not minimize:
+        # minimum within float tolerance of 0: no verdict either way
+        return result("exhausted", min(closed_min, value))
+      closed_min = min(closed_min, value)   # exact: nothing left to split
     parent = {k: v[~leaf] for k, v in parent.items()}
     neuron = neuron[~leaf]
-    take = take[~leaf]
-    if len(take) == 0:
+    if len(neuron) == 0:
       continue
     splits = np.repeat(parent["splits"], 2, 0)
     rows = np.arange(len(splits))
-    splits[rows, np.repeat(neuron, 2)] = np.tile(np.array([1, -1], np.int8), len(take))
+    splits[rows, np.repeat(neuron, 2)] = np.tile(np.array([1, -1], np.int8),
+                                                 len(neuron))
     alphas = np.repeat(parent["alphas"], 2, 0)
     betas = np.repeat(parent["betas"], 2, 0)
     betas[rows, np.repeat(neuron, 2)] = 0.0
-    alphas, betas, _, vertex, coeffs = evaluate(splits, alphas, betas,
-                                                 config.steps)
+    alphas, betas, vertex, coeffs = evaluate(splits, alphas, betas, config.steps)
     domains += len(splits)
-    x, m = witness(vertex)
-    if x is not None:
-      return result("adversarial", -np.inf, "witness", x, m)
+    if consider(vertex):
+      return result("witness", -np.inf)
     # Proven in float64; a child is never worse than its (sound) parent.
     lb = np.maximum(proven(splits, alphas, betas), np.repeat(parent["lb"], 2))
-    done = lb > 0
+    done = closes(lb)
     if done.any():
       closed_min = min(closed_min, float(lb[done].min()))
-    open_ = ~done
     scores = _branch_scores(coeffs, layer_bounds, per_layer(splits))
-    pool = {k: np.concatenate([pool[k], v[open_]]) for k, v in
+    pool = {k: np.concatenate([pool[k], v[~done]]) for k, v in
             (("splits", splits), ("alphas", alphas), ("betas", betas),
              ("lb", lb), ("scores", scores))}
-    if len(pool["lb"]) == 0:
-      return result("robust", closed_min, "proved")
