@@ -54,12 +54,19 @@ class BabResult:
   optimal: bool = False
 
 
+# float32 values within this of a threshold get the float64 check
+SLACK32 = 1e-3
+# bab_minimum's default: the objective is within this of the true minimum
+# (tighter than the 1e-4 to which it must agree with the MILP's optimum)
+OPTIMUM_TOLERANCE = 5e-5
+
+
 @dataclasses.dataclass(frozen=True)
 class BabConfig:
   time_limit: float = 20.0
   batch_size: int = 256          # child domains bounded per jitted call
   root_steps: int = 40           # alpha iterations at the root
-  steps: int = 15                # alpha/beta iterations per batch of children
+  steps: int = 8                 # alpha/beta iterations per batch of children
   alpha_lr: float = 0.1
   beta_lr: float = 0.05
   max_domains: int = 200_000
@@ -138,7 +145,12 @@ def _optimise(weights, biases, in_lower, in_upper, lowers, uppers, c, splits,
   better = last > best
   best = jnp.where(better, last, best)
   vertex = jnp.where(better[:, None], last_vertex, vertex)
-  return params["alpha"], params["beta"], best, vertex, coeffs
+  # float32 margins at the vertices: only promising ones get a float64 pass
+  h = vertex
+  for w, b in zip(weights[:-1], biases[:-1]):
+    h = jnp.maximum(h @ w + b, 0)
+  vertex_margin = (h @ weights[-1] + biases[-1]) @ c
+  return params["alpha"], params["beta"], best, vertex, vertex_margin, coeffs
 
 
 def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
@@ -227,7 +239,7 @@ def bab_margin(network: Network, in_lower, in_upper, label: int, target: int,
 def bab_minimum(network: Network, in_lower, in_upper, label: int, target: int,
                 config: BabConfig = BabConfig(),
                 layer_bounds: bounds_lib.LayerBounds | None = None, *,
-                tolerance: float = 5e-5, start=None) -> BabResult:
+                tolerance: float = OPTIMUM_TOLERANCE, start=None) -> BabResult:
   """The minimum margin over the box to within `tolerance` (the targeted
   question): `objective` is the margin of a float64 forward pass at `x_best`,
   and `optimal` means every domain was closed with a proven bound >=
@@ -240,7 +252,7 @@ def bab_minimum(network: Network, in_lower, in_upper, label: int, target: int,
 def branch_and_bound(network: Network, in_lower, in_upper, label: int,
                      target: int, config: BabConfig = BabConfig(),
                      layer_bounds: bounds_lib.LayerBounds | None = None, *,
-                     minimize: bool = False, tolerance: float = 5e-5,
+                     minimize: bool = False, tolerance: float = OPTIMUM_TOLERANCE,
                      start=None) -> BabResult:
   """Decides the sign of the minimum margin (minimize=False: stops at the
   first witness or when every domain is proven > 0) or brackets the minimum
@@ -268,15 +280,17 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     size = max(config.batch_size, n)
     pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - n, 0)]) if size > n else a
     s_p, a_p, b_p = pad(splits), pad(alphas), pad(betas)
-    new_a, new_b, _, vertex, coeffs = _optimise(
+    new_a, new_b, bound, vertex, vertex_margin, coeffs = _optimise(
         *args, tuple(f32(s) for s in per_layer(s_p)),
         [f32(a) for a in per_layer(a_p)], [f32(b) for b in per_layer(b_p)],
         steps=steps, alpha_lr=config.alpha_lr, beta_lr=config.beta_lr)
     new_a = np.concatenate([np.asarray(a) for a in new_a], 1)[:n]
     new_b = np.concatenate([np.asarray(b) for b in new_b], 1)[:n]
+    bound = np.asarray(bound, np.float64)[:n]
     vertex = np.asarray(vertex, np.float64)[:n]
+    vertex_margin = np.asarray(vertex_margin, np.float64)[:n]
     coeffs = [np.asarray(k)[:n] for k in coeffs]
-    return new_a, new_b, vertex, coeffs
+    return new_a, new_b, bound, (vertex, vertex_margin), coeffs
 
   def proven(splits, alphas, betas):
     return bound_float64(network, in_lower, in_upper, layer_bounds, c,
@@ -284,10 +298,16 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
 
   best = {"margin": np.inf, "x": None}
 
-  def consider(points):
+  def consider(points, margins32=None):
     """Float64 margins of candidate inputs; keeps the best. True when a
-    decision search has found its witness."""
-    points = np.clip(np.atleast_2d(points), in_lower, in_upper)
+    decision search has found its witness. With float32 margins, only the
+    points that may beat the incumbent (or 0) get the float64 pass."""
+    points = np.atleast_2d(points)
+    if margins32 is not None:
+      points = points[margins32 < min(best["margin"], 0.0 if not minimize else np.inf) + SLACK32]
+      if len(points) == 0:
+        return False
+    points = np.clip(points, in_lower, in_upper)
     margins = forward(network, points) @ c
     i = int(np.argmin(margins))
     if margins[i] < best["margin"]:
@@ -326,33 +346,44 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
   ups = np.concatenate(layer_bounds.uppers[:-1])
   init_alpha = np.where(ups > -lows, 1.0, 0.0)[None].astype(np.float32)
   splits = np.zeros((1, n), np.int8)
-  alphas, betas, vertex, coeffs = evaluate(
+  alphas, betas, _, vertex, coeffs = evaluate(
       splits, init_alpha, np.zeros((1, n), np.float32), config.root_steps)
   domains = 1
-  if consider(vertex):
+  if consider(vertex[0]):
     return result("witness", -np.inf)
   lb = proven(splits, alphas, betas)
   closed_min = np.inf            # smallest proven bound of closed domains
   if closes(lb[0]):
     return result("proved", lb[0])
+  # lb: a proven (float64) bound of the domain; key: the float32 estimate
+  # that orders the search (>= lb).
   pool = {"splits": splits, "alphas": alphas, "betas": betas, "lb": lb,
-          "scores": _branch_scores(coeffs, layer_bounds, per_layer(splits))}
+          "key": lb, "scores": _branch_scores(coeffs, layer_bounds,
+                                              per_layer(splits))}
   half = max(config.batch_size // 2, 1)
+  checked_at = threshold()
   while True:
-    if minimize and len(pool["lb"]):
-      # a better incumbent closes open domains too
+    if minimize and len(pool["lb"]) and threshold() < checked_at:
+      # a better incumbent closes open domains too (proven in float64)
+      checked_at = threshold()
+      recheck = np.flatnonzero(pool["key"] >= threshold() - SLACK32)
+      if recheck.size:
+        pool["lb"][recheck] = np.maximum(pool["lb"][recheck], proven(
+            pool["splits"][recheck], pool["alphas"][recheck],
+            pool["betas"][recheck]))
       shut = closes(pool["lb"])
       if shut.any():
         closed_min = min(closed_min, float(pool["lb"][shut].min()))
         pool = {k: v[~shut] for k, v in pool.items()}
     if len(pool["lb"]) == 0:
       return result("proved", closed_min)
-    open_min = min(closed_min, float(pool["lb"].min()))
-    if time.perf_counter() - t_start > config.time_limit:
-      return result("time_limit", open_min)
-    if domains >= config.max_domains:
-      return result("domain_limit", open_min)
-    order = np.argsort(pool["lb"])
+    limit = ("time_limit" if time.perf_counter() - t_start > config.time_limit
+             else "domain_limit" if domains >= config.max_domains else None)
+    if limit:
+      pool_lb = np.maximum(pool["lb"], proven(pool["splits"], pool["alphas"],
+                                              pool["betas"]))
+      return result(limit, min(closed_min, float(pool_lb.min())))
+    order = np.argsort(pool["key"])
     take, keep = order[:half], order[half:]
     parent = {k: v[take] for k, v in pool.items()}
     pool = {k: v[keep] for k, v in pool.items()}
@@ -385,16 +416,23 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     alphas = np.repeat(parent["alphas"], 2, 0)
     betas = np.repeat(parent["betas"], 2, 0)
     betas[rows, np.repeat(neuron, 2)] = 0.0
-    alphas, betas, vertex, coeffs = evaluate(splits, alphas, betas, config.steps)
+    alphas, betas, lb32, (vertex, vertex_margin), coeffs = evaluate(
+        splits, alphas, betas, config.steps)
     domains += len(splits)
-    if consider(vertex):
+    if consider(vertex, vertex_margin):
       return result("witness", -np.inf)
-    # Proven in float64; a child is never worse than its (sound) parent.
-    lb = np.maximum(proven(splits, alphas, betas), np.repeat(parent["lb"], 2))
+    # A child is never worse than its (sound) parent; a child closes only on
+    # its bound recomputed in float64.
+    lb = np.repeat(parent["lb"], 2)
+    key = np.maximum(lb32, lb)
+    maybe = np.flatnonzero(key >= threshold() - SLACK32)
+    if maybe.size:
+      lb[maybe] = np.maximum(lb[maybe], proven(splits[maybe], alphas[maybe],
+                                               betas[maybe]))
     done = closes(lb)
     if done.any():
       closed_min = min(closed_min, float(lb[done].min()))
     scores = _branch_scores(coeffs, layer_bounds, per_layer(splits))
     pool = {k: np.concatenate([pool[k], v[~done]]) for k, v in
             (("splits", splits), ("alphas", alphas), ("betas", betas),
-             ("lb", lb), ("scores", scores))}
+             ("lb", lb), ("key", key), ("scores", scores))}

@@ -56,9 +56,10 @@ def define_flags():
   flags.DEFINE_integer("workers", 2, "processes solving images in parallel.")
   flags.DEFINE_integer("pgd_steps", 50, "PGD steps (certify pre-pass / MIP "
                        "start in targeted mode); 0 disables PGD.")
-  flags.DEFINE_float("bab_time_limit", 20.0, "certify mode: seconds of "
-                     "alpha/beta-CROWN branch and bound per target before the "
-                     "MILP; 0 goes straight to the MILP.")
+  flags.DEFINE_float("bab_time_limit", 20.0, "seconds of alpha/beta-CROWN "
+                     "branch and bound per target (certify: the verdict; "
+                     "targeted: the optimum to 5e-5) before the MILP; 0 goes "
+                     "straight to the MILP.")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 

@@ -189,3 +189,26 @@ def test_certify_records_bab_verdicts_that_match_the_milp():
     assert c["status"] == t["status"]
     if c.get("decided_by") == "bab" and c["status"] == "robust":
       assert 0 < c["best_bound"] <= t["objective"] + 1e-6
+
+
+def test_targeted_optimum_by_bab_matches_the_milp():
+  """Targeted mode settles pairs by bab_minimum: the same verdicts as the
+  MILP, objectives within 1e-4, bounds below both optima, witnesses valid."""
+  net = random_network(7, (12, 10, 10, 10))
+  x = np.random.default_rng(7).uniform(size=12)
+  label = int(np.argmax(forward(net, x)))
+  for delta in (0.05, 0.2):
+    by_bab = verify.verify_image(net, x, label, 0, None, verify.VerifyConfig(
+        delta=delta, mode="targeted", pgd_steps=20))
+    by_milp = verify.verify_image(net, x, label, 0, None, verify.VerifyConfig(
+        delta=delta, mode="targeted", pgd_steps=20, bab_time_limit=0.0))
+    assert all(r["decided_by"] == "milp" for r in by_milp)
+    assert sum(r["decided_by"] == "bab" for r in by_bab) >= 7
+    for b, m in zip(by_bab, by_milp):
+      assert b["status"] == m["status"] and b["optimal"] and m["optimal"]
+      assert b["objective"] == pytest.approx(m["objective"], abs=1e-4)
+      assert b["best_bound"] <= m["objective"] + 1e-6
+      if b["status"] == "adversarial":
+        ok, margin, _ = verify.check_witness(net, b["x_adv"], x, delta, label,
+                                             b["target"])
+        assert ok and margin == pytest.approx(b["objective"], abs=1e-6)

@@ -3,10 +3,12 @@
 Every (image, target) pair yields one record (a plain dict, one JSON line):
   status       adversarial | robust | timeout | misclassified | error
   objective    targeted/certify: margin (e_y - e_t)^T z_out of the best point
-               (the proven optimum when `optimal`); min_distortion: the
-               smallest L-inf radius found
-  best_bound   a proven lower bound on the objective (solver dual bound, or
-               the CROWN margin bound)
+               (the proven optimum when `optimal`: to the MIP gap for the
+               MILP, to `optimality_tolerance` when decided_by is "bab");
+               min_distortion: the smallest L-inf radius found
+  best_bound   a proven lower bound on the objective (solver dual bound,
+               branch-and-bound bound, or the CROWN margin bound)
+  decided_by   crown | pgd | bab | milp: the cheapest step that settled it
   x_adv        (784 floats) only when adversarial; always re-checked by a
                float64 forward pass: inside the box, target logit > label logit.
 An unproven value is never reported as optimal (`optimal` says which are),
@@ -48,8 +50,9 @@ class VerifyConfig:
   pgd_seed: int = 0
   all_binary: bool = False   # naive formulation (benchmarks only)
   warm_start: bool = True    # targeted: PGD point as MIP start
-  bab_time_limit: float = 20.0  # certify: seconds of alpha/beta-CROWN branch
-                                # and bound per target before the MILP (0: off)
+  bab_time_limit: float = 20.0  # certify/targeted: seconds of alpha/beta-CROWN
+                                # branch and bound per target before the MILP
+                                # (0: MILP only)
 
 
 def check_witness(network: Network, x_adv, image, delta: float, label: int,
@@ -223,6 +226,10 @@ def verify_image(network: Network, image, label: int, image_index: int,
       pgd = pgd_candidates(network, image, label, undecided, config.delta,
                            steps=config.pgd_steps, restarts=config.pgd_restarts,
                            seed=config.pgd_seed)
+    if config.mode == "targeted":
+      undecided = _targeted_by_bab(network, image, label, lower, upper,
+                                   layer_bounds, undecided, records, config,
+                                   pgd)
     _solve_milps(network, image, label, lower, upper, layer_bounds, undecided,
                  records, config, pgd)
   except Exception as e:  # pylint: disable=broad-except
@@ -308,6 +315,44 @@ def _certify_by_bab(network, image, label, lower, upper, layer_bounds, targets,
       r["best_bound"] = (result.lower_bound if previous is None
                          else max(previous, result.lower_bound))
     rest.append(t)
+  return rest
+
+
+def _targeted_by_bab(network, image, label, lower, upper, layer_bounds,
+                     targets, records, config: VerifyConfig, pgd: dict):
+  """The targeted optimum by branch and bound (robust_prune.bab.bab_minimum,
+  to within bab.OPTIMUM_TOLERANCE); returns the targets it could not settle,
+  for the MILP, whose MIP start becomes the best point found."""
+  if config.bab_time_limit <= 0 or config.all_binary or not targets:
+    return targets
+  from robust_prune import bab  # pylint: disable=g-import-not-at-top
+  rest = []
+  for t in targets:
+    start = pgd[t][1] if t in pgd else None
+    result = bab.bab_minimum(network, lower, upper, label, t,
+                             bab.BabConfig(time_limit=config.bab_time_limit),
+                             layer_bounds=layer_bounds, start=start)
+    r = records[t]
+    r["bab_domains"], r["bab_seconds"] = result.domains, result.seconds
+    if result.x_best is not None:
+      pgd[t] = (result.objective, result.x_best)
+    verdict = None
+    if result.optimal and result.objective is not None:
+      if result.objective < 0:
+        ok, margin, x_adv = check_witness(network, result.x_best, image,
+                                          config.delta, label, t)
+        if ok:
+          verdict = "adversarial"
+          r.update(x_adv=x_adv.tolist(), witness_margin=margin)
+      elif result.lower_bound > 0:
+        verdict = "robust"
+    if verdict is None:
+      rest.append(t)   # not settled, or an optimum within tolerance of 0
+      continue
+    r.update(status=verdict, decided_by="bab", objective=result.objective,
+             best_bound=result.lower_bound, optimal=True,
+             solve_seconds=result.seconds, num_binaries=0,
+             optimality_tolerance=bab.OPTIMUM_TOLERANCE)
   return rest
 
 
