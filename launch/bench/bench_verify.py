@@ -6,8 +6,11 @@ r"""Naive vs default verification MILP, side by side on the same problems.
 Naive (Kolter & Madry tutorial): interval bounds, a binary for every hidden
 neuron, affine expressions inlined, a fresh cvxpy problem (bounds, build,
 compile) per target. Default: `robust_prune.milp.verify` in targeted mode
-(CROWN bounds, binaries only for unstable neurons, one compiled problem per
-image reused for its targets, PGD MIP start). Same solver and time limit for
+(CROWN bounds, PGD, then the optimum by alpha/beta-CROWN branch and bound to
+5e-5, and only if that does not settle it in --bab_time_limit the MILP with
+binaries only for unstable neurons, one compiled problem per image reused for
+its targets, the best point found as MIP start). --bab_time_limit=0 gives the
+MILP-only default of earlier versions. Same solver and time limit for
 both. Per-problem seconds count everything spent on the problem (bounds,
 build and compile shared by an image's targets are split evenly among them).
 
@@ -51,6 +54,8 @@ flags.DEFINE_integer("max_targets", 9, "targets per image (first ones)")
 flags.DEFINE_string("solver", "HIGHS", "solver for both formulations")
 flags.DEFINE_float("time_limit", 300.0, "seconds per MILP (both)")
 flags.DEFINE_string("out", None, "optional JSON with every measurement")
+flags.DEFINE_float("bab_time_limit", 20.0, "default formulation: seconds of "
+                   "branch and bound per target before the MILP (0: MILP only)")
 flags.DEFINE_string("summarize", None, "summarize an evaluate results JSONL "
                     "instead of benchmarking")
 flags.DEFINE_string("mnist_manual_dir", None, "MNIST manual dir")
@@ -105,8 +110,15 @@ def summarize(path):
   summary = {
       "records": len(records), "statuses": statuses,
       "decided_by": {k: sum(1 for r in records if r.get("decided_by") == k)
-                     for k in ("crown", "pgd", "milp")},
+                     for k in ("crown", "pgd", "bab", "milp")},
       "timeouts": statuses.get("timeout", 0),
+      "problem_solve_seconds": percentile_summary(
+          [r["solve_seconds"] for r in records
+           if r["status"] != "misclassified"]),
+      "bab_seconds": percentile_summary(
+          [r["bab_seconds"] for r in records if "bab_seconds" in r]),
+      "bab_domains": percentile_summary(
+          [r["bab_domains"] for r in records if "bab_domains" in r]),
       "milp_solve_seconds": percentile_summary([r["solve_seconds"] for r in milp]),
       "image_seconds_sum": float(sum(per_image.values())),
       "num_binaries_per_image": percentile_summary(list(binaries.values())),
@@ -129,7 +141,8 @@ def main(argv):
   print(f"load: {os.getloadavg()}", flush=True)
   config = verify_lib.VerifyConfig(delta=FLAGS.delta, mode="targeted",
                                    solver=FLAGS.solver,
-                                   time_limit=FLAGS.time_limit)
+                                   time_limit=FLAGS.time_limit,
+                                   bab_time_limit=FLAGS.bab_time_limit)
   rows, index = [], FLAGS.first_image
   chosen = 0
   while chosen < FLAGS.num_images:
@@ -152,6 +165,7 @@ def main(argv):
              "default_status": r["status"], "default_objective": r["objective"],
              "default_optimal": r["optimal"],
              "default_binaries": r["num_binaries"],
+             "default_decided_by": r.get("decided_by"),
              "naive_seconds": naive["seconds"], "naive_status": naive["status"],
              "naive_objective": naive["objective"],
              "naive_optimal": naive["optimal"],
@@ -166,7 +180,11 @@ def main(argv):
                        for r in both), default=0.0)
   result = {
       "network": FLAGS.network, "delta": FLAGS.delta, "solver": FLAGS.solver,
-      "time_limit": FLAGS.time_limit, "problems": len(rows),
+      "time_limit": FLAGS.time_limit, "bab_time_limit": FLAGS.bab_time_limit,
+      "problems": len(rows),
+      "default_decided_by": {k: sum(1 for r in rows
+                                    if r["default_decided_by"] == k)
+                             for k in ("bab", "milp")},
       "load_after": os.getloadavg(),
       "default": percentile_summary(default_s),
       "naive": percentile_summary(naive_s),
