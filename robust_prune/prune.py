@@ -64,6 +64,9 @@ def define_prune_flags():
   flags.DEFINE_float("time_limit", d.time_limit,
                      "Seconds for each importance MILP (an unproven "
                      "incumbent is used and labelled as such).")
+  flags.DEFINE_bool("descent_start", d.descent_start, "Start the importance "
+                    "MILP from an LP-based activation-pattern descent (better "
+                    "incumbents, smaller networks; see BUILD_NOTES).")
   flags.DEFINE_float("mip_gap", d.mip_gap, "Relative optimality gap at which "
                      "SCIP/HiGHS stop (GLPK always proves exactly).")
   flags.DEFINE_float("margin", d.margin, "Required logit margin of each batch "
@@ -109,6 +112,7 @@ def options_from_flags(f=flags.FLAGS) -> PruneOptions:
   return PruneOptions(
       threshold=f.threshold, images_per_class=f.images_per_class,
       solver=f.solver.upper(), time_limit=f.time_limit, mip_gap=f.mip_gap,
+      descent_start=f.descent_start,
       margin=f.margin, lam=f["lambda"].value, retrain=f.retrain,
       rounds=f.rounds, baseline=f.baseline,
       max_accuracy_drop=f.max_accuracy_drop, seed=f.prune_seed,
