@@ -72,18 +72,19 @@ class BabConfig:
   max_domains: int = 200_000
 
 
-def _relaxation(l, u, split, alpha):
+def _relaxation(l, u, split, alpha, xp=jnp):
   """(lower slope, upper slope, upper shift) per domain and neuron: exact for
-  split and stable neurons, alpha / chord for unsplit unstable ones."""
+  split and stable neurons, alpha / chord for unsplit unstable ones. `xp` is
+  jax.numpy (the search) or numpy (the float64 proof)."""
   unstable = (l < 0) & (u > 0)
-  denom = jnp.where(unstable, u - l, 1.0)
-  chord = jnp.where(unstable, u / denom, jnp.where(l >= 0, 1.0, 0.0))
-  shift = jnp.where(unstable, -l * u / denom, 0.0)
+  denom = xp.where(unstable, u - l, 1.0)
+  chord = xp.where(unstable, u / denom, xp.where(l >= 0, 1.0, 0.0))
+  shift = xp.where(unstable, -l * u / denom, 0.0)
   free = unstable & (split == 0)
-  fixed = jnp.where(split > 0, 1.0, jnp.where(split < 0, 0.0, chord))
-  low = jnp.where(free, jnp.clip(alpha, 0.0, 1.0), fixed)
-  up = jnp.where(free, chord, fixed)
-  return low, up, jnp.where(free, shift, 0.0)
+  fixed = xp.where(split > 0, 1.0, xp.where(split < 0, 0.0, chord))
+  low = xp.where(free, xp.clip(alpha, 0.0, 1.0), fixed)
+  up = xp.where(free, chord, fixed)
+  return low, up, xp.where(free, shift, 0.0)
 
 
 def _domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers, c,
@@ -162,18 +163,11 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
   const = lam @ biases[-1]
   lam = lam @ weights[-1].T
   for j in range(len(splits) - 1, -1, -1):
-    l, u = layer_bounds.lowers[j], layer_bounds.uppers[j]
     split = np.asarray(splits[j], np.float64)
-    unstable = (l < 0) & (u > 0)
-    denom = np.where(unstable, u - l, 1.0)
-    chord = np.where(unstable, u / denom, np.where(l >= 0, 1.0, 0.0))
-    shift = np.where(unstable, -l * u / denom, 0.0)
-    free = unstable & (split == 0)
-    fixed = np.where(split > 0, 1.0, np.where(split < 0, 0.0, chord))
-    low = np.where(free, np.clip(np.asarray(alphas[j], np.float64), 0, 1), fixed)
-    up = np.where(free, chord, fixed)
+    low, up, shift = _relaxation(layer_bounds.lowers[j], layer_bounds.uppers[j],
+                                 split, np.asarray(alphas[j], np.float64), np)
     pos, neg = np.maximum(lam, 0), np.minimum(lam, 0)
-    const = const + np.sum(neg * np.where(free, shift, 0.0), axis=-1)
+    const = const + np.sum(neg * shift, axis=-1)
     lam = (pos * low + neg * up
            - np.maximum(np.asarray(betas[j], np.float64), 0) * split)
     const = const + lam @ biases[j]

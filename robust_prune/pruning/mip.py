@@ -195,21 +195,7 @@ def _solve_highs(model, time_limit, mip_gap, start, threads, verbose,
   h.setOptionValue("random_seed", 0)
   for key, value in options.items():
     h.setOptionValue(key, value)
-  a = model.matrix().tocsc()
-  lp = highspy.HighsLp()
-  lp.num_col_ = model.num_vars
-  lp.num_row_ = model.num_rows
-  lp.col_cost_ = np.asarray(model.cost, float)
-  lp.col_lower_ = np.asarray(model.lb, float)
-  lp.col_upper_ = np.asarray(model.ub, float)
-  lp.row_lower_ = np.asarray(model.row_lower, float)
-  lp.row_upper_ = np.asarray(model.row_upper, float)
-  lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-  lp.a_matrix_.start_ = a.indptr.astype(np.int32)
-  lp.a_matrix_.index_ = a.indices.astype(np.int32)
-  lp.a_matrix_.value_ = a.data.astype(float)
-  lp.a_matrix_.num_col_ = model.num_vars
-  lp.a_matrix_.num_row_ = model.num_rows
+  lp = _highs_lp_data(model)
   if model.num_integer:
     lp.integrality_ = [highspy.HighsVarType.kInteger if i else
                        highspy.HighsVarType.kContinuous
@@ -241,13 +227,9 @@ def _solve_highs(model, time_limit, mip_gap, start, threads, verbose,
   return status, raw, x, bound
 
 
-def highs_lp(model: MilpModel):
-  """A HiGHS object holding the LP relaxation of `model` (integrality
-  dropped), for repeated solves with changed column bounds."""
+def _highs_lp_data(model: MilpModel):
+  """HighsLp of the model's rows, columns and cost (no integrality)."""
   import highspy  # pylint: disable=g-import-not-at-top
-  h = highspy.Highs()
-  h.setOptionValue("output_flag", False)
-  h.setOptionValue("random_seed", 0)
   a = model.matrix().tocsc()
   lp = highspy.HighsLp()
   lp.num_col_ = model.num_vars
@@ -263,6 +245,17 @@ def highs_lp(model: MilpModel):
   lp.a_matrix_.value_ = a.data.astype(float)
   lp.a_matrix_.num_col_ = model.num_vars
   lp.a_matrix_.num_row_ = model.num_rows
+  return lp
+
+
+def highs_lp(model: MilpModel):
+  """A HiGHS object holding the LP relaxation of `model` (integrality
+  dropped), for repeated solves with changed column bounds."""
+  import highspy  # pylint: disable=g-import-not-at-top
+  h = highspy.Highs()
+  h.setOptionValue("output_flag", False)
+  h.setOptionValue("random_seed", 0)
+  lp = _highs_lp_data(model)
   h.passModel(lp)
   return h
 
