@@ -260,3 +260,31 @@ def test_encoding_uses_binaries_only_for_unstable():
   assert m.unstable_per_layer == lb.unstable_counts()
   naive = model_lib.build_model(net, lower, upper, lb, all_binary=True)
   assert naive.num_binaries == 40
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+def test_mip_start_is_a_feasible_full_assignment(materialize):
+  """The warm start from an input point fills every column (pre-activation
+  variables too), satisfies every row and costs the point's margin."""
+  net = random_network(7, (12, 10, 10, 10))
+  rng = np.random.default_rng(7)
+  x = rng.uniform(size=12)
+  label = int(np.argmax(forward(net, x)))
+  target = (label + 1) % 10
+  lower, upper = bounds.input_box(x, 0.2)
+  lb = bounds.crown_bounds(net, lower, upper)
+  m = model_lib.build_model(net, lower, upper, lb, materialize=materialize)
+  m.c.value = objective.margin_vector(label, target, 10)
+  milp = solvers.compile_model(m.problem)
+  point = rng.uniform(lower, upper)
+  start = verify.model_start(m, milp, net, point)
+  assert start is not None and np.all(np.isfinite(start))
+  residual = milp.a @ start - milp.b
+  assert np.all(np.abs(residual[:milp.num_eq]) < 1e-7)
+  assert np.all(residual[milp.num_eq:] < 1e-7)
+  assert np.all(start >= milp.col_lower - 1e-9)
+  assert np.all(start <= milp.col_upper + 1e-9)
+  c, offset = milp.cost()
+  logits = forward(net, point)
+  assert c @ start + offset == pytest.approx(logits[label] - logits[target],
+                                             abs=1e-7)

@@ -138,9 +138,16 @@ def model_start(model: model_lib.VerificationModel,
   input, unstable post-activations and binaries from a forward pass."""
   _, hidden = forward(network, x_point, return_hidden=True)
   values = {model.x: x_point}
-  for layer, pre in zip(model.layers, hidden):
+  pre_vars = model.pre_vars or [None] * len(model.layers)
+  for layer, pre, pre_var in zip(model.layers, hidden, pre_vars):
+    pre = pre[0] if pre.ndim == 2 else pre
+    if pre_var is not None:
+      # the materialised pre-activations (without them the start has NaNs
+      # and no solver ever saw it)
+      y, keep = pre_var
+      values[y] = np.clip(pre[keep], y.bounds[0], y.bounds[1])
     if layer.z is not None:
-      pre_u = pre[0][layer.phases.unstable] if pre.ndim == 2 else pre[layer.phases.unstable]
+      pre_u = pre[layer.phases.unstable]
       values[layer.z] = np.maximum(pre_u, 0)
       values[layer.v] = (pre_u > 0).astype(np.float64)
   start = milp.full_assignment(values)
@@ -154,7 +161,10 @@ def _fill_from_outcome(record, outcome: solvers_lib.SolveOutcome, model,
   record["solver_status"] = outcome.solver_status
   record["solve_seconds"] = outcome.seconds
   record["objective"] = _finite(outcome.objective)
-  record["best_bound"] = _finite(outcome.best_bound)
+  # a bound proven before the MILP (CROWN, branch and bound) may be better
+  earlier, bound = record.get("best_bound"), _finite(outcome.best_bound)
+  record["best_bound"] = (earlier if bound is None else bound if earlier is None
+                          else max(earlier, bound))
   record["optimal"] = bool(outcome.proven_optimal)
   witness_ok = False
   if outcome.x is not None and outcome.objective is not None and outcome.objective < 0:
@@ -347,6 +357,8 @@ def _targeted_by_bab(network, image, label, lower, upper, layer_bounds,
       elif result.lower_bound > 0:
         verdict = "robust"
     if verdict is None:
+      if np.isfinite(result.lower_bound):
+        r["best_bound"] = result.lower_bound   # proven; the MILP may improve it
       rest.append(t)   # not settled, or an optimum within tolerance of 0
       continue
     r.update(status=verdict, decided_by="bab", objective=result.objective,
