@@ -59,6 +59,12 @@ def test_report_tables_match_result_files(quick_run):
     assert counts["adversarial"] == sum(r["status"] == "adversarial" for r in rs)
     assert counts["total"] == len(rs) == (counts["searched"] + counts["misclassified"]
                                           + counts["error"])
+    decided = summary["networks"][net]["decided_by"]
+    assert sum(decided.values()) == counts["searched"]
+    for step, n in decided.items():
+      assert step in ("crown", "pgd", "bab", "milp")
+      assert n == sum(r.get("decided_by") == step for r in rs
+                      if r["status"] in ("adversarial", "robust", "timeout"))
   searched = sum(summary["networks"][n]["counts"]["searched"] for n in records)
   found = sum(summary["networks"][n]["counts"]["adversarial"] for n in records)
   for key in ("by_label", "by_target"):
