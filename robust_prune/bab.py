@@ -298,7 +298,8 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     points that may beat the incumbent (or 0) get the float64 pass."""
     points = np.atleast_2d(points)
     if margins32 is not None:
-      points = points[margins32 < min(best["margin"], 0.0 if not minimize else np.inf) + SLACK32]
+      cap = best["margin"] if minimize else 0.0
+      points = points[margins32 < cap + SLACK32]
       if len(points) == 0:
         return False
     points = np.clip(points, in_lower, in_upper)
@@ -340,10 +341,10 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
   ups = np.concatenate(layer_bounds.uppers[:-1])
   init_alpha = np.where(ups > -lows, 1.0, 0.0)[None].astype(np.float32)
   splits = np.zeros((1, n), np.int8)
-  alphas, betas, _, vertex, coeffs = evaluate(
+  alphas, betas, _, (vertex, _), coeffs = evaluate(
       splits, init_alpha, np.zeros((1, n), np.float32), config.root_steps)
   domains = 1
-  if consider(vertex[0]):
+  if consider(vertex):
     return result("witness", -np.inf)
   lb = proven(splits, alphas, betas)
   closed_min = np.inf            # smallest proven bound of closed domains
