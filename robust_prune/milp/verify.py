@@ -79,6 +79,13 @@ def _base_record(image_index, label, target, config: VerifyConfig):
           "solver": config.solver, "bounds": config.bounds}
 
 
+def _keep_best_bound(record, bound):
+  """best_bound := the larger of two proven lower bounds (None = unknown)."""
+  earlier = record.get("best_bound")
+  if bound is not None and (earlier is None or bound > earlier):
+    record["best_bound"] = bound
+
+
 def _finite(value):
   return None if value is None or not np.isfinite(value) else float(value)
 
@@ -162,9 +169,7 @@ def _fill_from_outcome(record, outcome: solvers_lib.SolveOutcome, model,
   record["solve_seconds"] = outcome.seconds
   record["objective"] = _finite(outcome.objective)
   # a bound proven before the MILP (CROWN, branch and bound) may be better
-  earlier, bound = record.get("best_bound"), _finite(outcome.best_bound)
-  record["best_bound"] = (earlier if bound is None else bound if earlier is None
-                          else max(earlier, bound))
+  _keep_best_bound(record, _finite(outcome.best_bound))
   record["optimal"] = bool(outcome.proven_optimal)
   witness_ok = False
   if outcome.x is not None and outcome.objective is not None and outcome.objective < 0:
@@ -320,10 +325,7 @@ def _certify_by_bab(network, image, label, lower, upper, layer_bounds, targets,
                  witness_margin=margin, x_adv=x_adv.tolist(),
                  solve_seconds=result.seconds, num_binaries=0)
         continue
-    if np.isfinite(result.lower_bound):
-      previous = r.get("best_bound")
-      r["best_bound"] = (result.lower_bound if previous is None
-                         else max(previous, result.lower_bound))
+    _keep_best_bound(r, _finite(result.lower_bound))
     rest.append(t)
   return rest
 
@@ -357,8 +359,7 @@ def _targeted_by_bab(network, image, label, lower, upper, layer_bounds,
       elif result.lower_bound > 0:
         verdict = "robust"
     if verdict is None:
-      if np.isfinite(result.lower_bound):
-        r["best_bound"] = result.lower_bound   # proven; the MILP may improve it
+      _keep_best_bound(r, _finite(result.lower_bound))
       rest.append(t)   # not settled, or an optimum within tolerance of 0
       continue
     r.update(status=verdict, decided_by="bab", objective=result.objective,
