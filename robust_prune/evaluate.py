@@ -274,6 +274,9 @@ def main(argv):
   # Cheap checks before MNIST is read.
   if FLAGS.delta is None or FLAGS.delta < 0:
     raise EvaluateError(f"--delta must be a number >= 0, got {FLAGS.delta}")
+  if not FLAGS.bab_time_limit >= 0:
+    raise EvaluateError(f"--bab_time_limit must be >= 0 seconds (0: MILP "
+                        f"only), got {FLAGS.bab_time_limit}")
   try:
     test = data.load_split("test", FLAGS.mnist_manual_dir)
   except data.MnistDataError as e:

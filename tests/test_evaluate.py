@@ -136,6 +136,7 @@ def test_work_units_skip_done_pairs():
     (["--first_image=9998", "--num_images=5"], "out of range"),
     (["--solver=GUROBI"], "installed solvers: "),
     (["--time_limit=0"], "--time_limit must be"),
+    (["--bab_time_limit=-1"], "--bab_time_limit must be"),
 ])
 def test_bad_input_is_one_clear_line(network_path, tmp_path, args, message):
   base = {"--network": network_path, "--out": str(tmp_path / "r.jsonl"),
