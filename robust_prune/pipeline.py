@@ -285,8 +285,8 @@ def define_flags():
   flags.DEFINE_float("time_limit", d.time_limit,
                      "Seconds per verification MILP.")
   flags.DEFINE_float("bab_time_limit", d.bab_time_limit,
-                     "Certify mode: seconds of branch and bound per target "
-                     "before the MILP (0 = MILP only).")
+                     "Seconds of branch and bound per target before the "
+                     "MILP, in either mode (0 = MILP only).")
   flags.DEFINE_float("prune_time_limit", d.prune_time_limit,
                      "Seconds for the pruning MILP.")
   flags.DEFINE_float("prune_margin", d.prune_margin,
