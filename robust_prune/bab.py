@@ -393,10 +393,7 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
         continue  # empty domain
       if consider(x):
         return result("witness", -np.inf)
-      if closes(value):
-        closed_min = min(closed_min, value)
-        continue
-      if not minimize:
+      if not minimize and not closes(value):
         # minimum within float tolerance of 0: no verdict either way
         return result("exhausted", min(closed_min, value))
       closed_min = min(closed_min, value)   # exact: nothing left to split
