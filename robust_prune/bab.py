@@ -72,6 +72,17 @@ class BabConfig:
   max_domains: int = 200_000
 
 
+def padded_size(n: int, batch_size: int) -> int:
+  """The batch shape `n` domains are padded to: a power of 4 from 4 up to
+  `batch_size` (so a search with few open domains, e.g. near the root or on an
+  easy problem, does not pay for a full batch, while the number of compiled
+  shapes stays at a handful), or `n` itself beyond it."""
+  size = 4
+  while size < min(n, batch_size):
+    size *= 4
+  return max(min(size, batch_size), n)
+
+
 def _relaxation(l, u, split, alpha, xp=jnp):
   """(lower slope, upper slope, upper shift) per domain and neuron: exact for
   split and stable neurons, alpha / chord for unsplit unstable ones. `xp` is
@@ -269,9 +280,10 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     return [flat[:, offsets[j]:offsets[j + 1]] for j in range(len(widths))]
 
   def evaluate(splits, alphas, betas, steps):
-    """Pads to the batch size (one compiled shape) and optimises."""
+    """Pads to the smallest compiled batch shape that holds the domains and
+    optimises."""
     n = splits.shape[0]
-    size = max(config.batch_size, n)
+    size = padded_size(n, config.batch_size)
     pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - n, 0)]) if size > n else a
     s_p, a_p, b_p = pad(splits), pad(alphas), pad(betas)
     new_a, new_b, bound, vertex, vertex_margin, coeffs = _optimise(

@@ -67,6 +67,37 @@ def test_domain_bound_is_sound_on_sampled_inputs(seed):
   assert np.all((np.asarray(vertex) >= lower - 1e-6) & (np.asarray(vertex) <= upper + 1e-6))
 
 
+def test_padded_batch_shapes_do_not_change_a_domains_bound():
+  """Domains are padded to one of a few compiled batch shapes; each domain's
+  optimised alpha/beta and bound depend on that domain alone."""
+  assert [bab.padded_size(n, 256) for n in (1, 4, 5, 16, 17, 100, 256, 300)] \
+      == [4, 4, 16, 16, 64, 256, 256, 300]
+  assert bab.padded_size(3, 2) == 3 and bab.padded_size(1, 2) == 2
+  net = random_network(7, (6, 10, 8, 4))
+  rng = np.random.default_rng(7)
+  lower, upper = bounds.input_box(rng.uniform(0.2, 0.8, size=6), 0.3)
+  lb = bounds.crown_bounds(net, lower, upper)
+  c = bounds.margin_spec(0, [2], 4)[0]
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  splits = [rng.integers(-1, 2, size=(16, len(l))).astype(np.int8)
+            for l, _ in lb.hidden]
+  alphas = [rng.uniform(size=s.shape).astype(np.float32) for s in splits]
+  betas = [np.zeros(s.shape, np.float32) for s in splits]
+
+  def optimise(rows):
+    out = bab._optimise(
+        tuple(f32(w) for w in net.weights), tuple(f32(b) for b in net.biases),
+        f32(lower), f32(upper), tuple(f32(l) for l in lb.lowers[:-1]),
+        tuple(f32(u) for u in lb.uppers[:-1]), f32(c),
+        tuple(f32(s[rows]) for s in splits), [f32(a[rows]) for a in alphas],
+        [f32(b[rows]) for b in betas], steps=5, alpha_lr=0.1, beta_lr=0.05)
+    return np.asarray(out[2])
+
+  together = optimise(np.arange(16))
+  alone = np.concatenate([optimise(np.arange(r, r + 4)) for r in range(0, 16, 4)])
+  np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-5)
+
+
 def test_beta_enforces_the_split():
   """Splitting the neuron that decides a 1-D network makes its domains
   provable only through beta: relu(y) with y = x over [-1, 1] has min 0 on
