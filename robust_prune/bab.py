@@ -14,8 +14,10 @@ split -1: y <= 0). Its lower bound is a CROWN back-substitution in which
 Every alpha in [0, 1] and beta >= 0 gives a sound bound, so they are tuned by
 projected gradient ascent in float32 (JAX, batched over domains) and a domain
 is only discarded when the same bound recomputed in float64 (numpy) from the
-same alpha/beta is > 0. The domain with the lowest bound is split on the
-neuron whose upper-chord intercept costs the bound most (BaBSR-style score).
+same alpha/beta is > 0. The domains with the lowest bounds are split; of the
+few neurons whose upper-chord intercept costs the bound most (BaBSR-style
+score), the one whose two children bound best in one pass (filtered smart
+branching).
 Each bound's minimising input vertex is checked by a float64 forward pass, so
 a counterexample found on the way ends the search with a witness.
 
@@ -72,6 +74,14 @@ class BabConfig:
   steps: int = 4                 # alpha/beta iterations per batch of children
   alpha_lr: float = 0.2
   beta_lr: float = 0.1
+  # Filtered smart branching (De Palma et al. 2021): the top `candidates`
+  # neurons by intercept score are each tried with a one-pass bound of both
+  # children (the parent's alpha/beta), and the split whose children's
+  # bounds sum highest wins; 1 = the intercept score alone (BaBSR). On the
+  # 12 problems above 4 candidates bound 25-45% fewer domains in about the
+  # same time; on hard ones (2/0, 40/7, 31/9) they close the gap faster.
+  # (Ranking by the worse child instead doubled the domains.)
+  candidates: int = 4
   max_domains: int = 200_000
 
 
@@ -122,6 +132,13 @@ def _domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers, c,
            + jnp.sum(jnp.minimum(lam, 0) * in_upper, -1))
   vertex = jnp.where(lam > 0, in_lower, in_upper)
   return bound, vertex, coeffs
+
+
+@jax.jit
+def _bounds_only(weights, biases, in_lower, in_upper, lowers, uppers, c,
+                 splits, alphas, betas):
+  return _domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers,
+                        c, splits, alphas, betas)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))
@@ -301,6 +318,40 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     coeffs = [np.asarray(k)[:n] for k in coeffs]
     return new_a, new_b, bound, (vertex, vertex_margin), coeffs
 
+  def children(splits, alphas, betas, neuron):
+    """Both children of each domain split on `neuron` (rows 2i, 2i + 1)."""
+    splits = np.repeat(splits, 2, 0)
+    rows = np.arange(len(splits))
+    splits[rows, np.repeat(neuron, 2)] = np.tile(np.array([1, -1], np.int8),
+                                                 len(neuron))
+    alphas = np.repeat(alphas, 2, 0)
+    betas = np.repeat(betas, 2, 0)
+    betas[rows, np.repeat(neuron, 2)] = 0.0
+    return splits, alphas, betas
+
+  def choose_split(parent):
+    """The neuron each parent is split on (a -inf score marks a leaf)."""
+    scores = parent["scores"]
+    k = min(config.candidates, scores.shape[1])
+    if k <= 1:
+      return np.argmax(scores, axis=1)
+    top = np.argsort(-scores, axis=1)[:, :k]                  # (P, k)
+    p = len(top)
+    flat = top.reshape(-1)
+    s_c, a_c, b_c = children(np.repeat(parent["splits"], k, 0),
+                             np.repeat(parent["alphas"], k, 0),
+                             np.repeat(parent["betas"], k, 0), flat)
+    size = padded_size(len(s_c), 4 * config.batch_size)
+    pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - len(a), 0)])
+    bound = np.asarray(_bounds_only(
+        *args, tuple(f32(x) for x in per_layer(pad(s_c))),
+        [f32(x) for x in per_layer(pad(a_c))],
+        [f32(x) for x in per_layer(pad(b_c))]))[:len(s_c)]
+    gain = bound.reshape(p, k, 2).sum(axis=2)
+    gain = np.where(np.isfinite(np.take_along_axis(scores, top, 1)), gain,
+                    -np.inf)
+    return top[np.arange(p), np.argmax(gain, axis=1)]
+
   def proven(splits, alphas, betas):
     return bound_float64(network, in_lower, in_upper, layer_bounds, c,
                          per_layer(splits), per_layer(alphas), per_layer(betas))
@@ -397,7 +448,7 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     take, keep = order[:half], order[half:]
     parent = {k: v[take] for k, v in pool.items()}
     pool = {k: v[keep] for k, v in pool.items()}
-    neuron = np.argmax(parent["scores"], axis=1)
+    neuron = choose_split(parent)
     leaf = ~np.isfinite(parent["scores"][np.arange(len(take)), neuron])
     for row in np.flatnonzero(leaf):
       # Every unstable neuron is split: the network is affine on the domain,
@@ -416,13 +467,8 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     neuron = neuron[~leaf]
     if len(neuron) == 0:
       continue
-    splits = np.repeat(parent["splits"], 2, 0)
-    rows = np.arange(len(splits))
-    splits[rows, np.repeat(neuron, 2)] = np.tile(np.array([1, -1], np.int8),
-                                                 len(neuron))
-    alphas = np.repeat(parent["alphas"], 2, 0)
-    betas = np.repeat(parent["betas"], 2, 0)
-    betas[rows, np.repeat(neuron, 2)] = 0.0
+    splits, alphas, betas = children(parent["splits"], parent["alphas"],
+                                     parent["betas"], neuron)
     alphas, betas, lb32, (vertex, vertex_margin), coeffs = evaluate(
         splits, alphas, betas, config.steps)
     domains += len(splits)

@@ -151,7 +151,8 @@ def test_verdict_matches_region_enumeration(seed):
   assert decided >= 2
 
 
-def test_verdicts_match_the_milp_where_branching_is_needed():
+@pytest.mark.parametrize("candidates", [1, 4])
+def test_verdicts_match_the_milp_where_branching_is_needed(candidates):
   """Every ordered (label, target) pair of small random networks at a wide
   box: BaB's verdict is the sign of the MILP optimum, robust bounds never
   exceed it, witnesses re-check; the cases include branching and leaf LPs."""
@@ -169,7 +170,8 @@ def test_verdicts_match_the_milp_where_branching_is_needed():
         if abs(outcome.objective) < 1e-4:
           continue
         result = bab.bab_margin(net, lower, upper, label, target,
-                                bab.BabConfig(time_limit=30.0, batch_size=16))
+                                bab.BabConfig(time_limit=30.0, batch_size=16,
+                                              candidates=candidates))
         statuses.add(result.status)
         branched += result.domains > 1
         if outcome.objective > 0:
