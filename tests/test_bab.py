@@ -98,6 +98,24 @@ def test_padded_batch_shapes_do_not_change_a_domains_bound():
   np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_min_proven_bound_equals_the_full_minimum(seed):
+  """The early-stopping minimum over open domains is the plain one."""
+  rng = np.random.default_rng(seed)
+  inherited = rng.normal(size=1000)
+  own = inherited + rng.exponential(size=1000) * (rng.uniform(size=1000) < 0.3)
+  calls = []
+
+  def prove(rows):
+    calls.append(len(rows))
+    return own[rows]
+
+  expected = np.maximum(inherited, own).min()
+  assert bab.min_proven_bound(inherited, prove, chunk=64) == expected
+  assert sum(calls) < 1000   # it stopped early
+  assert bab.min_proven_bound(inherited, prove, chunk=5000) == expected
+
+
 def test_beta_enforces_the_split():
   """Splitting the neuron that decides a 1-D network makes its domains
   provable only through beta: relu(y) with y = x over [-1, 1] has min 0 on
