@@ -96,6 +96,11 @@ def padded_size(n: int, batch_size: int) -> int:
   return max(min(size, batch_size), n)
 
 
+def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
+  """`a` with its first row repeated up to `size` rows."""
+  return np.concatenate([a, np.repeat(a[:1], size - len(a), 0)])
+
+
 def _relaxation(l, u, split, alpha, xp=jnp):
   """(lower slope, upper slope, upper shift) per domain and neuron: exact for
   split and stable neurons, alpha / chord for unsplit unstable ones. `xp` is
@@ -319,8 +324,7 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     optimises."""
     n = splits.shape[0]
     size = padded_size(n, config.batch_size)
-    pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - n, 0)]) if size > n else a
-    s_p, a_p, b_p = pad(splits), pad(alphas), pad(betas)
+    s_p, a_p, b_p = (_pad_rows(a, size) for a in (splits, alphas, betas))
     new_a, new_b, bound, vertex, vertex_margin, coeffs = _optimise(
         *args, tuple(f32(s) for s in per_layer(s_p)),
         [f32(a) for a in per_layer(a_p)], [f32(b) for b in per_layer(b_p)],
@@ -357,11 +361,11 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
                              np.repeat(parent["alphas"], k, 0),
                              np.repeat(parent["betas"], k, 0), flat)
     size = padded_size(len(s_c), 4 * config.batch_size)
-    pad = lambda a: np.concatenate([a, np.repeat(a[:1], size - len(a), 0)])
+    s_c, a_c, b_c = (_pad_rows(a, size) for a in (s_c, a_c, b_c))
     bound = np.asarray(_bounds_only(
-        *args, tuple(f32(x) for x in per_layer(pad(s_c))),
-        [f32(x) for x in per_layer(pad(a_c))],
-        [f32(x) for x in per_layer(pad(b_c))]))[:len(s_c)]
+        *args, tuple(f32(x) for x in per_layer(s_c)),
+        [f32(x) for x in per_layer(a_c)],
+        [f32(x) for x in per_layer(b_c)]))[:2 * len(flat)]
     gain = bound.reshape(p, k, 2).sum(axis=2)
     gain = np.where(np.isfinite(np.take_along_axis(scores, top, 1)), gain,
                     -np.inf)
