@@ -319,15 +319,19 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
   def per_layer(flat):
     return [flat[:, offsets[j]:offsets[j + 1]] for j in range(len(widths))]
 
+  def device_batch(splits, alphas, betas, batch_size):
+    """Per-layer float32 splits, alphas, betas padded to the smallest
+    compiled batch shape that holds the domains."""
+    size = padded_size(len(splits), batch_size)
+    return tuple(
+        container(f32(x) for x in per_layer(_pad_rows(a, size)))
+        for container, a in ((tuple, splits), (list, alphas), (list, betas)))
+
   def evaluate(splits, alphas, betas, steps):
-    """Pads to the smallest compiled batch shape that holds the domains and
-    optimises."""
+    """Optimises alpha/beta of each domain (padded batch)."""
     n = splits.shape[0]
-    size = padded_size(n, config.batch_size)
-    s_p, a_p, b_p = (_pad_rows(a, size) for a in (splits, alphas, betas))
     new_a, new_b, bound, vertex, vertex_margin, coeffs = _optimise(
-        *args, tuple(f32(s) for s in per_layer(s_p)),
-        [f32(a) for a in per_layer(a_p)], [f32(b) for b in per_layer(b_p)],
+        *args, *device_batch(splits, alphas, betas, config.batch_size),
         steps=steps, alpha_lr=config.alpha_lr, beta_lr=config.beta_lr)
     new_a = np.concatenate([np.asarray(a) for a in new_a], 1)[:n]
     new_b = np.concatenate([np.asarray(b) for b in new_b], 1)[:n]
@@ -360,12 +364,9 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
     s_c, a_c, b_c = children(np.repeat(parent["splits"], k, 0),
                              np.repeat(parent["alphas"], k, 0),
                              np.repeat(parent["betas"], k, 0), flat)
-    size = padded_size(len(s_c), 4 * config.batch_size)
-    s_c, a_c, b_c = (_pad_rows(a, size) for a in (s_c, a_c, b_c))
     bound = np.asarray(_bounds_only(
-        *args, tuple(f32(x) for x in per_layer(s_c)),
-        [f32(x) for x in per_layer(a_c)],
-        [f32(x) for x in per_layer(b_c)]))[:2 * len(flat)]
+        *args, *device_batch(s_c, a_c, b_c, 4 * config.batch_size)))
+    bound = bound[:len(s_c)]
     gain = bound.reshape(p, k, 2).sum(axis=2)
     gain = np.where(np.isfinite(np.take_along_axis(scores, top, 1)), gain,
                     -np.inf)

@@ -65,7 +65,7 @@ class PipelineConfig:
   # bound, PGD, branch and bound, then the MILP), with no optimum where a
   # bound or PGD decided; targeted: the paper's optimum per pair. Certify is
   # the default because targeted optima on hard images take minutes each
-  # (100-100: 3451 s for 900 problems; BUILD_NOTES, known limits); the
+  # (100-100: 2573 s for 900 problems; BUILD_NOTES, known limits); the
   # verdicts, counts and transfer tests are the same, only Figure 4's
   # objective values are partial.
   mode: str = "certify"

@@ -41,8 +41,6 @@ RETRAIN_MODES = ("scratch", "finetune", "rewind")
 BASELINES = ("milp", "random", "magnitude")
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class PruneOptions:
   threshold: float = structure.DEFAULT_THRESHOLD
