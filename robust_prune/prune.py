@@ -25,8 +25,8 @@ from absl import flags
 from robust_prune import cli
 from robust_prune import network as network_lib
 from robust_prune import train as train_lib
+from robust_prune.milp import solvers
 from robust_prune.pruning import loop
-from robust_prune.pruning import mip
 
 # The library entry point (the paper-reproduction pipeline calls these).
 PruneOptions = loop.PruneOptions
@@ -60,7 +60,7 @@ def define_prune_flags():
                        "Correctly classified training images per class in "
                        "the MILP's batch.")
   flags.DEFINE_string("solver", d.solver,
-                      f"MILP solver: one of {', '.join(mip.SOLVERS)}.")
+                      f"MILP solver: one of {', '.join(solvers.SOLVERS)}.")
   flags.DEFINE_float("time_limit", d.time_limit,
                      "Seconds for each importance MILP (an unproven "
                      "incumbent is used and labelled as such).")

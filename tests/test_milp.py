@@ -8,7 +8,7 @@ import scipy.optimize
 
 from robust_prune import bounds
 from robust_prune.milp import model as model_lib
-from robust_prune.milp import objective, solvers, verify
+from robust_prune.milp import objective, solvers, standard_form, verify
 from robust_prune.network import Network, forward
 
 ALL_SOLVERS = solvers.installed_solvers()
@@ -76,7 +76,7 @@ def solve_targeted(net, x, delta, label, target, solver, method="crown",
   m = model_lib.build_model(net, lower, upper, lb, all_binary=all_binary,
                             materialize=not all_binary)
   m.c.value = objective.margin_vector(label, target, net.num_classes)
-  milp = solvers.compile_model(m.problem)
+  milp = standard_form.compile_model(m.problem)
   return m, milp, solvers.solve(milp, solver, time_limit=time_limit)
 
 
@@ -123,7 +123,7 @@ def test_solvers_agree(seed):
   lb = bounds.crown_bounds(net, lower, upper)
   m = model_lib.build_model(net, lower, upper, lb)
   m.c.value = objective.margin_vector(label, (label + 1) % 10, 10)
-  milp = solvers.compile_model(m.problem)
+  milp = standard_form.compile_model(m.problem)
   for target in range(10):
     if target == label:
       continue
@@ -219,7 +219,8 @@ def hard_case():
 def test_time_limit_never_reports_unproven_optimum(solver):
   net, x, label = hard_case()
   records = _verify(net, x, label, 0.05, solver=solver, time_limit=0.01,
-                    pgd_steps=0, mode="targeted")
+                    pgd_steps=0, mode="targeted", bab_time_limit=0.0)
+  assert any(r["status"] == "timeout" for r in records.values())
   for r in records.values():
     assert r["optimal"] is False
     assert r["status"] in ("timeout", "adversarial", "robust")
@@ -239,7 +240,7 @@ def test_glpk_time_limit_trap():
   m = model_lib.build_model(net, lower, upper,
                             bounds.crown_bounds(net, lower, upper))
   m.c.value = objective.margin_vector(label, (label + 1) % 10, 10)
-  milp = solvers.compile_model(m.problem)
+  milp = standard_form.compile_model(m.problem)
   outcome = solvers.solve(milp, "GLPK_MI", time_limit=0.05)
   assert outcome.solver_status != "optimal"
   assert not outcome.proven_optimal and outcome.best_bound is None
@@ -275,16 +276,18 @@ def test_mip_start_is_a_feasible_full_assignment(materialize):
   lb = bounds.crown_bounds(net, lower, upper)
   m = model_lib.build_model(net, lower, upper, lb, materialize=materialize)
   m.c.value = objective.margin_vector(label, target, 10)
-  milp = solvers.compile_model(m.problem)
+  milp = standard_form.compile_model(m.problem)
   point = rng.uniform(lower, upper)
   start = verify.model_start(m, milp, net, point)
   assert start is not None and np.all(np.isfinite(start))
-  residual = milp.a @ start - milp.b
-  assert np.all(np.abs(residual[:milp.num_eq]) < 1e-7)
-  assert np.all(residual[milp.num_eq:] < 1e-7)
-  assert np.all(start >= milp.col_lower - 1e-9)
-  assert np.all(start <= milp.col_upper + 1e-9)
-  c, offset = milp.cost()
+  form = milp.form()
+  rows = form.a @ start
+  assert np.all(rows >= form.row_lower - 1e-7)
+  assert np.all(rows <= form.row_upper + 1e-7)
+  assert np.all(start >= form.col_lower - 1e-9)
+  assert np.all(start <= form.col_upper + 1e-9)
+  assert form.max_violation(start) < 1e-7
+  c, offset = milp.cost_vector()
   logits = forward(net, point)
   assert c @ start + offset == pytest.approx(logits[label] - logits[target],
                                              abs=1e-7)

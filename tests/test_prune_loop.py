@@ -164,7 +164,7 @@ def _binary(*args):
 def test_binary_rejects_bad_input_without_traceback(trained, tmp_path):
   cases = [
       (["--threshold=1.5"], "threshold must lie in [0, 1]"),
-      (["--solver=CPLEX"], "unknown solver"),
+      (["--solver=CPLEX"], "is unknown or not installed"),
   ]
   for extra, message in cases:
     p = _binary(f"--network={trained}", f"--workdir={tmp_path}", *extra)
@@ -174,3 +174,8 @@ def test_binary_rejects_bad_input_without_traceback(trained, tmp_path):
   p = _binary(f"--network={tmp_path}/missing.npz", f"--workdir={tmp_path}")
   assert p.returncode != 0 and "network file not found" in p.stderr
   assert "Traceback" not in p.stderr
+  corrupt = tmp_path / "corrupt.npz"
+  corrupt.write_bytes(b"not a zip file")
+  p = _binary(f"--network={corrupt}", f"--workdir={tmp_path}/w")
+  assert p.returncode != 0 and "cannot read network file" in p.stderr
+  assert "Traceback" not in p.stderr, p.stderr

@@ -42,6 +42,7 @@ from robust_prune import data as data_lib  # pylint: disable=wrong-import-positi
 from robust_prune.milp import model as model_lib  # pylint: disable=wrong-import-position
 from robust_prune.milp import objective as objective_lib  # pylint: disable=wrong-import-position
 from robust_prune.milp import solvers as solvers_lib  # pylint: disable=wrong-import-position
+from robust_prune.milp import standard_form  # pylint: disable=wrong-import-position
 from robust_prune.milp import verify as verify_lib  # pylint: disable=wrong-import-position
 from robust_prune.network import load_network, forward  # pylint: disable=wrong-import-position
 
@@ -69,7 +70,7 @@ def naive_solve(network, image, label, target, delta, solver, time_limit):
   model = model_lib.build_model(network, lower, upper, lb, all_binary=True,
                                 materialize=False)
   model.c.value = objective_lib.margin_vector(label, target, network.num_classes)
-  milp = solvers_lib.compile_model(model.problem)
+  milp = standard_form.compile_model(model.problem)
   setup = time.perf_counter() - t0
   outcome = solvers_lib.solve(milp, solver, time_limit=time_limit)
   return {"seconds": time.perf_counter() - t0, "setup_seconds": setup,

@@ -3,14 +3,17 @@
   encoding.py   the ReLU big-M encoding (binaries only for unstable neurons)
   model.py      network + box + bounds -> one cvxpy problem (bounds use)
   objective.py  the margin objective as a cvxpy Parameter (eq. 1)
-  solvers.py    compile once; SCIP / HiGHS / GLPK_MI through their own APIs
+  standard_form.py  the rows and columns every MILP reaches a solver as
+                built row by row (pruning) or compiled from cvxpy (verification)
+  solvers.py    SCIP / HiGHS / GLPK_MI through their own APIs, honest statuses
   verify.py     records per (image, target): targeted, certify, min_distortion
 """
 
 from robust_prune.milp.encoding import NeuronPhases, ReluEncoding, relu_big_m
 from robust_prune.milp.model import VerificationModel, build_model
 from robust_prune.milp.solvers import (SOLVERS, SolverUnavailableError,
-                                       check_solver, compile_model,
-                                       installed_solvers, solve)
+                                       check_solver, installed_solvers, solve)
+from robust_prune.milp.standard_form import (CompiledMilp, MilpModel,
+                                             compile_model)
 from robust_prune.milp.verify import (MODES, STATUSES, VerifyConfig,
                                       check_witness, verify_image)

@@ -1,17 +1,17 @@
-"""Solving a compiled verification MILP with SCIP, HiGHS or GLPK_MI natively.
+"""SCIP, HiGHS and GLPK_MI through their own APIs: the one solver layer.
 
-cvxpy builds and compiles the problem once (`compile_model`): rows
-`A[:num_eq] x == b[:num_eq]`, `A[num_eq:] x <= b[num_eq:]`, column bounds and
-the binary columns. Re-setting the objective Parameter and recompiling costs
-about a millisecond, so nine targets share one compiled matrix.
+Every MILP here (verification and pruning) reaches a solver as a
+`standard_form.StandardForm` plus a cost. The solvers are called natively,
+not through cvxpy's `problem.solve`, because cvxpy hides what a proof needs:
+the solver's own termination status and its dual (best) bound. cvxpy reports
+SCIP's time-limit stop as `optimal_inaccurate` and hands on a time-limited
+GLPK_MI incumbent (cvxopt status 'feasible') as the solution, which is how an
+unproven value ends up reported as an optimum.
 
-The solvers are then called through their own APIs, not through
-`problem.solve`, because cvxpy hides what a proof needs: the solver's own
-termination status and its dual (best) bound. In particular cvxpy maps a
-time-limited GLPK run (cvxopt status 'feasible') and a time-limited SCIP run
-to a solution, which is how an unproven incumbent ends up reported as an
-optimum. Here every outcome carries the solver's raw status and only
-`proven_optimal` / `proven_infeasible` are proofs.
+Here every outcome carries the solver's own words (`solver_status`) and one
+of the statuses below; only OPTIMAL and INFEASIBLE are proofs. A returned
+point is re-checked against the form, and one that breaks it by more than
+`standard_form.MAX_VIOLATION` makes the outcome an ERROR.
 
 Time limits: SCIP `limits/time` (s), HiGHS `time_limit` (s), GLPK `tm_lim`
 (ms, integer).
@@ -20,21 +20,32 @@ Time limits: SCIP `limits/time` (s), HiGHS `time_limit` (s), GLPK `tm_lim`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 import time
 
-import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
+from robust_prune.milp import standard_form
+
 SOLVERS = ("SCIP", "HIGHS", "GLPK_MI")
-# Relative/absolute optimality gaps: tight enough that optima agree to 1e-4.
+DEFAULT_SOLVER = "HIGHS"
+# Relative and absolute optimality gap of the verification MILP: tight
+# enough that optima agree to 1e-4.
 MIP_GAP = 1e-6
+
+OPTIMAL = "optimal"          # proven optimum (within the gap)
+INFEASIBLE = "infeasible"    # no feasible point (below the cutoff, if any)
+TIME_LIMIT = "time_limit"    # stopped by the limit; x is an unproven incumbent
+NO_SOLUTION = "no_solution"  # stopped by the limit with no incumbent
+SOLUTION_LIMIT = "solution_limit"  # stopped at the first incumbent, as asked
+ERROR = "error"
 
 
 class SolverUnavailableError(ValueError):
-  pass
+  """Unknown or uninstalled solver, or unusable options."""
 
 
 def installed_solvers() -> tuple[str, ...]:
@@ -62,152 +73,236 @@ def check_solver(name: str) -> str:
   return canonical
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class SolveOutcome:
-  solver_status: str          # the solver's own status, verbatim
-  proven_optimal: bool        # objective is a proven optimum (within MIP_GAP)
-  proven_infeasible: bool     # no point below the cutoff / no feasible point
-  objective: float | None     # best incumbent (None if none)
-  best_bound: float | None    # proven lower bound (dual bound) if known
-  x: np.ndarray | None        # incumbent's full column vector
+  solver: str
+  status: str                 # one of the statuses above
+  solver_status: str          # the solver's own words
+  objective: float | None     # the incumbent's objective (offset included)
+  best_bound: float | None    # proven lower bound (offset included), if known
+  x: np.ndarray | None        # the incumbent's full column vector
   seconds: float
-  hit_time_limit: bool = False
-
-
-@dataclasses.dataclass
-class CompiledMilp:
-  """Standard form of one cvxpy MILP; the cost depends on the Parameter."""
-
-  problem: cp.Problem
-  a: sp.csc_matrix
-  b: np.ndarray
-  num_eq: int
-  col_lower: np.ndarray
-  col_upper: np.ndarray
-  binary: np.ndarray
-  var_cols: dict              # cvxpy variable id -> first column
-  _native: dict = dataclasses.field(default_factory=dict)
+  time_limit: float
+  mip_gap: float
+  violation: float | None = None  # of x, re-checked against the form
 
   @property
-  def num_cols(self) -> int:
-    return self.a.shape[1]
+  def proven_optimal(self) -> bool:
+    return self.status == OPTIMAL
 
-  def cost(self) -> tuple[np.ndarray, float]:
-    """(c, offset) for the problem's current Parameter values. Only the cost
-    is refreshed: a Parameter inside constraints needs a new compile_model."""
-    data, _, _ = self.problem.get_problem_data(cp.HIGHS)
-    c, offset, _, _ = data["param_prob"].apply_parameters()
-    return np.asarray(data["c"], np.float64), float(offset)
+  @property
+  def proven_infeasible(self) -> bool:
+    return self.status == INFEASIBLE
 
-  def columns(self, variable: cp.Variable) -> slice:
-    start = self.var_cols[variable.id]
-    return slice(start, start + variable.size)
-
-  def full_assignment(self, values: dict) -> np.ndarray:
-    """Column vector from {variable: value}; missing columns are NaN."""
-    x = np.full(self.num_cols, np.nan)
-    for var, value in values.items():
-      if var.id in self.var_cols:
-        x[self.columns(var)] = np.ravel(value)
-    return x
+  @property
+  def hit_time_limit(self) -> bool:
+    return self.status in (TIME_LIMIT, NO_SOLUTION)
 
 
-def compile_model(problem: cp.Problem) -> CompiledMilp:
-  data, _, _ = problem.get_problem_data(cp.HIGHS)
-  dims = data["dims"]
-  n = data["A"].shape[1]
-  lower = data["lower_bounds"]
-  upper = data["upper_bounds"]
-  lower = np.full(n, -np.inf) if lower is None else np.array(lower, np.float64)
-  upper = np.full(n, np.inf) if upper is None else np.array(upper, np.float64)
-  binary = np.asarray(data["bool_vars_idx"], np.int64)
-  if len(data["int_vars_idx"]):
-    raise ValueError("general integer variables are not expected here")
-  lower[binary] = np.maximum(lower[binary], 0)
-  upper[binary] = np.minimum(upper[binary], 1)
-  return CompiledMilp(problem, sp.csc_matrix(data["A"], dtype=np.float64),
-                      np.asarray(data["b"], np.float64), int(dims.zero),
-                      lower, upper, binary,
-                      dict(data["param_prob"].var_id_to_col))
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+  time_limit: float
+  mip_gap: float
+  cutoff: float | None
+  stop_at_first: bool
+  start: np.ndarray | None
+  options: dict
+  verbose: bool
+
+
+def solve(model, solver: str, *, time_limit: float, mip_gap: float = MIP_GAP,
+          cutoff: float | None = None, stop_at_first: bool = False,
+          start: np.ndarray | None = None, options: dict | None = None,
+          verbose: bool = False) -> SolveOutcome:
+  """Minimises the current cost of `model` (a `MilpModel` or `CompiledMilp`)
+  with `solver`; a time-out is an outcome, never an exception.
+
+  mip_gap: relative and absolute optimality gap (GLPK_MI: always 0, since
+    cvxopt reports a gap stop and a time-limit stop alike as 'feasible').
+  cutoff: only points with objective < cutoff matter (certify mode: 0); a
+    proven-infeasible outcome then proves objective >= cutoff.
+  stop_at_first: stop at the first incumbent below the cutoff.
+  start: a full column vector used as a MIP start (HiGHS, SCIP).
+  options: native settings applied last (SCIP setParam names, HiGHS option
+    names; GLPK ignores them).
+  """
+  solver = check_solver(solver)
+  if not time_limit > 0:
+    raise SolverUnavailableError(f"time limit must be positive, got "
+                                 f"{time_limit}")
+  if solver == "GLPK_MI":
+    mip_gap = 0.0
+  if start is not None:
+    start = np.asarray(start, np.float64)
+    if start.shape != (model.form().num_cols,) or not np.all(
+        np.isfinite(start)):
+      start = None  # an incomplete start would only be dropped by the solver
+  settings = _Settings(float(time_limit), float(mip_gap), cutoff,
+                       bool(stop_at_first), start, dict(options or {}),
+                       bool(verbose))
+  outcome = _solve_once(model, solver, settings)
+  if (stop_at_first and outcome.status == SOLUTION_LIMIT
+      and (cutoff is None or outcome.objective is None
+           or outcome.objective >= cutoff)):
+    # The solution limit fired on a point that is no use (HiGHS and SCIP may
+    # keep incumbents above the cutoff): go on without it, in the time left.
+    remaining = max(float(time_limit) - outcome.seconds, 0.01)
+    again = _solve_once(model, solver, dataclasses.replace(
+        settings, time_limit=remaining, stop_at_first=False))
+    return dataclasses.replace(again, seconds=again.seconds + outcome.seconds,
+                               time_limit=float(time_limit))
+  return outcome
+
+
+def _solve_once(model, solver: str, settings: _Settings) -> SolveOutcome:
+  form = model.form()
+  c, offset = model.cost_vector()
+  cache = getattr(model, "native", None)
+  backend = {"SCIP": _solve_scip, "HIGHS": _solve_highs,
+             "GLPK_MI": _solve_glpk}[solver]
+  begin = time.perf_counter()
+  status, raw, x, bound = backend(form, c, offset, settings, cache)
+  seconds = time.perf_counter() - begin
+  violation = None
+  if x is not None:
+    violation = form.max_violation(x)
+    if violation > standard_form.MAX_VIOLATION:
+      # Trust no solver blindly: GLPK once returned an "optimal" point that
+      # broke a row by 4 (on a model with 1e-18 coefficients, now dropped).
+      status, raw = ERROR, (f"{raw} (returned point violates the model by "
+                            f"{violation:.3g})")
+  objective = (float(c @ x + offset) if x is not None and status != ERROR
+               else None)
+  bound = float(bound) if bound is not None and math.isfinite(bound) else None
+  if status == INFEASIBLE and settings.cutoff is not None:
+    bound = float(settings.cutoff) if bound is None else max(
+        bound, float(settings.cutoff))
+  if status == OPTIMAL:
+    if objective is None:
+      status = ERROR
+    else:
+      bound = objective if bound is None else min(bound, objective)
+  if status == ERROR:
+    bound = None
+  return SolveOutcome(solver, status, str(raw), objective, bound, x, seconds,
+                      settings.time_limit, settings.mip_gap, violation)
 
 
 # ------------------------------------------------------------------- HiGHS
-def _highs_model(milp: CompiledMilp):
+def highs_model(form: standard_form.StandardForm, *, integrality=True):
+  """A Highs object holding `form` (zero cost); without `integrality`, its
+  LP relaxation."""
   import highspy  # pylint: disable=g-import-not-at-top
   h = highspy.Highs()
   h.setOptionValue("output_flag", False)
+  h.setOptionValue("random_seed", 0)
+  a = form.a.tocsc()
   lp = highspy.HighsLp()
-  lp.num_col_, lp.num_row_ = milp.num_cols, milp.a.shape[0]
-  lp.col_cost_ = np.zeros(milp.num_cols)
-  lp.col_lower_, lp.col_upper_ = milp.col_lower, milp.col_upper
-  lp.row_lower_ = np.concatenate(
-      [milp.b[:milp.num_eq], np.full(len(milp.b) - milp.num_eq, -np.inf)])
-  lp.row_upper_ = milp.b
+  lp.num_col_, lp.num_row_ = form.num_cols, form.num_rows
+  lp.col_cost_ = np.zeros(form.num_cols)
+  lp.col_lower_, lp.col_upper_ = form.col_lower, form.col_upper
+  lp.row_lower_, lp.row_upper_ = form.row_lower, form.row_upper
   lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-  lp.a_matrix_.start_ = milp.a.indptr
-  lp.a_matrix_.index_ = milp.a.indices
-  lp.a_matrix_.value_ = milp.a.data
-  integrality = np.zeros(milp.num_cols, np.int64)
-  integrality[milp.binary] = 1
-  lp.integrality_ = [highspy.HighsVarType(int(t)) for t in integrality]
+  lp.a_matrix_.start_ = a.indptr.astype(np.int32)
+  lp.a_matrix_.index_ = a.indices.astype(np.int32)
+  lp.a_matrix_.value_ = a.data.astype(np.float64)
+  lp.a_matrix_.num_col_ = form.num_cols
+  lp.a_matrix_.num_row_ = form.num_rows
+  if integrality and form.integer.any():
+    lp.integrality_ = [highspy.HighsVarType.kInteger if i else
+                       highspy.HighsVarType.kContinuous for i in form.integer]
   h.passModel(lp)
   return h
 
 
-def solve_highs(milp: CompiledMilp, c, offset, *, time_limit, cutoff=None,
-                stop_at_first=False, start=None, threads=1) -> SolveOutcome:
+def _solve_highs(form, c, offset, settings: _Settings, cache):
   import highspy  # pylint: disable=g-import-not-at-top
-  if "HIGHS" not in milp._native:
-    milp._native["HIGHS"] = _highs_model(milp)
-  h = milp._native["HIGHS"]
+  h = cache.get("HIGHS") if cache is not None else None
+  if h is None:
+    h = highs_model(form)
+    if cache is not None:
+      cache["HIGHS"] = h
   h.clearSolver()
-  h.changeColsCost(milp.num_cols, np.arange(milp.num_cols, dtype=np.int32),
-                   np.asarray(c, np.float64))
-  h.changeObjectiveOffset(offset)
-  h.setOptionValue("time_limit", float(time_limit))
-  h.setOptionValue("mip_rel_gap", MIP_GAP)
-  h.setOptionValue("mip_abs_gap", MIP_GAP)
-  # (no `threads` option: HiGHS refuses a change once its scheduler exists;
-  # parallelism comes from the process pool instead)
-  h.setOptionValue("objective_bound", np.inf if cutoff is None else float(cutoff))
-  h.setOptionValue("mip_max_improving_sols", 1 if stop_at_first else 2**31 - 1)
-  if start is not None and np.all(np.isfinite(start)):
+  n = form.num_cols
+  h.changeColsCost(n, np.arange(n, dtype=np.int32), np.asarray(c, np.float64))
+  h.changeObjectiveOffset(float(offset))
+  h.setOptionValue("output_flag", settings.verbose)
+  h.setOptionValue("time_limit", settings.time_limit)
+  h.setOptionValue("mip_rel_gap", settings.mip_gap)
+  h.setOptionValue("mip_abs_gap", settings.mip_gap)
+  # No `threads`: HiGHS's scheduler is process-global, and once it exists
+  # a different thread count makes run() fail; parallelism comes from the
+  # process pool instead.
+  h.setOptionValue("objective_bound", np.inf if settings.cutoff is None
+                   else float(settings.cutoff))
+  h.setOptionValue("mip_max_improving_sols",
+                   1 if settings.stop_at_first else 2**31 - 1)
+  for key, value in settings.options.items():
+    h.setOptionValue(key, value)
+  if settings.start is not None:
     sol = highspy.HighsSolution()
-    sol.col_value = list(np.asarray(start, np.float64))
+    sol.col_value = settings.start.tolist()
     sol.value_valid = True
     h.setSolution(sol)
-  t0 = time.perf_counter()
-  run_status = h.run()
-  seconds = time.perf_counter() - t0
-  if run_status == highspy.HighsStatus.kError:
-    raise RuntimeError(f"HiGHS run failed: {h.modelStatusToString(h.getModelStatus())}")
-  status = h.getModelStatus()
-  name = h.modelStatusToString(status)
+  if h.run() == highspy.HighsStatus.kError:
+    return ERROR, f"run failed: {h.modelStatusToString(h.getModelStatus())}", \
+        None, None
+  ms = h.getModelStatus()
+  raw = h.modelStatusToString(ms)
   info = h.getInfo()
-  has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
-  objective = info.objective_function_value if has_sol else None
-  bound = info.mip_dual_bound
-  bound = float(bound) if np.isfinite(bound) else None
-  optimal = status == highspy.HighsModelStatus.kOptimal
-  infeasible = status in (highspy.HighsModelStatus.kInfeasible,
-                          highspy.HighsModelStatus.kObjectiveBound)
-  if infeasible and cutoff is not None:
-    bound = float(cutoff) if bound is None else max(bound, float(cutoff))
-  if optimal and objective is not None:
-    bound = objective if bound is None else min(max(bound, -np.inf), objective)
-  return SolveOutcome(
-      name, optimal and objective is not None, infeasible, objective, bound,
-      np.array(h.getSolution().col_value) if has_sol else None, seconds,
-      status == highspy.HighsModelStatus.kTimeLimit)
+  has_x = info.primal_solution_status == 2  # kSolutionStatusFeasible
+  x = np.asarray(h.getSolution().col_value, np.float64) if has_x else None
+  bound = info.mip_dual_bound if form.integer.any() else (
+      info.objective_function_value if has_x else None)
+  S = highspy.HighsModelStatus
+  if ms == S.kOptimal:
+    status = OPTIMAL
+  elif ms == S.kInfeasible or (ms == S.kObjectiveBound
+                               and settings.cutoff is not None):
+    status = INFEASIBLE
+  elif ms == S.kSolutionLimit and has_x:
+    status = SOLUTION_LIMIT
+  elif ms in (S.kTimeLimit, S.kInterrupt, S.kIterationLimit,
+              S.kSolutionLimit):
+    status = TIME_LIMIT if has_x else NO_SOLUTION
+  else:
+    status = ERROR
+  return status, raw, x, bound
 
 
-# ------------------------------------------------------------------- SCIP
-def _scip_model(milp: CompiledMilp):
-  """SCIP model read from an MPS file written by HiGHS (C code both ways:
+def highs_lp(model):
+  """A Highs object holding the LP relaxation of `model` (a `MilpModel` or
+  `CompiledMilp`) with its current cost, for `highs_lp_solve`."""
+  form = model.form()
+  c, offset = model.cost_vector()
+  h = highs_model(form, integrality=False)
+  h.changeColsCost(form.num_cols, np.arange(form.num_cols, dtype=np.int32),
+                   np.asarray(c, np.float64))
+  h.changeObjectiveOffset(float(offset))
+  return h
+
+
+def highs_lp_solve(h, lb: np.ndarray, ub: np.ndarray,
+                   time_limit: float) -> np.ndarray | None:
+  """Re-solves the LP held by `h` (from `highs_lp`) under new column bounds, warm-started from the
+  last basis; the optimal x, or None if HiGHS proved no LP optimum."""
+  import highspy  # pylint: disable=g-import-not-at-top
+  n = len(lb)
+  h.setOptionValue("time_limit", float(max(time_limit, 1e-3)))
+  h.changeColsBounds(n, np.arange(n, dtype=np.int32),
+                     np.asarray(lb, float), np.asarray(ub, float))
+  h.run()
+  if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+    return None
+  return np.asarray(h.getSolution().col_value, float)
+
+
+# -------------------------------------------------------------------- SCIP
+def _scip_model(form):
+  """A SCIP model read from an MPS file written by HiGHS (C code both ways:
   much faster than adding 100k coefficients through Python)."""
   import pyscipopt  # pylint: disable=g-import-not-at-top
-  h = milp._native.get("HIGHS") or _highs_model(milp)
-  milp._native.setdefault("HIGHS", h)
+  h = highs_model(form)
   fd, path = tempfile.mkstemp(suffix=".mps")
   os.close(fd)
   try:
@@ -219,133 +314,138 @@ def _scip_model(milp: CompiledMilp):
     os.remove(path)
   by_name = {v.name: v for v in model.getVars()}
   names = h.getLp().col_names_
-  if len(names) == milp.num_cols:
+  if len(names) == form.num_cols:
     variables = [by_name[str(nm)] for nm in names]
   else:
-    variables = [by_name[f"c{j}"] for j in range(milp.num_cols)]
+    variables = [by_name[f"c{j}"] for j in range(form.num_cols)]
   return model, variables
 
 
-def solve_scip(milp: CompiledMilp, c, offset, *, time_limit, cutoff=None,
-               stop_at_first=False, start=None, threads=1) -> SolveOutcome:
-  del threads  # SCIP's default build is single-threaded
-  if "SCIP" not in milp._native:
-    milp._native["SCIP"] = _scip_model(milp)
-  model, variables = milp._native["SCIP"]
+def _solve_scip(form, c, offset, settings: _Settings, cache):
   import pyscipopt  # pylint: disable=g-import-not-at-top
+  built = cache.get("SCIP") if cache is not None else None
+  if built is None:
+    built = _scip_model(form)
+    if cache is not None:
+      cache["SCIP"] = built
+  model, variables = built
   model.freeTransform()
+  if settings.verbose:
+    model.showOutput()
+  else:
+    model.hideOutput()
   c = np.asarray(c, np.float64)
-  nonzero = np.flatnonzero(c)
-  model.setObjective(pyscipopt.quicksum(float(c[j]) * variables[j] for j in nonzero),
+  model.setObjective(pyscipopt.quicksum(float(c[j]) * variables[j]
+                                        for j in np.flatnonzero(c)),
                      "minimize", clear=True)
-  model.setParam("limits/time", float(time_limit))
-  model.setParam("limits/gap", MIP_GAP)
-  model.setParam("limits/absgap", MIP_GAP)
-  model.setParam("limits/solutions", 1 if stop_at_first else -1)
-  model.setObjlimit(1e20 if cutoff is None else float(cutoff) - offset)
-  if start is not None and np.all(np.isfinite(start)):
-    sol = model.createPartialSol()
-    for var, value in zip(variables, start):
+  model.setParam("limits/time", settings.time_limit)
+  model.setParam("limits/gap", settings.mip_gap)
+  model.setParam("limits/absgap", settings.mip_gap)
+  model.setParam("limits/solutions", 1 if settings.stop_at_first else -1)
+  model.setParam("randomization/randomseedshift", 0)
+  for key, value in settings.options.items():
+    model.setParam(key, value)
+  model.setObjlimit(1e20 if settings.cutoff is None
+                    else float(settings.cutoff) - offset)
+  if settings.start is not None:
+    sol = model.createSol()
+    for var, value in zip(variables, settings.start):
       model.setSolVal(sol, var, float(value))
-    model.addSol(sol)
-  t0 = time.perf_counter()
+    if not model.addSol(sol, free=True):
+      # Rejected at SCIP's tolerances: let its completion heuristic repair it.
+      partial = model.createPartialSol()
+      for var, value in zip(variables, settings.start):
+        model.setSolVal(partial, var, float(value))
+      model.addSol(partial)
   model.optimize()
-  seconds = time.perf_counter() - t0
-  status = model.getStatus()
-  has_sol = model.getNSols() > 0
-  best = model.getBestSol() if has_sol else None
-  objective = model.getSolObjVal(best) + offset if has_sol else None
-  x = np.array([model.getSolVal(best, v) for v in variables]) if has_sol else None
+  raw = model.getStatus()
+  has_x = model.getNSols() > 0
+  x = None
+  if has_x:
+    best = model.getBestSol()
+    x = np.array([model.getSolVal(best, v) for v in variables], np.float64)
   bound = model.getDualbound()
   bound = float(bound) + offset if abs(bound) < 1e19 else None
-  optimal = status == "optimal" or (status == "gaplimit" and has_sol)
-  infeasible = status == "infeasible"
-  if infeasible and cutoff is not None:
-    bound = float(cutoff) if bound is None else max(bound, float(cutoff))
-  return SolveOutcome(status, optimal and has_sol, infeasible, objective, bound,
-                      x, seconds, status == "timelimit")
+  if raw == "optimal" or (raw == "gaplimit" and has_x):
+    status = OPTIMAL  # gaplimit: proven within the requested gap
+  elif raw == "infeasible":
+    status = INFEASIBLE
+  elif raw == "sollimit" and has_x:
+    status = SOLUTION_LIMIT
+  elif raw in ("timelimit", "userinterrupt", "nodelimit", "totalnodelimit",
+               "stallnodelimit", "memlimit", "sollimit", "bestsollimit",
+               "restartlimit"):
+    status = TIME_LIMIT if has_x else NO_SOLUTION
+  else:
+    status = ERROR
+  return status, raw, x, bound
 
 
-# ------------------------------------------------------------------- GLPK
-def _glpk_data(milp: CompiledMilp):
+# ----------------------------------------------------------------- GLPK_MI
+def _glpk_data(form):
+  """cvxopt's ilp wants G x <= h and A x = b: equal row bounds go to A,
+  finite one-sided row and column bounds to G."""
   import cvxopt  # pylint: disable=g-import-not-at-top
-  a = milp.a.tocsr()
-  eq, leq = a[:milp.num_eq], a[milp.num_eq:]
-  # cvxopt's GLPK takes no column bounds: finite ones become rows of G.
-  n = milp.num_cols
-  has_up = np.flatnonzero(np.isfinite(milp.col_upper))
-  has_lo = np.flatnonzero(np.isfinite(milp.col_lower))
-  g = sp.vstack([leq, sp.csr_matrix((np.ones(len(has_up)), (np.arange(len(has_up)), has_up)), shape=(len(has_up), n)),
-                 sp.csr_matrix((-np.ones(len(has_lo)), (np.arange(len(has_lo)), has_lo)), shape=(len(has_lo), n))]).tocoo()
-  h = np.concatenate([milp.b[milp.num_eq:], milp.col_upper[has_up],
-                      -milp.col_lower[has_lo]])
+  a = form.a.tocsr()
+  n = form.num_cols
+  eq = form.row_lower == form.row_upper
+  up = ~eq & np.isfinite(form.row_upper)
+  lo = ~eq & np.isfinite(form.row_lower)
+  col_up = np.flatnonzero(np.isfinite(form.col_upper))
+  col_lo = np.flatnonzero(np.isfinite(form.col_lower))
+
+  def unit(cols, sign):
+    return sp.csr_matrix((np.full(len(cols), sign), (np.arange(len(cols)),
+                                                     cols)),
+                         shape=(len(cols), n))
 
   def spmatrix(m):
-    m = m.tocoo()
+    m = sp.coo_matrix(m)
     return cvxopt.spmatrix(m.data.tolist(), m.row.tolist(), m.col.tolist(),
                            size=m.shape)
 
-  eq_args = (spmatrix(eq), cvxopt.matrix(milp.b[:milp.num_eq])) if milp.num_eq else (None, None)
-  return spmatrix(g), cvxopt.matrix(h), eq_args
+  g = sp.vstack([a[up], -a[lo], unit(col_up, 1.0), unit(col_lo, -1.0)])
+  h = np.concatenate([form.row_upper[up], -form.row_lower[lo],
+                      form.col_upper[col_up], -form.col_lower[col_lo]])
+  if eq.any():
+    eq_args = (spmatrix(a[eq]), cvxopt.matrix(form.row_lower[eq]))
+  else:
+    eq_args = (cvxopt.spmatrix([], [], [], (0, n)),
+               cvxopt.matrix(np.zeros((0, 1))))
+  return spmatrix(g), cvxopt.matrix(h.astype(np.float64)), eq_args
 
 
-def solve_glpk(milp: CompiledMilp, c, offset, *, time_limit, cutoff=None,
-               stop_at_first=False, start=None, threads=1) -> SolveOutcome:
-  """GLPK through cvxopt: only status 'optimal' is a proof; 'feasible' is a
-  time-limited incumbent and 'undefined' means no solution at all. cvxopt
-  exposes no dual bound, so best_bound stays None unless proven optimal."""
-  del stop_at_first, start, threads  # not supported by cvxopt's interface
+def _solve_glpk(form, c, offset, settings: _Settings, cache):
+  """GLPK through cvxopt: no MIP start, no cutoff, no solution limit and no
+  dual bound. cvxopt says 'optimal' only when glp_intopt finished with
+  GLP_OPT; a time-limit stop with an incumbent is 'feasible', one without
+  is 'undefined' (cvxopt still hands back a meaningless x)."""
+  del offset
   import cvxopt  # pylint: disable=g-import-not-at-top
-  import cvxopt.glpk  # pylint: disable=g-import-not-at-top
-  if "GLPK_MI" not in milp._native:
-    milp._native["GLPK_MI"] = _glpk_data(milp)
-  g, h, (a, b) = milp._native["GLPK_MI"]
-  options = {"msg_lev": "GLP_MSG_OFF", "mip_gap": MIP_GAP,
-             "tm_lim": max(1, int(round(1000 * float(time_limit))))}
-  t0 = time.perf_counter()
-  status, x = cvxopt.glpk.ilp(cvxopt.matrix(np.asarray(c, np.float64)), g, h,
-                              a, b, set(), set(int(i) for i in milp.binary),
-                              options=options)
-  seconds = time.perf_counter() - t0
-  has_sol = status in ("optimal", "feasible") and x is not None
-  x = np.array(x).ravel() if has_sol else None
-  objective = float(np.dot(c, x) + offset) if has_sol else None
-  optimal = status == "optimal"
-  infeasible = status in ("infeasible problem", "LP relaxation is primal infeasible")
-  bound = objective if optimal else None
-  if cutoff is not None and objective is not None and objective >= cutoff and optimal:
-    infeasible = True
-  return SolveOutcome(status, optimal, infeasible, objective, bound, x, seconds,
-                      status == "feasible" or (status == "undefined"
-                                               and seconds >= 0.9 * float(time_limit)))
-
-
-SOLVE_FUNCTIONS = {"SCIP": solve_scip, "HIGHS": solve_highs, "GLPK_MI": solve_glpk}
-
-
-def solve(milp: CompiledMilp, solver: str, *, time_limit: float, cutoff=None,
-          stop_at_first=False, start=None, threads=1) -> SolveOutcome:
-  """Minimises the problem's current objective with `solver`.
-
-  cutoff: only points with objective < cutoff are of interest (certify mode:
-    0); a proven-infeasible outcome then proves objective >= cutoff.
-  stop_at_first: stop at the first incumbent (below the cutoff).
-  start: a full column vector used as a MIP start (HiGHS, SCIP).
-  """
-  c, offset = milp.cost()
-  function = SOLVE_FUNCTIONS[check_solver(solver)]
-  outcome = function(milp, c, offset, time_limit=time_limit, cutoff=cutoff,
-                     stop_at_first=stop_at_first, start=start, threads=threads)
-  stopped_early = stop_at_first and not (
-      outcome.proven_optimal or outcome.proven_infeasible
-      or outcome.hit_time_limit)
-  if stopped_early and (outcome.objective is None or cutoff is None
-                        or outcome.objective >= cutoff):
-    # The solution limit fired on a point that is no use (HiGHS and SCIP may
-    # keep incumbents above the cutoff): go on without it, in the time left.
-    remaining = max(float(time_limit) - outcome.seconds, 0.01)
-    again = function(milp, c, offset, time_limit=remaining, cutoff=cutoff,
-                     stop_at_first=False, start=start, threads=threads)
-    again.seconds += outcome.seconds
-    return again
-  return outcome
+  from cvxopt import glpk  # pylint: disable=g-import-not-at-top
+  data = cache.get("GLPK_MI") if cache is not None else None
+  if data is None:
+    data = _glpk_data(form)
+    if cache is not None:
+      cache["GLPK_MI"] = data
+  g, h, (a, b) = data
+  options = {"msg_lev": "GLP_MSG_ALL" if settings.verbose else "GLP_MSG_OFF",
+             "tm_lim": max(1, int(round(1000 * settings.time_limit))),
+             "presolve": "GLP_ON"}
+  begin = time.perf_counter()
+  raw, x = glpk.ilp(cvxopt.matrix(np.asarray(c, np.float64)), g, h, a, b,
+                    set(), set(int(j) for j in np.flatnonzero(form.integer)),
+                    options=options)
+  seconds = time.perf_counter() - begin
+  x = None if x is None else np.asarray(x, np.float64).ravel()
+  if raw == "optimal":
+    status = OPTIMAL
+  elif raw in ("infeasible problem", "LP relaxation is primal infeasible"):
+    status = INFEASIBLE
+  elif raw == "feasible":
+    status = TIME_LIMIT if x is not None else NO_SOLUTION
+  elif raw == "undefined" and seconds >= 0.9 * settings.time_limit:
+    status, x = NO_SOLUTION, None
+  else:
+    status, x = ERROR, None
+  return status, raw, x, None

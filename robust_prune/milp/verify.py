@@ -27,6 +27,7 @@ from robust_prune import bounds as bounds_lib
 from robust_prune.milp import model as model_lib
 from robust_prune.milp import objective as objective_lib
 from robust_prune.milp import solvers as solvers_lib
+from robust_prune.milp import standard_form
 from robust_prune.network import Network, forward
 
 MODES = ("targeted", "certify", "min_distortion")
@@ -44,7 +45,6 @@ class VerifyConfig:
   solver: str = "HIGHS"
   time_limit: float = 60.0
   bounds: str = "crown"
-  threads: int = 1
   pgd_steps: int = 50        # certify pre-pass / targeted warm start (0: off)
   pgd_restarts: int = 2
   pgd_seed: int = 0
@@ -140,7 +140,7 @@ def _jitted_pgd(pgd_fn, apply_fn):
 
 
 def model_start(model: model_lib.VerificationModel,
-                milp: solvers_lib.CompiledMilp, network: Network, x_point):
+                milp: standard_form.CompiledMilp, network: Network, x_point):
   """Full column assignment (a MIP start) of the MILP at input `x_point`:
   input, unstable post-activations and binaries from a forward pass."""
   _, hidden = forward(network, x_point, return_hidden=True)
@@ -192,7 +192,7 @@ def _fill_from_outcome(record, outcome: solvers_lib.SolveOutcome, model,
     record["message"] = (f"optimum {outcome.objective:.3g} < 0 but its witness "
                          f"failed the float re-check (margin "
                          f"{record.get('witness_margin')})")
-  elif outcome.hit_time_limit or outcome.solver_status.lower() in ("timelimit", "time limit reached", "feasible"):
+  elif outcome.hit_time_limit:
     record["status"] = "timeout"
   else:
     record["status"] = "error"
@@ -381,7 +381,7 @@ def _solve_milps(network, image, label, lower, upper, layer_bounds, targets,
       margin_at_most=-MIN_DISTORTION_MARGIN if min_distortion else None)
   # compile with some target set so the parameter has a value
   model.c.value = objective_lib.margin_vector(label, targets[0], network.num_classes)
-  milp = solvers_lib.compile_model(model.problem)
+  milp = standard_form.compile_model(model.problem)
   build_seconds = time.perf_counter() - t0
   for i, t in enumerate(targets):
     r = records[t]
@@ -392,7 +392,7 @@ def _solve_milps(network, image, label, lower, upper, layer_bounds, targets,
     if min_distortion and i > 0:
       # the target enters a constraint row, not just the cost: recompile
       t1 = time.perf_counter()
-      milp = solvers_lib.compile_model(model.problem)
+      milp = standard_form.compile_model(model.problem)
       r["build_seconds"] = time.perf_counter() - t1
     start = None
     if t in pgd and not min_distortion:
@@ -401,8 +401,7 @@ def _solve_milps(network, image, label, lower, upper, layer_bounds, targets,
       outcome = solvers_lib.solve(
           milp, config.solver, time_limit=config.time_limit,
           cutoff=0.0 if config.mode == "certify" else None,
-          stop_at_first=config.mode == "certify", start=start,
-          threads=config.threads)
+          stop_at_first=config.mode == "certify", start=start)
     except Exception as e:  # pylint: disable=broad-except
       r["status"], r["message"] = "error", f"{type(e).__name__}: {e}"
       continue

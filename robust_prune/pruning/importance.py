@@ -59,7 +59,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from robust_prune.network import Network, forward
-from robust_prune.pruning import mip
+from robust_prune.milp import solvers
+from robust_prune.milp import standard_form
 
 BOUND_SAFETY = 1e-9  # float64 round-off allowance on sums of float32 products
 CUTOFF_SLACK = 1e-6  # keeps the incumbent feasible under the objective cutoff
@@ -193,7 +194,7 @@ def margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class ImportanceMilp:
-  model: mip.MilpModel
+  model: standard_form.MilpModel
   score_vars: tuple[np.ndarray, ...]
   start: np.ndarray
   num_binaries: int
@@ -208,7 +209,7 @@ class ImportanceResult:
   """Scores per hidden layer with the solve's honest status."""
 
   scores: tuple[np.ndarray, ...]
-  status: str  # mip.OPTIMAL (proven) / TIME_LIMIT (unproven incumbent) / ...
+  status: str  # solvers.OPTIMAL (proven) / TIME_LIMIT (unproven) / ...
   raw_status: str
   solver: str
   objective: float | None
@@ -229,7 +230,7 @@ class ImportanceResult:
 
   @property
   def proven(self) -> bool:
-    return self.status == mip.OPTIMAL
+    return self.status == solvers.OPTIMAL
 
   def to_json(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -308,7 +309,7 @@ def build_importance_milp(network: Network, images: np.ndarray,
   weights = [w.astype(np.float64) for w in network.weights]
   biases = [b.astype(np.float64) for b in network.biases]
 
-  model = mip.MilpModel()
+  model = standard_form.MilpModel()
   start = []  # (index, value) pairs of the all-ones feasible start
 
   def new_vars(n, lb, ub, value, *, cost=0.0, integer=False):
@@ -454,7 +455,7 @@ def pattern_descent(network: Network, images: np.ndarray, labels: np.ndarray,
   ub0 = np.asarray(model.ub, float)
   # One HiGHS LP kept across the calls: only column bounds change, so each
   # solve warm-starts from the previous basis.
-  highs = mip.highs_lp(model)
+  highs = solvers.highs_lp(model)
   if start_scores is None:
     start_scores = [np.ones(w) for w in network.hidden_widths]
   scores = [np.clip(np.asarray(v, np.float64), 0.0, 1.0)
@@ -483,11 +484,11 @@ def pattern_descent(network: Network, images: np.ndarray, labels: np.ndarray,
       mine = relus[(relus[:, 2] == l) & (relus[:, 3] == k), 0]
       lb[mine] = ub[mine] = 0.0
     lps += 1
-    sol = mip.highs_lp_solve(highs, lb, ub, remaining)
+    sol = solvers.highs_lp_solve(highs, lb, ub, remaining)
     if sol is None:
       return None
     if model.max_violation(np.where(np.asarray(model.integer), np.round(sol),
-                                    sol)) > mip.MAX_VIOLATION:
+                                    sol)) > standard_form.MAX_VIOLATION:
       return None
     sc = [np.clip(sol[c], 0.0, 1.0) for c in built.score_vars]
     return sc, milp_objective(network, x, labels, sc, margin=margin, lam=lam)
@@ -537,7 +538,7 @@ def pattern_descent(network: Network, images: np.ndarray, labels: np.ndarray,
 
 def importance_scores(network: Network, images: np.ndarray,
                       labels: np.ndarray, *, margin: float = 0.0,
-                      lam: float = 0.0, solver: str = mip.DEFAULT_SOLVER,
+                      lam: float = 0.0, solver: str = solvers.DEFAULT_SOLVER,
                       time_limit: float = 60.0, mip_gap: float = 1e-4,
                       all_classes: bool = True, refine: bool = True,
                       first_phase: float = 0.25, descent: bool = True,
@@ -561,7 +562,7 @@ def importance_scores(network: Network, images: np.ndarray,
   error but a result with status TIME_LIMIT (incumbent scores, unproven) or
   NO_SOLUTION (scores all 1: nothing is pruned).
   """
-  solver = mip.check_solver(solver)
+  solver = solvers.check_solver(solver)
   if not margin >= 0 or not lam >= 0:
     raise ValueError(f"margin and lambda must be >= 0, got {margin}, {lam}")
   if not time_limit > 0:
@@ -592,45 +593,46 @@ def importance_scores(network: Network, images: np.ndarray,
   remaining = time_limit - (time.perf_counter() - begin)
   phase_limit = max(0.01, remaining * (first_phase if refine else 1.0))
   options = SCIP_OPTIONS if solver == "SCIP" else None
-  result = mip.solve(built.model, solver=solver, time_limit=phase_limit,
-                     mip_gap=mip_gap, start=built.start, verbose=verbose,
-                     options=options)
+  result = solvers.solve(built.model, solver, time_limit=phase_limit,
+                         mip_gap=mip_gap, start=built.start, verbose=verbose,
+                         options=options)
   scores = None
-  if result.status in (mip.OPTIMAL, mip.TIME_LIMIT):
+  if result.status in (solvers.OPTIMAL, solvers.TIME_LIMIT):
     scores = tuple(np.clip(result.x[v], 0.0, 1.0) for v in built.score_vars)
   remaining = time_limit - (time.perf_counter() - begin)
-  if refine and result.status == mip.TIME_LIMIT and remaining > 1.0:
+  if refine and result.status == solvers.TIME_LIMIT and remaining > 1.0:
     first, first_scores = result, scores
     built = build_importance_milp(network, images, labels, margin=margin,
                                   lam=lam, start_scores=first_scores,
                                   cutoff=first.objective)
     build_seconds += built.build_seconds
-    result = mip.solve(built.model, solver=solver,
-                       time_limit=max(1.0, remaining - built.build_seconds),
-                       mip_gap=mip_gap, start=built.start, verbose=verbose,
-                       options=options)
-    if (result.status not in (mip.OPTIMAL, mip.TIME_LIMIT)
+    result = solvers.solve(built.model, solver,
+                           time_limit=max(1.0, remaining - built.build_seconds),
+                           mip_gap=mip_gap, start=built.start,
+                           verbose=verbose, options=options)
+    if (result.status not in (solvers.OPTIMAL, solvers.TIME_LIMIT)
         or result.objective > first.objective):
       # Nothing better (or the refined solve failed): keep the incumbent,
       # unproven, with the first solve's bound.
       result = dataclasses.replace(
-          first, raw_status=f"{first.raw_status}; refined solve: "
-          f"{result.raw_status}")
+          first, solver_status=f"{first.solver_status}; refined solve: "
+          f"{result.solver_status}")
       scores = first_scores
     else:
       scores = tuple(np.clip(result.x[v], 0.0, 1.0) for v in built.score_vars)
   solve_seconds = time.perf_counter() - begin - build_seconds
   if heuristic is not None and (
-      scores is None or result.status != mip.OPTIMAL and
+      scores is None or result.status != solvers.OPTIMAL and
       result.objective > heuristic.objective):
     # The solver found no point as good as the heuristic's (GLPK has no
     # start): report that point, unproven, with the solver's bound if any
     # (valid: the cut-off problem keeps the optimum).
     result = dataclasses.replace(
-        result, status=mip.TIME_LIMIT, objective=heuristic.objective,
-        raw_status=f"{result.raw_status}; incumbent from the pattern descent",
-        bound=result.bound if result.status in (mip.TIME_LIMIT,
-                                                mip.NO_SOLUTION) else None)
+        result, status=solvers.TIME_LIMIT, objective=heuristic.objective,
+        solver_status=f"{result.solver_status}; incumbent from the pattern "
+        "descent",
+        best_bound=result.best_bound if result.status in (
+            solvers.TIME_LIMIT, solvers.NO_SOLUTION) else None)
     scores = heuristic.scores
   if scores is not None:
     min_margin = float(margins(scored_forward(network, images, scores),
@@ -639,8 +641,8 @@ def importance_scores(network: Network, images: np.ndarray,
     scores = tuple(np.ones(w) for w in network.hidden_widths)
     min_margin = None
   return ImportanceResult(
-      scores=scores, status=result.status, raw_status=str(result.raw_status),
-      solver=solver, objective=result.objective, bound=result.bound,
+      scores=scores, status=result.status, raw_status=result.solver_status,
+      solver=solver, objective=result.objective, bound=result.best_bound,
       solve_seconds=solve_seconds, build_seconds=build_seconds,
       time_limit=float(time_limit), mip_gap=float(mip_gap),
       margin=float(margin), lam=float(lam),

@@ -30,11 +30,11 @@ import numpy as np
 from robust_prune import data as data_lib
 from robust_prune import network as network_lib
 from robust_prune import train as train_lib
+from robust_prune.milp import solvers
 from robust_prune.network import Network
 from robust_prune.pruning import batch as batch_lib
 from robust_prune.pruning import critical as critical_lib
 from robust_prune.pruning import importance as importance_lib
-from robust_prune.pruning import mip
 from robust_prune.pruning import structure
 
 RETRAIN_MODES = ("scratch", "finetune", "rewind")
@@ -45,7 +45,7 @@ BASELINES = ("milp", "random", "magnitude")
 class PruneOptions:
   threshold: float = structure.DEFAULT_THRESHOLD
   images_per_class: int = 1
-  solver: str = mip.DEFAULT_SOLVER
+  solver: str = solvers.DEFAULT_SOLVER
   time_limit: float = 60.0
   mip_gap: float = 1e-4
   # The pattern-descent start of the importance MILP (importance.py) finds far
@@ -71,7 +71,7 @@ class PruneOptions:
 
   def __post_init__(self):
     structure.check_threshold(self.threshold)
-    mip.check_solver(self.solver)
+    solvers.check_solver(self.solver)
     if self.images_per_class < 1:
       raise ValueError(f"images_per_class must be >= 1, got "
                        f"{self.images_per_class}")
