@@ -15,6 +15,7 @@ import gzip
 import os
 import struct
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -37,6 +38,7 @@ SPLIT_FILES = {
 MANUAL_DIR_ENV = "MNIST_MANUAL_DIR"
 CACHE_DIR_ENV = "ROBUST_PRUNE_CACHE"
 NUM_PIXELS = 28 * 28
+SPLIT_SIZES = {"train": 60000, "test": 10000}
 
 
 class MnistDataError(RuntimeError):
@@ -163,9 +165,12 @@ def load_split(split: str, manual_dir: str | None = None,
   if os.path.isfile(cache_path):
     try:
       with np.load(cache_path) as data:
-        return Split(data["images"], data["labels"])
-    except (OSError, ValueError, KeyError):
-      pass  # a broken cache is rebuilt below
+        cached = Split(data["images"], data["labels"])
+      if (cached.images.shape == (SPLIT_SIZES[split], NUM_PIXELS)
+          and cached.labels.shape == (SPLIT_SIZES[split],)):
+        return cached
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+      pass  # a broken cache (e.g. cut short by a full disk) is rebuilt below
   paths = fetch_archives(manual_dir)
   result = images_and_labels(paths[images_name], paths[labels_name])
   os.makedirs(cache_dir, exist_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -82,18 +83,49 @@ def pair_key(record) -> tuple:
 
 
 def read_results(path: str) -> list[dict]:
-  """All complete records of a results file (a cut-off last line is skipped)."""
+  """The records of a results file, one per (image, target): a pair written
+  twice (an `error` record retried by a rerun) keeps its latest record, in
+  the place the pair first appeared. A line cut off by a kill (the last one,
+  without a newline) is skipped; any other unreadable line is an
+  EvaluateError naming the file and line."""
   if not os.path.exists(path):
     return []
   records = []
   with open(path, "r", encoding="utf-8") as f:
-    for line in f:
+    for number, line in enumerate(f, 1):
       if not line.endswith("\n"):
         break  # a write cut off by a kill
       line = line.strip()
-      if line:
-        records.append(json.loads(line))
-  return records
+      if not line:
+        continue
+      try:
+        record = json.loads(line)
+        pair_key(record)
+        record["status"]  # pylint: disable=pointless-statement
+      except (ValueError, TypeError, KeyError) as e:
+        raise EvaluateError(
+            f"{path}:{number}: not a result record ({type(e).__name__}: "
+            f"{e}); move the file away or pass another --out") from e
+      records.append(record)
+  return latest_per_pair(records)
+
+
+def latest_per_pair(records: Sequence[dict]) -> list[dict]:
+  """One record per pair: the last one given, in first-appearance order."""
+  latest = {}
+  for r in records:
+    latest[pair_key(r)] = r
+  return list(latest.values())
+
+
+def network_digest(network: Network) -> str:
+  """Identifies the network that produced a results file."""
+  digest = hashlib.sha256()
+  for array in (*network.weights, *network.biases):
+    a = np.ascontiguousarray(array, np.float32)
+    digest.update(str(a.shape).encode())
+    digest.update(a.tobytes())
+  return digest.hexdigest()[:16]
 
 
 def _drop_partial_line(path: str) -> None:
@@ -141,7 +173,7 @@ def _worker_solve(unit: WorkUnit, position: int):
 
 
 def _check_config_matches(existing: list[dict], config: verify_lib.VerifyConfig,
-                          path: str):
+                          network_id: str, path: str):
   for r in existing:
     if (abs(float(r.get("delta", config.delta)) - config.delta) > 1e-12
         or r.get("mode", config.mode) != config.mode):
@@ -149,6 +181,10 @@ def _check_config_matches(existing: list[dict], config: verify_lib.VerifyConfig,
           f"{path} already holds results for delta={r.get('delta')} "
           f"mode={r.get('mode')}; use another --out for delta={config.delta} "
           f"mode={config.mode}")
+    if r.get("network_sha256", network_id) != network_id:
+      raise EvaluateError(
+          f"{path} already holds results of another network (sha256 "
+          f"{r['network_sha256']}, this one {network_id}); use another --out")
 
 
 def _jsonable(record: dict) -> dict:
@@ -174,13 +210,26 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
         delta=float(delta), mode=mode, solver=solvers_lib.check_solver(solver),
         time_limit=float(time_limit), bounds=bounds, pgd_steps=pgd_steps,
         bab_time_limit=float(bab_time_limit))
+  indices = [int(i) for i in indices]
   images = np.asarray(images, np.float32)
+  if images.ndim < 2 or len(images) != len(indices) or (
+      images[0].size != network.input_dim):
+    raise EvaluateError(
+        f"images of shape {images.shape} do not match {len(indices)} indices "
+        f"of {network.input_dim}-pixel images")
+  images = images.reshape(len(indices), network.input_dim)
+  if len(labels) != len(indices) or len(set(indices)) != len(indices):
+    raise EvaluateError(f"{len(labels)} labels for {len(indices)} indices "
+                        f"({len(set(indices))} distinct); need one label per "
+                        f"distinct index")
+  network_id = network_digest(network)
   existing = []
   if out_path:
     _drop_partial_line(out_path)
     existing = read_results(out_path)
-    _check_config_matches(existing, config, out_path)
-  done = {pair_key(r) for r in existing}
+    _check_config_matches(existing, config, network_id, out_path)
+  # An `error` record (e.g. a solver crash) is not final: a rerun retries it.
+  done = {pair_key(r) for r in existing if r["status"] != "error"}
   units = plan_work_units(labels, indices, done, network.num_classes)
   position = {int(i): p for p, i in enumerate(indices)}
   total_pairs = sum(len(u.targets) for u in units)
@@ -193,6 +242,7 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
   def record_done(records):
     nonlocal finished, last_log
     for r in records:
+      r["network_sha256"] = network_id
       if out:
         out.write(json.dumps(_jsonable(r)) + "\n")
       results.append(r)
@@ -236,7 +286,7 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
   finally:
     if out:
       out.close()
-  return results
+  return latest_per_pair(results)
 
 
 def _validate(argv_network, delta, num_images, first_image, time_limit,

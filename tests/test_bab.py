@@ -207,20 +207,31 @@ def test_time_limit_gives_unknown_with_a_sound_bound():
   net = random_network(3, (20, 40, 30, 10))
   x = np.random.default_rng(3).uniform(size=20)
   label = int(np.argmax(forward(net, x)))
-  lower, upper = bounds.input_box(x, 0.5)
-  exact_lb = bounds.crown_margin_lower_bounds(net, lower[None], upper[None],
-                                              [label])[0]
-  target = int(np.argsort(exact_lb)[0])
-  result = bab.bab_margin(net, lower, upper, label, target,
-                          bab.BabConfig(time_limit=0.0, root_steps=2))
-  if result.status == "unknown":
+  lower, upper = bounds.input_box(x, 0.1)
+  samples = np.random.default_rng(0).uniform(lower, upper, size=(20000, 20))
+  logits = forward(net, samples)
+  config = bab.BabConfig(time_limit=0.0, root_steps=2)
+  stopped = 0
+  for target in range(10):
+    if target == label:
+      continue
+    result = bab.bab_margin(net, lower, upper, label, target, config)
+    sampled_min = np.min(logits[:, label] - logits[:, target])
+    if result.status != "unknown":  # decided at the root
+      assert result.status in ("robust", "adversarial")
+      continue
+    stopped += 1
     assert result.reason == "time_limit" and result.domains == 1
-    samples = np.random.default_rng(0).uniform(lower, upper, size=(20000, 20))
-    logits = forward(net, samples)
-    assert result.lower_bound <= np.min(logits[:, label] - logits[:, target])
-  else:
-    # decided at the root: still a proper verdict
-    assert result.status in ("robust", "adversarial")
+    assert result.lower_bound <= sampled_min
+    minimum = bab.bab_minimum(net, lower, upper, label, target, config)
+    assert minimum.reason == "time_limit" and not minimum.optimal
+    assert minimum.lower_bound <= sampled_min
+    assert minimum.lower_bound <= minimum.objective
+    if minimum.x_best is not None:  # the objective is a real input's margin
+      best = forward(net, minimum.x_best)
+      assert best[label] - best[target] == pytest.approx(minimum.objective,
+                                                         abs=1e-5)
+  assert stopped >= 1  # the time limit really stopped some searches
 
 
 def test_certify_records_bab_verdicts_that_match_the_milp():

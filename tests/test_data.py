@@ -87,3 +87,17 @@ def test_cache_returns_identical_arrays(tmp_path):
   second = data_lib.load_split("test", cache_dir=str(tmp_path))
   np.testing.assert_array_equal(first.images, second.images)
   np.testing.assert_array_equal(first.labels, second.labels)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong_shape"])
+def test_a_damaged_cache_is_rebuilt(tmp_path, damage):
+  first = data_lib.load_split("test", cache_dir=str(tmp_path))
+  (cache,) = [p for p in tmp_path.iterdir() if p.suffix == ".npz"]
+  if damage == "truncated":  # e.g. a full disk cut the write short
+    cache.write_bytes(cache.read_bytes()[:len(cache.read_bytes()) // 2])
+  else:
+    with open(cache, "wb") as f:
+      np.savez(f, images=first.images[:5], labels=first.labels[:5])
+  again = data_lib.load_split("test", cache_dir=str(tmp_path))
+  assert again.images.shape == (10000, 784)
+  np.testing.assert_array_equal(again.labels, first.labels)

@@ -10,17 +10,20 @@ import time
 import numpy as np
 import pytest
 
+from robust_prune import data as data_lib
 from robust_prune import evaluate
+from robust_prune import train as train_lib
 from robust_prune.milp import verify
-from robust_prune.network import Network, save_network, forward
+from robust_prune.network import Network, load_network, save_network
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ("image_index", "label", "target", "delta", "status", "objective",
             "best_bound", "build_seconds", "solve_seconds", "num_binaries",
-            "solver", "bounds")
+            "solver", "bounds", "network_sha256")
 
 
 def small_network(seed=0, hidden=(12, 12)):
+  """Random weights: wrong on most images (for shape and error paths)."""
   rng = np.random.default_rng(seed)
   sizes = (784,) + tuple(hidden) + (10,)
   return Network(
@@ -29,11 +32,33 @@ def small_network(seed=0, hidden=(12, 12)):
       tuple((0.1 * rng.normal(size=b)).astype(np.float32) for b in sizes[1:]))
 
 
+def _train(workdir, hidden, mnist_train, mnist_test):
+  config = train_lib.TrainConfig(
+      hidden=hidden, epochs=2, batch_size=32, learning_rate=3e-3, epsilon=0.0,
+      max_train_examples=3000, eval_pgd_steps=2, eval_pgd_examples=100)
+  train_lib.train_and_evaluate(
+      config, workdir, train=mnist_train,
+      test=data_lib.Split(mnist_test.images[:200], mnist_test.labels[:200]))
+  return os.path.join(workdir, train_lib.NETWORK)
+
+
 @pytest.fixture(scope="module")
-def network_path(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("net") / "network.npz")
-  save_network(small_network(), path)
-  return path
+def network_path(tmp_path_factory, mnist_train, mnist_test):
+  """A briefly trained 16-16 net: right on most test images, so the bounds,
+  the branch and bound and the MILP really run."""
+  return _train(str(tmp_path_factory.mktemp("net")), (16, 16), mnist_train,
+                mnist_test)
+
+
+@pytest.fixture(scope="module")
+def wide_network(tmp_path_factory, mnist_train, mnist_test):
+  return load_network(_train(str(tmp_path_factory.mktemp("wide")), (48, 48),
+                             mnist_train, mnist_test))
+
+
+def verified(records):
+  """Records of pairs that were really verified (image classified right)."""
+  return [r for r in records if r["status"] != "misclassified"]
 
 
 def run_binary(*args, timeout=240):
@@ -54,9 +79,11 @@ def test_binary_writes_one_line_per_pair(network_path, tmp_path, mnist_test):
   assert {evaluate.pair_key(r) for r in records} == {
       (i, t) for i in range(5, 8) for t in range(10)
       if t != mnist_test.labels[i]}
-  net = small_network()
+  net = load_network(network_path)
+  assert len(verified(records)) >= 18  # most images really verified
   for r in records:
     assert all(k in r for k in REQUIRED), r.keys()
+    assert r["network_sha256"] == evaluate.network_digest(net)
     assert r["status"] in verify.STATUSES
     assert r["label"] == mnist_test.labels[r["image_index"]]
     if r["status"] == "adversarial":
@@ -106,8 +133,8 @@ def test_resume_after_kill_loses_and_repeats_nothing(network_path, tmp_path):
   assert open(out).read().endswith("\n")
 
 
-def test_library_resume_and_reader(tmp_path, mnist_test):
-  net = small_network(1, hidden=(8, 8))
+def test_library_resume_and_reader(tmp_path, mnist_test, network_path):
+  net = load_network(network_path)
   out = str(tmp_path / "lib.jsonl")
   idx = [0, 1]
   first = evaluate.verify_images(net, mnist_test.images[idx],
@@ -118,6 +145,7 @@ def test_library_resume_and_reader(tmp_path, mnist_test):
                                  mnist_test.labels[[0, 1, 2]], [0, 1, 2], 0.02,
                                  out_path=out, workers=1)
   assert len(again) == 27 and len(evaluate.read_results(out)) == 27
+  assert verified(again)
   with pytest.raises(evaluate.EvaluateError, match="delta"):
     evaluate.verify_images(net, mnist_test.images[idx], mnist_test.labels[idx],
                            idx, 0.03, out_path=out, workers=1)
@@ -160,14 +188,100 @@ def test_corrupt_network_file(tmp_path):
   assert "cannot read network file" in proc.stderr
 
 
-def test_time_limit_hit_is_recorded(tmp_path, mnist_test):
-  net = small_network(2, hidden=(60, 60))
+def test_wrong_input_size_and_missing_mnist_are_one_clear_line(tmp_path):
+  odd = str(tmp_path / "odd.npz")
+  save_network(Network((np.ones((20, 10), np.float32),),
+                       (np.zeros(10, np.float32),)), odd)
+  proc = run_binary(f"--network={odd}", f"--out={tmp_path / 'r.jsonl'}",
+                    "--delta=0.05", "--num_images=1")
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert "expects 20 inputs, MNIST images have 784" in proc.stderr
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  proc = subprocess.run(
+      [sys.executable, "-m", "robust_prune.evaluate", f"--network={odd}",
+       f"--out={tmp_path / 'r.jsonl'}", "--delta=0.05", "--num_images=1",
+       f"--mnist_manual_dir={empty}"],
+      cwd=REPO, capture_output=True, text=True, timeout=240,
+      env=dict(os.environ, JAX_PLATFORMS="cpu",
+               ROBUST_PRUNE_CACHE=str(tmp_path / "cache")))
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert "t10k-images-idx3-ubyte.gz" in proc.stderr and str(empty) in \
+      proc.stderr, proc.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "r.jsonl")
+
+
+def test_time_limit_hit_is_recorded(tmp_path, mnist_test, wide_network):
   out = str(tmp_path / "t.jsonl")
   records = evaluate.verify_images(
-      net, mnist_test.images[[0]], mnist_test.labels[[0]], [0], 0.1,
-      time_limit=0.01, out_path=out, workers=1, pgd_steps=0)
+      wide_network, mnist_test.images[[0]], mnist_test.labels[[0]], [0], 0.1,
+      time_limit=0.01, out_path=out, workers=1, pgd_steps=0,
+      bab_time_limit=0)
   assert len(records) == 9
+  assert any(r["status"] == "timeout" for r in records), records
   for r in records:
     assert r["optimal"] is False
-    assert r["status"] in ("timeout", "adversarial", "robust", "misclassified")
+    assert r["status"] in ("timeout", "adversarial", "robust")
   assert len(evaluate.read_results(out)) == 9
+
+
+def test_error_records_are_retried_and_replaced(tmp_path, mnist_test,
+                                                network_path):
+  net = load_network(network_path)
+  out = str(tmp_path / "e.jsonl")
+  idx = [0]
+  first = evaluate.verify_images(net, mnist_test.images[idx],
+                                 mnist_test.labels[idx], idx, 0.02,
+                                 out_path=out, workers=1)
+  assert verified(first)
+  failed = dict(first[0], status="error", message="solver crashed")
+  with open(out, "a") as f:  # as if a rerun had crashed on this pair
+    f.write(json.dumps(failed) + "\n")
+  assert evaluate.read_results(out)[0]["status"] == "error"
+  again = evaluate.verify_images(net, mnist_test.images[idx],
+                                 mnist_test.labels[idx], idx, 0.02,
+                                 out_path=out, workers=1)
+  assert len(again) == 9 and again[0]["status"] == first[0]["status"]
+  assert [r["status"] for r in evaluate.read_results(out)] == [
+      r["status"] for r in first]
+  assert open(out).read().count("\n") == 11  # nothing written is lost
+
+
+def test_results_of_another_network_are_refused(tmp_path, mnist_test,
+                                                network_path):
+  out = str(tmp_path / "n.jsonl")
+  idx = [0]
+  evaluate.verify_images(load_network(network_path), mnist_test.images[idx],
+                         mnist_test.labels[idx], idx, 0.02, out_path=out,
+                         workers=1)
+  with pytest.raises(evaluate.EvaluateError, match="another network"):
+    evaluate.verify_images(small_network(), mnist_test.images[idx],
+                           mnist_test.labels[idx], idx, 0.02, out_path=out,
+                           workers=1)
+
+
+@pytest.mark.parametrize("images,labels,message", [
+    ((3, 784), 1, "labels for 3 indices"),
+    ((3, 783), 3, "do not match 3 indices of 784-pixel"),
+    ((2, 784), 3, "do not match 3 indices"),
+])
+def test_mismatched_inputs_are_refused(tmp_path, images, labels, message):
+  with pytest.raises(evaluate.EvaluateError, match=message):
+    evaluate.verify_images(small_network(), np.zeros(images, np.float32),
+                           np.zeros(labels, np.int64), [0, 1, 2], 0.02,
+                           out_path=str(tmp_path / "x.jsonl"), workers=1)
+  assert not os.path.exists(tmp_path / "x.jsonl")
+
+
+@pytest.mark.parametrize("line", ['[1, 2]', '{"image_index": 0}',
+                                  '{"image_index": 0, "target": 1'])
+def test_damaged_results_file_is_one_clear_line(network_path, tmp_path,
+                                                line):
+  out = tmp_path / "r.jsonl"
+  out.write_text(line + "\n")
+  proc = run_binary(f"--network={network_path}", f"--out={out}",
+                    "--delta=0.05", "--num_images=1")
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert f"{out}:1: not a result record" in proc.stderr
+  assert out.read_text() == line + "\n"
