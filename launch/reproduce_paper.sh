@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the paper end to end (train -> MILP prune -> retrain ->
-# targeted MILP verification of both networks -> reverse testing -> report).
+# certify-mode verification of both networks (CROWN, PGD, branch and bound,
+# MILP) -> reverse testing -> report).
 #
 #   bash launch/reproduce_paper.sh [OUT_DIR] [extra pipeline flags...]
 #

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project's virtual environment and installs the pinned
 # requirements plus the package itself (editable). Idempotent: a venv whose
-# requirements.txt has not changed since the last install is reused as is.
+# requirements.txt and pyproject.toml have not changed since the last install
+# is reused as is.
 # Usage: source launch/setup_env.sh   (or call it; it prints the venv's python)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

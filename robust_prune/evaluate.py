@@ -6,8 +6,11 @@ r"""Exact robustness verification of a network on MNIST test images.
       [--time_limit=60] [--bounds=interval|crown|lp] [--workers=2]
 
 One JSON line per (image, target), appended and flushed as soon as its image
-is done; a rerun with the same --out skips the pairs already there (a line
-cut off by a kill is dropped and redone). Work is split into `WorkUnit`s (one
+is done. A rerun with the same --out skips finished pairs (a line cut off by
+a kill is dropped and redone) but retries `error` records; readers keep the
+latest record per pair. Every record carries `network_sha256`; an --out
+holding another network's results, or another delta or mode, is refused, and
+a damaged line stops the run with its file:line. Work is split into `WorkUnit`s (one
 image, its remaining targets) solved by the pure `solve_unit`, so a cluster
 engine can take the same units.
 """

@@ -7,8 +7,9 @@ interrupted run resumes where it stopped:
   1. train      OUT/original/   PGD adversarial training of the original net
   2. prune      OUT/pruned/     MILP importance scores -> prune -> retrain
   3. accuracy   pipeline.json   clean and PGD-40 accuracy of both networks
-  4. verify     OUT/verify_{original,pruned}.jsonl   targeted MILPs, first N
-                test images x 9 targets
+  4. verify     OUT/verify_{original,pruned}.jsonl   certify mode by default
+                (CROWN, PGD, branch and bound, then MILP; --mode=targeted
+                for the optima), first N test images x 9 targets
   5. transfer   OUT/transfer.json   each network on the other's examples
   6. report     OUT/report.md (+ CSV, PNG)
 """

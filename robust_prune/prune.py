@@ -67,8 +67,9 @@ def define_prune_flags():
   flags.DEFINE_bool("descent_start", d.descent_start, "Start the importance "
                     "MILP from an LP-based activation-pattern descent (better "
                     "incumbents, smaller networks; see BUILD_NOTES).")
-  flags.DEFINE_float("mip_gap", d.mip_gap, "Relative optimality gap at which "
-                     "SCIP/HiGHS stop (GLPK always proves exactly).")
+  flags.DEFINE_float("mip_gap", d.mip_gap, "Relative and absolute optimality gap "
+                     "at which SCIP/HiGHS stop (GLPK_MI always runs with gap "
+                     "0).")
   flags.DEFINE_float("margin", d.margin, "Required logit margin of each batch "
                      "image (hard constraint when --lambda=0, hinge target "
                      "otherwise).")

@@ -1,4 +1,5 @@
-"""Exact MILP verification of ReLU MLPs (paper eq. 1-9).
+"""MILPs over ReLU MLPs: exact verification (paper eq. 1-9), plus the standard
+form and the native solver layer shared with pruning.
 
   encoding.py   the ReLU big-M encoding (binaries only for unstable neurons)
   model.py      network + box + bounds -> one cvxpy problem (bounds use)

@@ -1,7 +1,7 @@
 """The ReLU big-M encoding (paper eq. 2-5, 7; Fischetti & Jo; Tjeng et al.).
 
-One function, `relu_big_m`, reusable by any MILP over a trained ReLU network
-(verification here, neuron scoring in the pruning MILP): given the affine
+One function, `relu_big_m`, used by the verification MILP (the pruning MILP
+writes its scored rows directly on `standard_form.MilpModel`): given the affine
 cvxpy expression of a layer's pre-activations `pre` and sound bounds
 `lower <= pre <= upper`, it returns the post-activation expression and the
 constraints that make it equal `max(pre, 0)` exactly.
