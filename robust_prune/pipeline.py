@@ -245,10 +245,26 @@ class Pipeline:
     report_lib.write_report(self.out_dir, images=self.splits[1].images)
     return {}
 
+  def _reopen_verify_with_errors(self):
+    """A finished verify stage whose results hold `error` records (a solver
+    crash, say) runs again, and so do the stages that read its results:
+    `evaluate` retries just those pairs and keeps every line written."""
+    if not self.state["stages"].get("verify", {}).get("complete"):
+      return
+    errors = sum(r["status"] == "error"
+                 for net in report_lib.NETWORKS
+                 for r in evaluate_lib.read_results(
+                     self.path(f"verify_{net}.jsonl")))
+    if errors:
+      print(f"verify: {errors} pairs ended in error; retrying them", flush=True)
+      for name in ("verify", "transfer", "report"):
+        self.state["stages"].get(name, {})["complete"] = False
+
   def run(self):
     stages = [("train", self.train), ("prune", self.prune),
               ("accuracy", self.accuracy), ("verify", self.verify),
               ("transfer", self.transfer), ("report", self.report)]
+    self._reopen_verify_with_errors()
     for number, (name, fn) in enumerate(stages, 1):
       self.run_stage(name, fn, number, len(stages))
     return self.state

@@ -3,6 +3,7 @@ files, and a rerun skips every finished stage."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -117,6 +118,30 @@ def test_rerun_skips_finished_stages(quick_run, capsys, mnist_train, mnist_test)
   printed = capsys.readouterr().out
   assert printed.count("already complete, skipped") == 6
   assert os.path.getmtime(os.path.join(out, "verify_original.jsonl")) == before
+
+
+def test_rerun_retries_error_records(quick_run, capsys, tmp_path,
+                                     mnist_train, mnist_test):
+  out, config = quick_run
+  copy = str(tmp_path / "copy")
+  shutil.copytree(out, copy)
+  path = os.path.join(copy, "verify_original.jsonl")
+  records = evaluate_lib.read_results(path)
+  searched = next(r for r in records if r["status"] != "misclassified")
+  lines = open(path).read().count("\n")
+  with open(path, "a") as f:  # as if the solver had crashed on this pair
+    f.write(json.dumps(dict(searched, status="error", message="crash")) + "\n")
+  pipeline = pipeline_lib.Pipeline(config, copy)
+  pipeline._splits = (mnist_train, mnist_test)  # pylint: disable=protected-access
+  state = pipeline.run()
+  printed = capsys.readouterr().out
+  assert "1 pairs ended in error; retrying them" in printed
+  assert printed.count("already complete, skipped") == 3  # train..accuracy
+  again = {evaluate_lib.pair_key(r): r for r in evaluate_lib.read_results(path)}
+  assert again[evaluate_lib.pair_key(searched)]["status"] == searched["status"]
+  assert open(path).read().count("\n") == lines + 2  # nothing lost
+  assert state["stages"]["verify"]["counts"]["original"]["error"] == 0
+  assert all(s["complete"] for s in state["stages"].values())
 
 
 def test_other_configuration_in_same_folder_is_refused(quick_run):
