@@ -188,6 +188,16 @@ def _solve_once(model, solver: str, settings: _Settings) -> SolveOutcome:
                       settings.time_limit, settings.mip_gap, violation)
 
 
+def _cached(cache: dict | None, key: str, build):
+  """The solver's object for the form: built once and kept in `cache` (a
+  CompiledMilp's, whose targets re-cost one form), or built afresh."""
+  if cache is None:
+    return build()
+  if key not in cache:
+    cache[key] = build()
+  return cache[key]
+
+
 # ------------------------------------------------------------------- HiGHS
 def highs_model(form: standard_form.StandardForm, *, integrality=True):
   """A Highs object holding `form` (zero cost); without `integrality`, its
@@ -217,11 +227,7 @@ def highs_model(form: standard_form.StandardForm, *, integrality=True):
 
 def _solve_highs(form, c, offset, settings: _Settings, cache):
   import highspy  # pylint: disable=g-import-not-at-top
-  h = cache.get("HIGHS") if cache is not None else None
-  if h is None:
-    h = highs_model(form)
-    if cache is not None:
-      cache["HIGHS"] = h
+  h = _cached(cache, "HIGHS", lambda: highs_model(form))
   h.clearSolver()
   n = form.num_cols
   h.changeColsCost(n, np.arange(n, dtype=np.int32), np.asarray(c, np.float64))
@@ -323,12 +329,7 @@ def _scip_model(form):
 
 def _solve_scip(form, c, offset, settings: _Settings, cache):
   import pyscipopt  # pylint: disable=g-import-not-at-top
-  built = cache.get("SCIP") if cache is not None else None
-  if built is None:
-    built = _scip_model(form)
-    if cache is not None:
-      cache["SCIP"] = built
-  model, variables = built
+  model, variables = _cached(cache, "SCIP", lambda: _scip_model(form))
   model.freeTransform()
   if settings.verbose:
     model.showOutput()
@@ -423,12 +424,7 @@ def _solve_glpk(form, c, offset, settings: _Settings, cache):
   del offset
   import cvxopt  # pylint: disable=g-import-not-at-top
   from cvxopt import glpk  # pylint: disable=g-import-not-at-top
-  data = cache.get("GLPK_MI") if cache is not None else None
-  if data is None:
-    data = _glpk_data(form)
-    if cache is not None:
-      cache["GLPK_MI"] = data
-  g, h, (a, b) = data
+  g, h, (a, b) = _cached(cache, "GLPK_MI", lambda: _glpk_data(form))
   options = {"msg_lev": "GLP_MSG_ALL" if settings.verbose else "GLP_MSG_OFF",
              "tm_lim": max(1, int(round(1000 * settings.time_limit))),
              "presolve": "GLP_ON"}
