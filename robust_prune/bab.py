@@ -214,9 +214,10 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
 
 def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
                  splits) -> tuple[float | None, np.ndarray | None]:
-  """Exact min of c^T f over a domain in which every unstable neuron is split
-  (f is affine there): one LP over the box and the split half-spaces.
-  (None, None) when the domain is empty."""
+  """A proven lower bound (equal to the exact minimum up to the LP's
+  tolerances) of c^T f over a domain in which every unstable neuron is split
+  (f is affine there), from one LP over the box and the split half-spaces,
+  and the LP's minimising point. (None, None) when the domain is empty."""
   import scipy.optimize  # pylint: disable=g-import-not-at-top
   n_in = len(in_lower)
   a, a0 = np.eye(n_in), np.zeros(n_in)      # h = x @ a + a0
@@ -232,15 +233,26 @@ def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
     a, a0 = y * active, y0 * active
   out = a @ np.asarray(network.weights[-1], np.float64)
   out0 = a0 @ np.asarray(network.weights[-1], np.float64) + network.biases[-1]
+  cost = out @ c
+  a_ub = np.array(rows) if rows else np.zeros((0, n_in))
+  b_ub = np.array(rhs) if rows else np.zeros(0)
   res = scipy.optimize.linprog(
-      out @ c, A_ub=np.array(rows) if rows else None,
-      b_ub=np.array(rhs) if rows else None,
+      cost, A_ub=a_ub if rows else None, b_ub=b_ub if rows else None,
       bounds=list(zip(in_lower, in_upper)), method="highs")
   if res.status == 2:
     return None, None
   if res.status != 0:
     raise RuntimeError(f"leaf LP failed: {res.message}")
-  return float(res.fun + out0 @ c), np.asarray(res.x)
+  # The LP's objective is optimal only up to HiGHS's tolerances; what is
+  # proven is the Lagrangian bound of its duals (Neumaier & Shcherbina):
+  # for any lam >= 0, min over the box of (cost + A^T lam) x - lam b is a
+  # lower bound, evaluated here in float64 with the box.
+  lam = (np.maximum(-np.asarray(res.ineqlin.marginals, np.float64), 0.0)
+         if rows else np.zeros(0))
+  reduced = cost + a_ub.T @ lam
+  bound = (np.minimum(reduced * in_lower, reduced * in_upper).sum()
+           - lam @ b_ub)
+  return float(bound + out0 @ c), np.asarray(res.x)
 
 
 def min_proven_bound(inherited: np.ndarray, prove, chunk: int = 4096) -> float:
@@ -482,9 +494,12 @@ def branch_and_bound(network: Network, in_lower, in_upper, label: int,
       if consider(x):
         return result("witness", -np.inf)
       if not minimize and not closes(value):
-        # minimum within float tolerance of 0: no verdict either way
-        return result("exhausted", min(closed_min, value))
-      closed_min = min(closed_min, value)   # exact: nothing left to split
+        # minimum within float tolerance of 0: no verdict either way; the
+        # bound must still cover every domain not closed yet
+        return result("exhausted", min(closed_min, value,
+                                       float(parent["lb"].min()),
+                                       pool_minimum(pool)))
+      closed_min = min(closed_min, value)   # nothing left to split
     parent = {k: v[~leaf] for k, v in parent.items()}
     neuron = neuron[~leaf]
     if len(neuron) == 0:

@@ -320,15 +320,40 @@ def lp_tighten(network: Network, lower, upper, bounds: LayerBounds,
         h.run()
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
           continue
-        # The dual objective bound is what is proven; objective value of an
-        # optimal LP equals it up to tolerances, widened below.
-        value = sense * h.getInfo().objective_function_value + biases[k][neuron]
+        # What is proven is the Lagrangian bound of HiGHS's row duals, not
+        # its objective value (optimal only up to its tolerances).
+        proven = safe_lp_lower_bound(
+            a, cost, lp["row_lower"], lp["row_upper"], lp["col_lower"],
+            lp["col_upper"], np.asarray(h.getSolution().row_dual))
+        if not np.isfinite(proven):
+          continue
+        value = sense * proven + biases[k][neuron]
         value -= sense * (SAFETY_ABS + SAFETY_REL * abs(value))
         if sense > 0:
           store[k][neuron] = max(store[k][neuron], value)
         else:
           store[k][neuron] = min(store[k][neuron], value)
   return LayerBounds(tuple(lowers), tuple(uppers))
+
+
+def safe_lp_lower_bound(a, cost, row_lower, row_upper, col_lower, col_upper,
+                        row_dual) -> float:
+  """A lower bound of min cost.x s.t. row_lower <= A x <= row_upper,
+  col_lower <= x <= col_upper, valid for ANY multipliers (Neumaier &
+  Shcherbina 2004): cost.x = (cost - A^T y).x + y.(A x) >= the box minimum of
+  the first term plus y_i * row_lower_i (y_i > 0) or y_i * row_upper_i
+  (y_i < 0). A multiplier whose row bound is infinite is dropped. -inf when
+  the reduced cost needs an infinite column bound."""
+  y = np.asarray(row_dual, np.float64).copy()
+  y[(y > 0) & ~np.isfinite(row_lower)] = 0.0
+  y[(y < 0) & ~np.isfinite(row_upper)] = 0.0
+  reduced = np.asarray(cost, np.float64) - a.T @ y
+  low = np.where(reduced > 0, col_lower, col_upper)
+  if not np.all(np.isfinite(low[reduced != 0])):
+    return -np.inf
+  rows = np.where(y > 0, row_lower, row_upper)
+  return float(np.sum(reduced[reduced != 0] * low[reduced != 0])
+               + np.sum(y[y != 0] * rows[y != 0]))
 
 
 def triangle_relaxation_lp(weights, biases, lower, upper, lowers, uppers):

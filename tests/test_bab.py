@@ -6,7 +6,7 @@ import pytest
 
 from robust_prune import bab, bounds
 from robust_prune.milp import verify
-from robust_prune.network import forward
+from robust_prune.network import Network, forward
 from test_milp import exact_min_margin, random_network, solve_targeted
 
 
@@ -274,3 +274,25 @@ def test_targeted_optimum_by_bab_matches_the_milp():
         ok, margin, _ = verify.check_witness(net, b["x_adv"], x, delta, label,
                                              b["target"])
         assert ok and margin == pytest.approx(b["objective"], abs=1e-6)
+
+
+@pytest.mark.parametrize("candidates", [1, 4])
+def test_every_exit_bounds_the_true_minimum(candidates):
+  # A 1-input net whose fully split domains reach the leaf LP; the search
+  # used to stop there ("exhausted") with a bound that ignored open domains.
+  net = Network(
+      (np.array([[-1.0, 1.0, 1.0]], np.float32),
+       np.array([[1.0, 0.0], [-1.0, 0.0], [2.4, 0.0]], np.float32)),
+      (np.array([0.5, -0.5, -0.75], np.float32), np.zeros(2, np.float32)))
+  grid = np.linspace(0, 1, 10001)[:, None]
+  true_min = float(np.min(forward(net, grid) @ np.array([1.0, -1.0])))
+  assert true_min == pytest.approx(-0.25)
+  lo, up = np.zeros(1), np.ones(1)
+  config = bab.BabConfig(time_limit=20, candidates=candidates)
+  decided = bab.bab_margin(net, lo, up, 0, 1, config)
+  assert decided.status != "robust"
+  assert decided.lower_bound <= true_min + 1e-9
+  minimum = bab.bab_minimum(net, lo, up, 0, 1, config)
+  assert minimum.lower_bound <= true_min + 1e-9
+  if minimum.optimal:
+    assert minimum.objective == pytest.approx(true_min, abs=1e-4)

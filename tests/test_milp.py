@@ -291,3 +291,44 @@ def test_mip_start_is_a_feasible_full_assignment(materialize):
   logits = forward(net, point)
   assert c @ start + offset == pytest.approx(logits[label] - logits[target],
                                              abs=1e-7)
+
+
+def _tiny_margin_network(scale):
+  """One input x in [0, 1], margin -scale * max(x - 0.5, 0): the minimum,
+  -scale / 2 at x = 1, is a real but tiny adversarial margin."""
+  return Network((np.array([[1.0]], np.float32),
+                  np.array([[-scale, 0.0]], np.float32)),
+                 (np.array([-0.5], np.float32), np.zeros(2, np.float32)))
+
+
+@pytest.mark.parametrize("solver", [s for s in ("HIGHS", "SCIP")
+                                    if s in ALL_SOLVERS])
+@pytest.mark.parametrize("mode", ["certify", "targeted"])
+@pytest.mark.parametrize("scale", [2e-6, 2e-7])
+def test_an_optimum_within_the_gap_of_zero_is_never_robust(solver, mode,
+                                                           scale):
+  # Solvers stop at a 1e-6 gap and may report their bound equal to an
+  # incumbent of 0; the true minimum here is below 0.
+  net = _tiny_margin_network(scale)
+  cfg = verify.VerifyConfig(delta=0.5, mode=mode, pgd_steps=0, time_limit=30,
+                            bab_time_limit=0, solver=solver)
+  (r,) = verify.verify_image(net, np.array([0.5]), 0, 0, [1], cfg)
+  assert r["status"] in ("adversarial", "timeout"), r
+  if r["status"] == "adversarial":
+    assert verify.check_witness(net, r["x_adv"], np.array([0.5]), 0.5, 0,
+                                1)[0]
+  assert r["best_bound"] is None or r["best_bound"] <= -scale / 2
+
+
+def test_min_distortion_infeasible_alone_is_not_robust():
+  # No input has margin <= -1e-4 (the mode's threshold), yet x = 1 has
+  # margin -5e-5: an adversarial example the MILP's infeasibility misses.
+  net = _tiny_margin_network(1e-4)
+  cfg = verify.VerifyConfig(delta=0.5, mode="min_distortion", pgd_steps=0,
+                            time_limit=30)
+  (r,) = verify.verify_image(net, np.array([0.5]), 0, 0, [1], cfg)
+  assert r["solver_status"].lower() == "infeasible"
+  assert r["status"] == "adversarial" and r["optimal"] is False
+  ok, margin, _ = verify.check_witness(net, r["x_adv"], np.array([0.5]), 0.5,
+                                       0, 1)
+  assert ok and -1e-4 < margin < 0

@@ -36,6 +36,10 @@ DEFAULT_SOLVER = "HIGHS"
 # enough that optima agree to 1e-4.
 MIP_GAP = 1e-6
 
+# The least an optimum's proven bound sits below it (GLPK runs with gap 0,
+# but its tolerances are not exact either).
+OPTIMAL_BOUND_FLOOR = 1e-9
+
 OPTIMAL = "optimal"          # proven optimum (within the gap)
 INFEASIBLE = "infeasible"    # no feasible point (below the cutoff, if any)
 TIME_LIMIT = "time_limit"    # stopped by the limit; x is an unproven incumbent
@@ -112,6 +116,7 @@ class _Settings:
 
 def solve(model, solver: str, *, time_limit: float, mip_gap: float = MIP_GAP,
           cutoff: float | None = None, stop_at_first: bool = False,
+          useful_below: float | None = None,
           start: np.ndarray | None = None, options: dict | None = None,
           verbose: bool = False) -> SolveOutcome:
   """Minimises the current cost of `model` (a `MilpModel` or `CompiledMilp`)
@@ -121,7 +126,9 @@ def solve(model, solver: str, *, time_limit: float, mip_gap: float = MIP_GAP,
     cvxopt reports a gap stop and a time-limit stop alike as 'feasible').
   cutoff: only points with objective < cutoff matter (certify mode: 0); a
     proven-infeasible outcome then proves objective >= cutoff.
-  stop_at_first: stop at the first incumbent below the cutoff.
+  stop_at_first: stop at the first incumbent below the cutoff; one not
+    below `useful_below` (default: the cutoff) is no use, and the search goes
+    on without the stop.
   start: a full column vector used as a MIP start (HiGHS, SCIP).
   options: native settings applied last (SCIP setParam names, HiGHS option
     names; GLPK ignores them).
@@ -141,9 +148,10 @@ def solve(model, solver: str, *, time_limit: float, mip_gap: float = MIP_GAP,
                        bool(stop_at_first), start, dict(options or {}),
                        bool(verbose))
   outcome = _solve_once(model, solver, settings)
+  useful_below = cutoff if useful_below is None else useful_below
   if (stop_at_first and outcome.status == SOLUTION_LIMIT
-      and (cutoff is None or outcome.objective is None
-           or outcome.objective >= cutoff)):
+      and (useful_below is None or outcome.objective is None
+           or outcome.objective >= useful_below)):
     # The solution limit fired on a point that is no use (HiGHS and SCIP may
     # keep incumbents above the cutoff): go on without it, in the time left.
     remaining = max(float(time_limit) - outcome.seconds, 0.01)
@@ -181,7 +189,12 @@ def _solve_once(model, solver: str, settings: _Settings) -> SolveOutcome:
     if objective is None:
       status = ERROR
     else:
-      bound = objective if bound is None else min(bound, objective)
+      # An optimum is proven only to the gap at which the solver stopped
+      # (HiGHS may then report its dual bound equal to the incumbent).
+      allowance = max(settings.mip_gap * max(1.0, abs(objective)),
+                      OPTIMAL_BOUND_FLOOR)
+      bound = objective - allowance if bound is None else min(
+          bound, objective - allowance)
   if status == ERROR:
     bound = None
   return SolveOutcome(solver, status, str(raw), objective, bound, x, seconds,

@@ -36,6 +36,10 @@ BOX_TOLERANCE = 1e-6      # a witness may leave the box by solver feasibility to
 # min_distortion asks for margin <= -MIN_DISTORTION_MARGIN so that the witness
 # at the optimal radius is strictly adversarial under a float forward pass.
 MIN_DISTORTION_MARGIN = 1e-4
+# Certify mode's MILP asks for a point with margin below this: a solver's
+# "nothing below the cutoff" holds only up to its tolerances (~1e-6), so a
+# cutoff a little above 0 makes that answer a proof of margin >= 0.
+CERTIFY_CUTOFF = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +166,7 @@ def model_start(model: model_lib.VerificationModel,
 
 
 def _fill_from_outcome(record, outcome: solvers_lib.SolveOutcome, model,
-                       milp, network, image, label, target, delta,
-                       cutoff=None):
+                       milp, network, image, label, target, delta):
   """Status from the solver's own proof flags and a re-checked witness."""
   record["solver_status"] = outcome.solver_status
   record["solve_seconds"] = outcome.seconds
@@ -181,12 +184,14 @@ def _fill_from_outcome(record, outcome: solvers_lib.SolveOutcome, model,
       record["x_adv"] = x_adv.tolist()
   if witness_ok:
     record["status"] = "adversarial"
-  elif outcome.proven_optimal and outcome.objective is not None and outcome.objective >= 0:
-    record["status"] = "robust"
-  elif outcome.proven_infeasible and cutoff is not None:
-    record["status"] = "robust"  # nothing below the cutoff (0)
   elif record["best_bound"] is not None and record["best_bound"] >= 0:
+    # a proven bound: an optimum's bound is widened by the solver's gap, and
+    # an infeasible certify MILP's is its cutoff (CERTIFY_CUTOFF > 0)
     record["status"] = "robust"
+  elif outcome.proven_optimal and outcome.objective >= 0:
+    record["status"] = "timeout"
+    record["message"] = (f"the optimum {outcome.objective:.3g} is within the "
+                         f"solver's gap of 0: no verdict either way")
   elif outcome.proven_optimal:
     record["status"] = "error"
     record["message"] = (f"optimum {outcome.objective:.3g} < 0 but its witness "
@@ -400,31 +405,55 @@ def _solve_milps(network, image, label, lower, upper, layer_bounds, targets,
     try:
       outcome = solvers_lib.solve(
           milp, config.solver, time_limit=config.time_limit,
-          cutoff=0.0 if config.mode == "certify" else None,
-          stop_at_first=config.mode == "certify", start=start)
+          cutoff=CERTIFY_CUTOFF if config.mode == "certify" else None,
+          stop_at_first=config.mode == "certify", useful_below=0.0,
+          start=start)
     except Exception as e:  # pylint: disable=broad-except
       r["status"], r["message"] = "error", f"{type(e).__name__}: {e}"
       continue
     if min_distortion:
       _fill_min_distortion(r, outcome, model, milp, network, image, label, t,
-                           config.delta)
+                           config, lower, upper, layer_bounds)
     else:
       _fill_from_outcome(r, outcome, model, milp, network, image, label, t,
-                         config.delta,
-                         cutoff=0.0 if config.mode == "certify" else None)
+                         config.delta)
 
 
 def _fill_min_distortion(record, outcome, model, milp, network, image, label,
-                         target, delta):
-  """objective = smallest radius with margin <= -MIN_DISTORTION_MARGIN;
-  infeasible means no adversarial example within delta (robust)."""
+                         target, config: VerifyConfig, lower, upper,
+                         layer_bounds):
+  """objective = smallest radius with margin <= -MIN_DISTORTION_MARGIN.
+  Infeasible proves only that no input within delta has a margin that low;
+  the record is robust once margin >= 0 is proven too (branch and bound)."""
+  delta = config.delta
   record["solver_status"] = outcome.solver_status
   record["solve_seconds"] = outcome.seconds
   record["objective"] = _finite(outcome.objective)
   record["best_bound"] = _finite(outcome.best_bound)
   record["optimal"] = bool(outcome.proven_optimal)
   if outcome.proven_infeasible:
-    record["status"] = "robust"
+    from robust_prune import bab  # pylint: disable=g-import-not-at-top
+    result = bab.bab_margin(
+        network, lower, upper, label, target,
+        bab.BabConfig(time_limit=max(config.bab_time_limit, 1.0)),
+        layer_bounds=layer_bounds)
+    record["margin_lower_bound"] = _finite(result.lower_bound)
+    if result.status == "robust":
+      record["status"] = "robust"
+      return record
+    if result.status == "adversarial":
+      ok, margin, x_adv = check_witness(network, result.x_adv, image, delta,
+                                        label, target)
+      if ok:  # a margin in (-MIN_DISTORTION_MARGIN, 0): radius not minimised
+        record.update(status="adversarial", x_adv=x_adv.tolist(),
+                      witness_margin=margin, optimal=False, objective=float(
+                          np.max(np.abs(x_adv - image))),
+                      witness_radius=float(np.max(np.abs(x_adv - image))))
+        return record
+    record["status"] = "timeout"
+    record["message"] = (f"no input within delta has margin <= "
+                         f"-{MIN_DISTORTION_MARGIN}, but margin >= 0 is not "
+                         f"proven ({result.reason})")
     return record
   if outcome.x is not None:
     x = outcome.x[milp.columns(model.x)]
