@@ -124,7 +124,7 @@ def solve(model, solver: str, *, time_limit: float, mip_gap: float = MIP_GAP,
 
   mip_gap: relative and absolute optimality gap (GLPK_MI: always 0, since
     cvxopt reports a gap stop and a time-limit stop alike as 'feasible').
-  cutoff: only points with objective < cutoff matter (certify mode: 0); a
+  cutoff: only points with objective < cutoff matter (certify mode: 1e-5); a
     proven-infeasible outcome then proves objective >= cutoff.
   stop_at_first: stop at the first incumbent below the cutoff; one not
     below `useful_below` (default: the cutoff) is no use, and the search goes
