@@ -244,14 +244,11 @@ def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
   if res.status != 0:
     raise RuntimeError(f"leaf LP failed: {res.message}")
   # The LP's objective is optimal only up to HiGHS's tolerances; what is
-  # proven is the Lagrangian bound of its duals (Neumaier & Shcherbina):
-  # for any lam >= 0, min over the box of (cost + A^T lam) x - lam b is a
-  # lower bound, evaluated here in float64 with the box.
-  lam = (np.maximum(-np.asarray(res.ineqlin.marginals, np.float64), 0.0)
-         if rows else np.zeros(0))
-  reduced = cost + a_ub.T @ lam
-  bound = (np.minimum(reduced * in_lower, reduced * in_upper).sum()
-           - lam @ b_ub)
+  # proven is the Lagrangian bound of its duals.
+  duals = res.ineqlin.marginals if rows else np.zeros(0)
+  bound = bounds_lib.safe_lp_lower_bound(
+      a_ub, cost, np.full(len(b_ub), -np.inf), b_ub, in_lower, in_upper,
+      duals)
   return float(bound + out0 @ c), np.asarray(res.x)
 
 

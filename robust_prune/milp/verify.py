@@ -445,10 +445,10 @@ def _fill_min_distortion(record, outcome, model, milp, network, image, label,
       ok, margin, x_adv = check_witness(network, result.x_adv, image, delta,
                                         label, target)
       if ok:  # a margin in (-MIN_DISTORTION_MARGIN, 0): radius not minimised
+        radius = float(np.max(np.abs(x_adv - image)))
         record.update(status="adversarial", x_adv=x_adv.tolist(),
-                      witness_margin=margin, optimal=False, objective=float(
-                          np.max(np.abs(x_adv - image))),
-                      witness_radius=float(np.max(np.abs(x_adv - image))))
+                      witness_margin=margin, optimal=False, objective=radius,
+                      witness_radius=radius)
         return record
     record["status"] = "timeout"
     record["message"] = (f"no input within delta has margin <= "
