@@ -69,7 +69,9 @@ class TrainConfig:
       raise ValueError("epsilon, pgd_steps and pgd_step_size must be >= 0")
     if self.epsilon > 0 and self.pgd_steps == 0:
       raise ValueError("adversarial training (epsilon > 0) needs pgd_steps > 0")
-    models.parse_widths(self.hidden)
+    # A tuple, whatever sequence was given, so that a config read back from
+    # config.json (a list there) compares equal to the one that wrote it.
+    object.__setattr__(self, "hidden", models.parse_widths(self.hidden))
 
   @property
   def attack_epsilon(self) -> float:
@@ -216,13 +218,19 @@ def _atomic_write(path: str, payload: bytes):
   os.replace(tmp, path)
 
 
-def _save_checkpoint(workdir, state, epoch, metrics):
-  payload = serialization.to_bytes({"state": state, "epoch": epoch})
-  _atomic_write(os.path.join(workdir, CHECKPOINT), payload)
-  # metrics.jsonl is rewritten from the checkpoint's history so that a crash
-  # between the two writes can never duplicate or drop an epoch.
+def _write_metrics(workdir, metrics):
   lines = "".join(json.dumps(m) + "\n" for m in metrics)
   _atomic_write(os.path.join(workdir, METRICS), lines.encode())
+
+
+def _save_checkpoint(workdir, state, epoch, metrics):
+  # The metrics history travels inside the checkpoint and metrics.jsonl is
+  # rewritten from it (here and on restore), so a crash between the writes
+  # can never duplicate or drop an epoch's line.
+  payload = serialization.to_bytes(
+      {"state": state, "epoch": epoch, "metrics": json.dumps(metrics)})
+  _atomic_write(os.path.join(workdir, CHECKPOINT), payload)
+  _write_metrics(workdir, metrics)
 
 
 def _restore(workdir, state):
@@ -230,19 +238,34 @@ def _restore(workdir, state):
   if not os.path.exists(path):
     return state, 0, []
   with open(path, "rb") as f:
-    restored = serialization.from_bytes({"state": state, "epoch": 0}, f.read())
-  metrics = []
-  metrics_path = os.path.join(workdir, METRICS)
-  if os.path.exists(metrics_path):
-    with open(metrics_path) as f:
-      metrics = [json.loads(line) for line in f if line.strip()]
-  epoch = int(restored["epoch"])
-  return restored["state"], epoch, metrics[:epoch]
+    raw = serialization.msgpack_restore(f.read())
+  epoch = int(raw["epoch"])
+  restored = serialization.from_state_dict(state, raw["state"])
+  if "metrics" in raw:
+    metrics = json.loads(raw["metrics"])
+  else:  # a checkpoint written before the metrics moved into it
+    metrics_path = os.path.join(workdir, METRICS)
+    metrics = []
+    if os.path.exists(metrics_path):
+      with open(metrics_path) as f:
+        metrics = [json.loads(line) for line in f if line.strip()]
+  metrics = metrics[:epoch]
+  if [m.get("epoch") for m in metrics] != list(range(1, epoch + 1)):
+    raise ValueError(f"{path} is at epoch {epoch} but its metrics history "
+                     f"is incomplete; use a fresh --workdir")
+  _write_metrics(workdir, metrics)
+  return restored, epoch, metrics
 
 
 def _check_config(workdir: str, config: TrainConfig):
+  """Refuses to resume a checkpoint trained under another config. Until the
+  first epoch is checkpointed nothing was trained, so config.json is simply
+  (re)written: a run that failed early can be rerun with corrected flags."""
   path = os.path.join(workdir, CONFIG)
-  if os.path.exists(path):
+  if os.path.exists(os.path.join(workdir, CHECKPOINT)):
+    if not os.path.exists(path):
+      raise ValueError(f"{workdir} holds a checkpoint but no {CONFIG}, so "
+                       f"its config is unknown; use a fresh --workdir")
     with open(path) as f:
       previous = TrainConfig.from_json(json.load(f))
     if previous != config:
@@ -266,7 +289,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *,
   Resumes from `workdir` when it holds a checkpoint of the same config.
   """
   os.makedirs(workdir, exist_ok=True)
-  _check_config(workdir, config)
   if train is None or test is None:
     train, test = data_lib.load_mnist(manual_dir)
   images, labels = train.images, train.labels
@@ -277,6 +299,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *,
   if steps_per_epoch == 0:
     raise ValueError(f"batch size {config.batch_size} exceeds the "
                      f"{len(labels)} training examples")
+  _check_config(workdir, config)
 
   rng = jax.random.key(config.seed)
   init_rng, data_rng = jax.random.split(rng)
@@ -335,16 +358,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str, *,
         "examples_per_second": steps_per_epoch * config.batch_size / seconds,
     }
     history.append(record)
-    _save_checkpoint(workdir, state, epoch, history)
+    # The network first: a crash between the two writes repeats the epoch,
+    # which rewrites the network; never a checkpoint ahead of network.npz.
     network_lib.save_network(network_lib.network_from_params(state.params),
                              os.path.join(workdir, NETWORK))
+    _save_checkpoint(workdir, state, epoch, history)
     logging.info(
         "epoch %d/%d: loss %.4f, clean acc %.4f, PGD-%d acc %.4f (eps %.3f, "
         "%d imgs), %.0f ex/s", epoch, config.epochs, record["train_loss"],
         clean_acc, config.eval_pgd_steps, pgd_acc, config.attack_epsilon,
         n_eval, record["examples_per_second"])
-  if start_epoch >= config.epochs and not os.path.exists(
-      os.path.join(workdir, NETWORK)):
+  if start_epoch >= config.epochs:  # nothing ran: re-export the checkpoint
     network_lib.save_network(network_lib.network_from_params(state.params),
                              os.path.join(workdir, NETWORK))
   return history

@@ -39,28 +39,50 @@ def test_short_pgd_run_learns_and_exports(tmp_path, mnist_train, mnist_test):
   assert all(json.loads(l)["examples_per_second"] > 0 for l in lines)
 
 
-def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch,
-                                                      mnist_train, mnist_test):
-  config = train_lib.TrainConfig(epochs=3, epsilon=0.0, **SMALL)
-  test = _subset(mnist_test, 500)
-  reference = tmp_path / "uninterrupted"
-  train_lib.train_and_evaluate(config, str(reference), train=mnist_train,
-                               test=test)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mnist_train, mnist_test):
+  """A 3-epoch PGD run that nothing interrupts, and its config and data."""
+  config = train_lib.TrainConfig(epochs=3, epsilon=0.1, pgd_steps=2,
+                                 pgd_step_size=0.05, **SMALL)
+  test = _subset(mnist_test, 300)
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  history = train_lib.train_and_evaluate(config, str(workdir),
+                                         train=mnist_train, test=test)
+  return config, test, workdir, history
 
+
+# Where the job is killed, in epoch `at`: after writing the file, or before.
+CRASH_POINTS = [("network.npz", "after", 2), ("checkpoint.msgpack", "before", 2),
+                ("metrics.jsonl", "before", 2), ("metrics.jsonl", "before", 3),
+                ("checkpoint.msgpack", "before", 3)]
+
+
+@pytest.mark.parametrize("name,when,at", CRASH_POINTS)
+def test_interrupted_run_resumes_to_identical_weights(
+    tmp_path, monkeypatch, mnist_train, uninterrupted, name, when, at):
+  config, test, reference, reference_history = uninterrupted
   resumed = tmp_path / "interrupted"
-  real_save = network_lib.save_network
-  calls = []
+  real_write, real_save = train_lib._atomic_write, network_lib.save_network
+  seen = []
 
-  def crash_after_second_epoch(net, path):
-    real_save(net, path)
-    calls.append(path)
-    if len(calls) == 2:
-      raise KeyboardInterrupt  # as if the job were killed here
+  def killed(real, path_arg):
+    def write(*args):
+      hit = os.path.basename(str(args[path_arg])) == name
+      if hit:
+        seen.append(args[path_arg])
+      if hit and len(seen) == at and when == "before":
+        raise KeyboardInterrupt  # as if the job were killed here
+      real(*args)
+      if hit and len(seen) == at:
+        raise KeyboardInterrupt
+    return write
 
-  monkeypatch.setattr(network_lib, "save_network", crash_after_second_epoch)
+  monkeypatch.setattr(train_lib, "_atomic_write", killed(real_write, 0))
+  monkeypatch.setattr(network_lib, "save_network", killed(real_save, 1))
   with pytest.raises(KeyboardInterrupt):
     train_lib.train_and_evaluate(config, str(resumed), train=mnist_train,
                                  test=test)
+  monkeypatch.setattr(train_lib, "_atomic_write", real_write)
   monkeypatch.setattr(network_lib, "save_network", real_save)
   history = train_lib.train_and_evaluate(config, str(resumed),
                                          train=mnist_train, test=test)
@@ -71,6 +93,54 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch,
     np.testing.assert_array_equal(wa, wb)
   lines = (resumed / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+  for got, want in zip(history, reference_history):
+    assert got["test_accuracy"] == want["test_accuracy"]
+    assert got["pgd_accuracy"] == want["pgd_accuracy"]
+
+
+def test_finished_run_rerun_reexports_its_checkpoint(tmp_path, mnist_train,
+                                                     mnist_test):
+  """A kill after the last checkpoint but with network.npz stale or gone:
+  a rerun trains nothing and writes the checkpoint's network."""
+  config = train_lib.TrainConfig(epochs=1, epsilon=0.0, **SMALL)
+  test = _subset(mnist_test, 200)
+  history = train_lib.train_and_evaluate(config, str(tmp_path),
+                                         train=mnist_train, test=test)
+  path = tmp_path / "network.npz"
+  good = network_lib.load_network(path)
+  stale = network_lib.Network(tuple(w * 0 for w in good.weights), good.biases)
+  network_lib.save_network(stale, path)
+  again = train_lib.train_and_evaluate(config, str(tmp_path),
+                                       train=mnist_train, test=test)
+  assert again == history
+  for wa, wb in zip(network_lib.load_network(path).weights, good.weights):
+    np.testing.assert_array_equal(wa, wb)
+
+
+def test_run_that_failed_before_its_first_epoch_can_be_rerun(
+    tmp_path, mnist_train, mnist_test):
+  test = _subset(mnist_test, 200)
+  too_big = train_lib.TrainConfig(epochs=1, epsilon=0.0,
+                                  **{**SMALL, "batch_size": 5000})
+  with pytest.raises(ValueError, match="exceeds"):
+    train_lib.train_and_evaluate(too_big, str(tmp_path), train=mnist_train,
+                                 test=test)
+  fixed = train_lib.TrainConfig(epochs=1, epsilon=0.0, **SMALL)
+  history = train_lib.train_and_evaluate(fixed, str(tmp_path),
+                                         train=mnist_train, test=test)
+  assert [h["epoch"] for h in history] == [1]
+
+
+def test_list_widths_resume_their_own_workdir(tmp_path, mnist_train,
+                                              mnist_test):
+  test = _subset(mnist_test, 200)
+  config = train_lib.TrainConfig(epochs=1, epsilon=0.0,
+                                 **{**SMALL, "hidden": [32]})
+  assert config.hidden == (32,)
+  first = train_lib.train_and_evaluate(config, str(tmp_path),
+                                       train=mnist_train, test=test)
+  assert train_lib.train_and_evaluate(config, str(tmp_path),
+                                      train=mnist_train, test=test) == first
 
 
 def test_workdir_with_another_config_is_refused(tmp_path, mnist_train,
