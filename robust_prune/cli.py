@@ -27,12 +27,16 @@ def run(main: Callable[[Sequence[str]], None],
     prog = (sys.modules["__main__"].__spec__.name
             if getattr(sys.modules["__main__"], "__spec__", None) else "robust_prune")
 
+  def fail(message):
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
   def checked_main(argv):
     if len(argv) > 1:
-      sys.exit(f"{prog}: error: unexpected arguments {' '.join(argv[1:])}")
+      fail(f"unexpected arguments {' '.join(argv[1:])}")
     try:
       main(argv)
     except errors as e:
-      sys.exit(f"{prog}: error: {e}")
+      fail(e)
 
   app.run(checked_main)

@@ -171,7 +171,8 @@ def load_split(split: str, manual_dir: str | None = None,
         return cached
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
       pass  # a broken cache (e.g. cut short by a full disk) is rebuilt below
-  paths = fetch_archives(manual_dir)
+  paths = fetch_archives(manual_dir,
+                         download_dir=os.path.join(cache_dir, "downloads"))
   result = images_and_labels(paths[images_name], paths[labels_name])
   os.makedirs(cache_dir, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")

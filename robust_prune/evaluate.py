@@ -36,7 +36,7 @@ import numpy as np
 from robust_prune import bounds as bounds_lib
 from robust_prune.milp import solvers as solvers_lib
 from robust_prune.milp import verify as verify_lib
-from robust_prune.network import Network, NetworkFormatError, load_network
+from robust_prune.network import Network, NetworkFormatError, load_mnist_network
 
 FLAGS = flags.FLAGS
 
@@ -309,12 +309,9 @@ def _validate(argv_network, delta, num_images, first_image, time_limit,
   except solvers_lib.SolverUnavailableError as e:
     raise EvaluateError(str(e)) from e
   try:
-    network = load_network(argv_network)
+    network = load_mnist_network(argv_network)
   except NetworkFormatError as e:
     raise EvaluateError(str(e)) from e
-  if network.input_dim != 784:
-    raise EvaluateError(f"{argv_network}: expects {network.input_dim} inputs, "
-                        f"MNIST images have 784")
   return network, solver
 
 
@@ -369,7 +366,8 @@ def run():
   try:
     app.run(main)
   except EvaluateError as e:
-    sys.exit(f"evaluate: error: {e}")
+    print(f"evaluate: error: {e}", file=sys.stderr)
+    sys.exit(2)  # a user error, as in robust_prune.cli
   except KeyboardInterrupt as e:
     # Every finished line is already on disk; a rerun resumes from there.
     print(f"evaluate: interrupted ({e or 'Ctrl-C'}); rerun with the same "

@@ -66,6 +66,9 @@ def _validate(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]):
       raise NetworkFormatError(
           f"layer {i}: W_{i} must be (fan_in, fan_out) and b_{i} (fan_out,), "
           f"got {w.shape} and {b.shape}")
+    if min(w.shape) < 1:
+      raise NetworkFormatError(f"layer {i}: W_{i} has shape {w.shape}; every "
+                               f"layer needs at least one input and output")
     if i > 0 and weights[i - 1].shape[1] != w.shape[0]:
       raise NetworkFormatError(
           f"layer {i}: W_{i} has fan_in {w.shape[0]} but layer {i - 1} has "
@@ -123,9 +126,34 @@ def network_from_arrays(arrays: Mapping[str, np.ndarray]) -> Network:
   missing = [f"b_{i}" for i in expected if f"b_{i}" not in arrays]
   if missing:
     raise NetworkFormatError(f"missing bias keys {missing}")
+  unknown = sorted(set(arrays) - {f"{k}_{i}" for i in expected for k in "Wb"})
+  if unknown:  # e.g. a mask or a layer beyond the last weight matrix
+    raise NetworkFormatError(f"unknown keys {unknown} (a network holds only "
+                             f"W_0..W_{expected[-1]} and b_0..b_{expected[-1]})")
+  for key in (f"{k}_{i}" for i in expected for k in "Wb"):
+    dtype = np.asarray(arrays[key]).dtype
+    if not (np.issubdtype(dtype, np.floating)
+            or np.issubdtype(dtype, np.integer)):
+      raise NetworkFormatError(f"{key} has dtype {dtype}; need real numbers")
   return Network(
       tuple(np.asarray(arrays[f"W_{i}"], np.float32) for i in expected),
       tuple(np.asarray(arrays[f"b_{i}"], np.float32) for i in expected))
+
+
+MNIST_INPUTS = 784
+MNIST_CLASSES = 10
+
+
+def load_mnist_network(path: str | os.PathLike) -> Network:
+  """`load_network`, and the network must read a flattened 28x28 image and
+  give 10 logits (what every binary here feeds it and reads from it)."""
+  network = load_network(path)
+  if (network.input_dim, network.num_classes) != (MNIST_INPUTS, MNIST_CLASSES):
+    raise NetworkFormatError(
+        f"{os.fspath(path)}: maps {network.input_dim} inputs to "
+        f"{network.num_classes} logits; an MNIST network maps "
+        f"{MNIST_INPUTS} to {MNIST_CLASSES}")
+  return network
 
 
 def forward(network: Network, x: np.ndarray, *, return_hidden: bool = False):

@@ -124,7 +124,7 @@ def main(argv: Sequence[str]):
   del argv
   f = flags.FLAGS
   options = options_from_flags(f)
-  network_lib.load_network(f.network)  # fail early and clearly
+  network_lib.load_mnist_network(f.network)  # fail early and clearly
   summary = run_pruning(f.network, f.workdir, options,
                         train_overrides=train_overrides_from_flags(f),
                         manual_dir=f.mnist_manual_dir)

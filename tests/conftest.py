@@ -1,12 +1,14 @@
-"""Test-wide setup: JAX on CPU, MNIST from the shared manual dir, a private cache."""
+"""Test-wide setup: JAX on CPU, MNIST from the shared manual dir when present."""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault(
-    "MNIST_MANUAL_DIR",
-    os.path.normpath(os.path.join(_REPO, "..", "shared", "data", "mnist")))
+_SHARED_MNIST = os.path.normpath(
+    os.path.join(_REPO, "..", "shared", "data", "mnist"))
+# The shared offline copy when it is there; else tfds downloads (online).
+if "MNIST_MANUAL_DIR" not in os.environ and os.path.isdir(_SHARED_MNIST):
+  os.environ["MNIST_MANUAL_DIR"] = _SHARED_MNIST
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 

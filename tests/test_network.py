@@ -52,6 +52,12 @@ def _arrays(net):
     (lambda a: a.update(W_1=np.zeros((31, 16), np.float32)), "fan_in"),
     (lambda a: a.update(b_2=np.zeros(9, np.float32)), "b_2"),
     (lambda a: a.update(W_2=np.full((16, 10), np.nan, np.float32)), "non-finite"),
+    (lambda a: a.update(b_3=np.zeros(10, np.float32)), "unknown keys"),
+    (lambda a: a.update(mask_0=np.ones(32, np.float32)), "unknown keys"),
+    (lambda a: a.update(W_2=a["W_2"] + 1j), "need real numbers"),
+    (lambda a: a.update(b_0=np.array(["x"] * 32)), "need real numbers"),
+    (lambda a: a.update(W_0=a["W_0"][:, :0], b_0=a["b_0"][:0],
+                        W_1=a["W_1"][:0]), "at least one"),
 ])
 def test_malformed_files_are_rejected(tmp_path, flax_mlp, mutate, message):
   arrays = _arrays(network_lib.network_from_params(flax_mlp[1]))
@@ -68,3 +74,19 @@ def test_unreadable_and_missing_files(tmp_path):
     network_lib.load_network(tmp_path / "junk.npz")
   with pytest.raises(network_lib.NetworkFormatError, match="not found"):
     network_lib.load_network(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize("inputs, classes", [(5, 10), (784, 3)])
+def test_non_mnist_shapes_are_rejected_where_mnist_is_fed(tmp_path, inputs,
+                                                          classes):
+  rng = np.random.default_rng(0)
+  net = network_lib.Network(
+      (rng.normal(size=(inputs, 8)).astype(np.float32),
+       rng.normal(size=(8, classes)).astype(np.float32)),
+      (np.zeros(8, np.float32), np.zeros(classes, np.float32)))
+  path = tmp_path / "odd.npz"
+  network_lib.save_network(net, path)
+  assert network_lib.load_network(path).input_dim == inputs  # a valid file
+  with pytest.raises(network_lib.NetworkFormatError,
+                     match=f"maps {inputs} inputs to {classes} logits"):
+    network_lib.load_mnist_network(path)

@@ -179,3 +179,10 @@ def test_binary_rejects_bad_input_without_traceback(trained, tmp_path):
   p = _binary(f"--network={corrupt}", f"--workdir={tmp_path}/w")
   assert p.returncode != 0 and "cannot read network file" in p.stderr
   assert "Traceback" not in p.stderr, p.stderr
+  odd = tmp_path / "odd.npz"
+  network_lib.save_network(network_lib.Network(
+      (np.ones((5, 4), np.float32), np.ones((4, 10), np.float32)),
+      (np.zeros(4, np.float32), np.zeros(10, np.float32))), odd)
+  p = _binary(f"--network={odd}", f"--workdir={tmp_path}/w2")
+  assert p.returncode == 2 and "maps 5 inputs to 10 logits" in p.stderr
+  assert "Traceback" not in p.stderr, p.stderr

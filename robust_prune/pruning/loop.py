@@ -229,7 +229,7 @@ def run_pruning(network_path: str, workdir: str,
                 manual_dir: str | None = None) -> dict[str, Any]:
   """Prunes (and retrains) the network at `network_path` into `workdir`;
   returns the summary written to pruning.json. Resumable."""
-  original = network_lib.load_network(network_path)
+  original = network_lib.load_mnist_network(network_path)
   if original.num_layers < 2:
     raise ValueError(f"{network_path} has no hidden layer to prune")
   config = train_config_for(network_path, train_overrides)
