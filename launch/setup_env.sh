@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project's virtual environment and installs the pinned
-# requirements plus the package itself (editable). Idempotent: a venv whose
-# requirements.txt and pyproject.toml have not changed since the last install
+# requirements (every transitive package pinned by constraints.txt) plus the
+# package itself (editable). Idempotent: a venv whose requirements.txt,
+# constraints.txt and pyproject.toml have not changed since the last install
 # is reused as is.
 # Usage: source launch/setup_env.sh   (or call it; it prints the venv's python)
 set -euo pipefail
@@ -13,10 +14,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.requirements.sha256"
-want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$ROOT/requirements.txt" "$ROOT/constraints.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing requirements.txt into $VENV (first run takes a few minutes)" >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt" -c "$ROOT/constraints.txt" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$ROOT" >&2
   echo "$want" > "$stamp"
 fi
