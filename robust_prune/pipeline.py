@@ -341,6 +341,8 @@ def main(argv):
   config = config_from_flags(f)
   if config.delta < 0:
     raise ValueError(f"--delta must be >= 0, got {config.delta}")
+  from robust_prune import prune as prune_lib  # pylint: disable=g-import-not-at-top
+  prune_lib.pipeline_prune_options(config)  # bad flags fail before training
   Pipeline(config, f.out_dir, manual_dir=f.mnist_manual_dir).run()
   print(f"report: {os.path.join(f.out_dir, 'report.md')}")
 

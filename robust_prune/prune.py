@@ -33,14 +33,18 @@ PruneOptions = loop.PruneOptions
 run_pruning = loop.run_pruning
 
 
-def run_pruning_stage(pipeline) -> dict[str, Any]:
-  """The pipeline's `prune` stage: OUT/original/network.npz -> OUT/pruned/."""
-  c = pipeline.config
-  options = PruneOptions(
+def pipeline_prune_options(c) -> PruneOptions:
+  """The pruning options of a PipelineConfig (ValueError if bad: the
+  pipeline checks them before it trains anything)."""
+  return PruneOptions(
       threshold=c.threshold, images_per_class=c.images_per_class,
       solver=c.solver, time_limit=c.prune_time_limit, retrain=c.retrain,
-      seed=c.seed, margin=c.prune_margin,
-      lam=c.prune_lambda)
+      seed=c.seed, margin=c.prune_margin, lam=c.prune_lambda)
+
+
+def run_pruning_stage(pipeline) -> dict[str, Any]:
+  """The pipeline's `prune` stage: OUT/original/network.npz -> OUT/pruned/."""
+  options = pipeline_prune_options(pipeline.config)
   train, test = pipeline.splits
   summary = run_pruning(pipeline.path("original", "network.npz"),
                         pipeline.path("pruned"), options, train=train,

@@ -66,6 +66,13 @@ def test_report_tables_match_result_files(quick_run):
       assert step in ("crown", "pgd", "bab", "milp")
       assert n == sum(r.get("decided_by") == step for r in rs
                       if r["status"] in ("adversarial", "robust", "timeout"))
+  # The report says whether the pruning MILP's result is proven.
+  with open(os.path.join(out, "report.md")) as f:
+    report = f.read()
+  for s in summary["pruning"]["solver_status"]:
+    line = next(l for l in report.splitlines()
+                if l.startswith(f"- importance MILP, round {s['round']} "))
+    assert ("proven optimal" in line and "NOT" not in line) == s["proven"]
   searched = sum(summary["networks"][n]["counts"]["searched"] for n in records)
   found = sum(summary["networks"][n]["counts"]["adversarial"] for n in records)
   for key in ("by_label", "by_target"):

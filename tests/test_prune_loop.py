@@ -1,5 +1,6 @@
 """The prune -> retrain loop, its files, resuming, and the binary's errors."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -85,11 +86,83 @@ def test_other_options_need_a_fresh_workdir(trained, splits, tmp_path):
 
 def test_baseline_removes_as_many_neurons_as_milp(trained, splits, tmp_path):
   summary = run(trained, tmp_path, splits, baseline="magnitude",
-                retrain="scratch")
+                retrain="finetune")
   with open(tmp_path / "scores.json") as f:
     scores = json.load(f)
   milp_masks = structure.keep_masks_from_scores(scores["scores"], 1e-3)
   assert summary["widths_after"] == [int(m.sum()) for m in milp_masks]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(baseline="random", retrain="scratch"), "measures nothing"),
+    (dict(critical=True, retrain="scratch"), "re-initialises"),
+    (dict(mip_gap=-1.0), "mip_gap"), (dict(mip_gap=float("nan")), "mip_gap"),
+    (dict(lam=float("inf")), "lambda"), (dict(margin=float("nan")), "margin"),
+    (dict(time_limit=float("inf")), "time limit"),
+])
+def test_bad_options_are_rejected_up_front(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    loop.PruneOptions(**kwargs)
+
+
+def test_a_failed_importance_milp_is_an_error_not_nothing_to_prune(
+    trained, splits, tmp_path, monkeypatch):
+  real = loop.importance_lib.importance_scores
+
+  def failing(*args, **kwargs):
+    r = real(*args, **kwargs)
+    return dataclasses.replace(r, status="no_solution",
+                               raw_status="no incumbent in time",
+                               objective=None, bound=None,
+                               scores=tuple(np.ones_like(v) for v in r.scores))
+
+  monkeypatch.setattr(loop.importance_lib, "importance_scores", failing)
+  with pytest.raises(ValueError, match="ended 'no_solution'.*nothing to prune"):
+    run(trained, tmp_path, splits)
+  assert not os.path.exists(tmp_path / "round_1" / "scores.json")
+  assert not os.path.exists(tmp_path / "pruning.json")
+  # The failure is not cached and the options are not locked yet: a rerun
+  # with other options solves again.
+  monkeypatch.setattr(loop.importance_lib, "importance_scores", real)
+  summary = run(trained, tmp_path, splits, time_limit=11.0)
+  assert [s["round"] for s in summary["solver_status"]] == [1]
+  assert summary["solver_status"][0]["status"] in ("optimal", "time_limit")
+
+
+def test_a_run_that_failed_on_its_batch_can_be_rerun_with_other_options(
+    trained, splits, tmp_path):
+  with pytest.raises(ValueError, match="margin"):
+    run(trained, tmp_path, splits, margin=1000.0)
+  summary = run(trained, tmp_path, splits, margin=0.01)
+  assert summary["options"]["margin"] == 0.01
+  with pytest.raises(ValueError, match="fresh --workdir"):
+    run(trained, tmp_path, splits, margin=0.02)
+
+
+def test_critical_analysis_failure_keeps_the_summary_and_is_redone_for_a_new_final(
+    trained, splits, tmp_path, monkeypatch):
+  def broken(*args, **kwargs):
+    raise ValueError("classes [8] have too few images")
+
+  monkeypatch.setattr(loop, "critical_analysis", broken)
+  with pytest.raises(ValueError, match="too few images"):
+    run(trained, tmp_path, splits, retrain="finetune", critical=True)
+  with open(tmp_path / "pruning.json") as f:
+    assert json.load(f)["rounds_run"] == 1
+  calls = []
+  monkeypatch.setattr(loop, "critical_analysis",
+                      lambda *a, **k: calls.append(a[1]) or {"ok": True})
+  summary = run(trained, tmp_path, splits, retrain="finetune", critical=True)
+  assert summary["critical"]["ok"] and len(calls) == 1
+  run(trained, tmp_path, splits, retrain="finetune", critical=True)
+  assert len(calls) == 1  # cached: same final network
+  with open(tmp_path / "critical.json") as f:
+    cached = json.load(f)
+  cached["final_widths"] = [1, 1]  # as if written for another final network
+  with open(tmp_path / "critical.json", "w") as f:
+    json.dump(cached, f)
+  run(trained, tmp_path, splits, retrain="finetune", critical=True)
+  assert len(calls) == 2
 
 
 def test_retrain_initialisations(trained, splits, tmp_path):

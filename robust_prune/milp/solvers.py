@@ -439,7 +439,9 @@ def _solve_glpk(form, c, offset, settings: _Settings, cache):
   from cvxopt import glpk  # pylint: disable=g-import-not-at-top
   g, h, (a, b) = _cached(cache, "GLPK_MI", lambda: _glpk_data(form))
   options = {"msg_lev": "GLP_MSG_ALL" if settings.verbose else "GLP_MSG_OFF",
-             "tm_lim": max(1, int(round(1000 * settings.time_limit))),
+             # milliseconds in a C int; an infinite limit is GLPK's largest
+             "tm_lim": int(min(max(1.0, round(1000 * settings.time_limit)),
+                               2**31 - 1)),
              "presolve": "GLP_ON"}
   begin = time.perf_counter()
   raw, x = glpk.ilp(cvxopt.matrix(np.asarray(c, np.float64)), g, h, a, b,

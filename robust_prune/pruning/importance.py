@@ -53,6 +53,7 @@ time-limited incumbents, reported as unproven with the solver's bound.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any, Sequence
 
@@ -246,6 +247,21 @@ class ImportanceResult:
     d["scores"] = tuple(np.asarray(s, np.float64) for s in d["scores"])
     d["labels"] = tuple(d["labels"])
     return cls(**d)
+
+
+def check_options(*, margin: float, lam: float, time_limit: float,
+                  mip_gap: float):
+  """ValueError naming the first bad option (NaN and infinities included:
+  an infinite lambda or time limit would only fail later, inside a solver)."""
+  if not (math.isfinite(margin) and margin >= 0):
+    raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+  if not (math.isfinite(lam) and lam >= 0):
+    raise ValueError(f"lambda must be a finite number >= 0, got {lam}")
+  if not (math.isfinite(time_limit) and time_limit > 0):
+    raise ValueError(f"time limit must be a positive finite number of "
+                     f"seconds, got {time_limit}")
+  if not 0 <= mip_gap < 1:
+    raise ValueError(f"mip_gap must lie in [0, 1), got {mip_gap}")
 
 
 def check_batch(network: Network, images: np.ndarray, labels: np.ndarray, *,
@@ -563,10 +579,8 @@ def importance_scores(network: Network, images: np.ndarray,
   NO_SOLUTION (scores all 1: nothing is pruned).
   """
   solver = solvers.check_solver(solver)
-  if not margin >= 0 or not lam >= 0:
-    raise ValueError(f"margin and lambda must be >= 0, got {margin}, {lam}")
-  if not time_limit > 0:
-    raise ValueError(f"time limit must be positive, got {time_limit}")
+  check_options(margin=margin, lam=lam, time_limit=time_limit,
+                mip_gap=mip_gap)
   images, labels = check_batch(network, images, labels, margin=margin,
                                require_margin=lam == 0.0,
                                all_classes=all_classes)

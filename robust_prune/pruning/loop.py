@@ -75,10 +75,9 @@ class PruneOptions:
     if self.images_per_class < 1:
       raise ValueError(f"images_per_class must be >= 1, got "
                        f"{self.images_per_class}")
-    if not self.time_limit > 0:
-      raise ValueError(f"time_limit must be positive, got {self.time_limit}")
-    if not self.margin >= 0 or not self.lam >= 0:
-      raise ValueError("margin and lambda must be >= 0")
+    importance_lib.check_options(margin=self.margin, lam=self.lam,
+                                 time_limit=self.time_limit,
+                                 mip_gap=self.mip_gap)
     if self.retrain not in RETRAIN_MODES:
       raise ValueError(f"retrain must be one of {RETRAIN_MODES}, got "
                        f"{self.retrain!r}")
@@ -87,6 +86,20 @@ class PruneOptions:
                        f"{self.baseline!r}")
     if self.rounds < 1:
       raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+    # Scratch retraining draws fresh weights at the same seed, so only the
+    # widths survive pruning: every rule that removes as many neurons per
+    # layer gives the same network, and a retrained neuron is unrelated to
+    # the original neuron of the same index.
+    if self.retrain == "scratch" and self.baseline != "milp":
+      raise ValueError(
+          f"baseline {self.baseline!r} with retrain 'scratch' measures "
+          f"nothing (scratch keeps only the widths, the same for every "
+          f"baseline); use retrain 'finetune' or 'rewind'")
+    if self.retrain == "scratch" and self.critical:
+      raise ValueError(
+          "the critical-neuron analysis maps the pruned network's neurons "
+          "to the original's, which scratch retraining re-initialises; use "
+          "retrain 'finetune' or 'rewind'")
     if not self.max_accuracy_drop >= 0:
       raise ValueError("max_accuracy_drop must be >= 0")
 
@@ -207,18 +220,19 @@ def retrain_init(mode: str, pruned: Network, kept_original, original_widths,
 def _retrain(pruned: Network, kept_original, original_widths, round_dir: str,
              config: train_lib.TrainConfig, options: PruneOptions,
              train, test) -> tuple[Network, float]:
-  """Retrains the pruned architecture with the input network's recipe."""
+  """Retrains the pruned architecture with the input network's recipe;
+  returns it and its training seconds."""
   retrain_config = dataclasses.replace(config,
                                        hidden=tuple(pruned.hidden_widths))
   init = retrain_init(options.retrain, pruned, kept_original, original_widths,
                       config)
-  start = time.perf_counter()
-  train_lib.train_and_evaluate(retrain_config,
-                               os.path.join(round_dir, "retrain"),
-                               train=train, test=test, init_network=init)
+  history = train_lib.train_and_evaluate(
+      retrain_config, os.path.join(round_dir, "retrain"), train=train,
+      test=test, init_network=init)
   network = network_lib.load_network(
       os.path.join(round_dir, "retrain", train_lib.NETWORK))
-  return network, time.perf_counter() - start
+  # Training seconds of every epoch, those of an interrupted earlier call too.
+  return network, float(sum(h["epoch_seconds"] for h in history))
 
 
 def run_pruning(network_path: str, workdir: str,
@@ -242,25 +256,42 @@ def run_pruning(network_path: str, workdir: str,
                           lambda: evaluate(original, test, config))
   widths = original.hidden_widths
   current, kept = original, tuple(np.arange(w) for w in widths)
-  records, final = [], None
+  records, final, statuses = [], None, []
   stop_reason = f"finished {options.rounds} round(s)"
   for k in range(1, options.rounds + 1):
     round_dir = os.path.join(workdir, f"round_{k}")
     record_path = os.path.join(round_dir, "round.json")
+    scores_path = os.path.join(round_dir, "scores.json")
     try:
-      scores = _cached(os.path.join(round_dir, "scores.json"),
-                       lambda: compute_scores(current, train, options))
+      scores = (_read_json(scores_path) if os.path.exists(scores_path)
+                else compute_scores(current, train, options))
     except ValueError as e:
       if k == 1:
         raise
       # e.g. the retrained small network no longer classifies every class.
       stop_reason = f"round {k}: no score MILP: {e}"
       break
+    statuses.append(_status_entry(k, scores))
+    if scores["status"] not in USABLE_STATUSES:
+      # No scores to prune by (all ones). Not cached, so that a rerun (e.g.
+      # with a longer --time_limit, allowed while no round is finished)
+      # solves again.
+      message = (f"round {k}: the importance MILP ({scores['solver']}) ended "
+                 f"'{scores['status']}' ({scores['raw_status']}) after "
+                 f"{scores['solve_seconds']:.1f} s")
+      if k == 1:
+        raise ValueError(f"{message}; nothing to prune")
+      stop_reason = message
+      break
+    if not os.path.exists(scores_path):
+      _write_json(scores_path, scores)
     if k == 1:
       _write_json(os.path.join(workdir, "scores.json"), scores)
     masks = masks_for(scores, current, options, seed=options.seed + k)
     if all(m.all() for m in masks):
-      stop_reason = f"round {k}: no neuron scored below the threshold"
+      proof = "proven optimal" if scores["proven"] else "unproven"
+      stop_reason = (f"round {k}: no neuron scored below the threshold "
+                     f"(importance MILP: {scores['status']}, {proof})")
       break
     pruned, kept_now = structure.prune_network(current, masks)
     kept_total = structure.compose_kept(kept, kept_now)
@@ -335,21 +366,48 @@ def run_pruning(network_path: str, workdir: str,
                                - original_eval["clean_accuracy"],
       "pgd_accuracy_change": final_eval["pgd_accuracy"]
                              - original_eval["pgd_accuracy"],
-      "solver_status": [{"round": r["round"], "solver": r["solver"],
-                         "status": r["status"], "proven": r["proven"],
-                         "objective": r["objective"], "bound": r["bound"],
-                         "solve_seconds": r["solve_seconds"]}
-                        for r in records],
+      # Every importance MILP solved, including one whose round stopped
+      # before retraining (nothing below the threshold).
+      "solver_status": statuses,
       "seconds": {"solve": sum(r["solve_seconds"] for r in records),
                   "retrain": sum(r["retrain_seconds"] for r in records)},
   }
-  if options.critical and final is not None:
-    summary["critical"] = _cached(
-        os.path.join(workdir, "critical.json"),
-        lambda: critical_analysis(original, final_network, final_kept, train,
-                                  config, options))
+  # Written before the critical analysis, which may fail (e.g. no image of
+  # some class survives PGD) without losing the pruning's summary.
   _write_json(os.path.join(workdir, "pruning.json"), summary)
+  if options.critical and final is not None:
+    summary["critical"] = _critical_for(workdir, original, final_network,
+                                        final_kept, train, config, options)
+    _write_json(os.path.join(workdir, "pruning.json"), summary)
   return summary
+
+
+def _critical_for(workdir, original, final_network, final_kept, train,
+                  config, options):
+  """critical.json when it describes this final network, else recomputed
+  (a rerun with more rounds ends at another network)."""
+  path = os.path.join(workdir, "critical.json")
+  about = {"final_widths": list(final_network.hidden_widths),
+           "final_kept_original_indices": [np.asarray(v).tolist()
+                                           for v in final_kept]}
+  if os.path.exists(path):
+    cached = _read_json(path)
+    if all(cached.get(k) == v for k, v in about.items()):
+      return cached
+  value = {**about, **critical_analysis(original, final_network, final_kept,
+                                        train, config, options)}
+  _write_json(path, value)
+  return value
+
+
+USABLE_STATUSES = (solvers.OPTIMAL, solvers.TIME_LIMIT)
+
+
+def _status_entry(k: int, scores: dict[str, Any]) -> dict[str, Any]:
+  return {"round": k, "solver": scores["solver"], "status": scores["status"],
+          "raw_status": scores["raw_status"], "proven": scores["proven"],
+          "objective": scores["objective"], "bound": scores["bound"],
+          "solve_seconds": scores["solve_seconds"]}
 
 
 def _check_options(workdir, network_path, options, config):
@@ -362,12 +420,20 @@ def _check_options(workdir, network_path, options, config):
              "train_config": config.to_json()}
   if os.path.exists(path):
     previous = _read_json(path)
-    if previous != current:
-      diff = sorted(k for k in current if previous.get(k) != current[k])
+    if previous == current:
+      return
+    diff = sorted(k for k in current if previous.get(k) != current[k])
+    if os.path.exists(os.path.join(workdir, "round_1", "scores.json")):
       raise ValueError(f"{workdir} holds a pruning run with other {diff}; "
                        f"use a fresh --workdir")
-  else:
-    _write_json(path, current)
+    # Nothing that depends on the options exists yet (a run that failed
+    # before its first scores): start over under the new ones.
+    if previous.get("network") != current["network"] or previous.get(
+        "train_config") != current["train_config"]:
+      stale = os.path.join(workdir, "original_eval.json")
+      if os.path.exists(stale):
+        os.remove(stale)
+  _write_json(path, current)
 
 
 # ------------------------------------------------------- critical neurons
