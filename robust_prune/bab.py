@@ -192,24 +192,38 @@ def _optimise(weights, biases, in_lower, in_upper, lowers, uppers, c, splits,
 
 def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
                   splits, alphas, betas) -> np.ndarray:
-  """The domain bound of `_domain_bounds` recomputed in float64 (the proof)."""
+  """The domain bound of `_domain_bounds` recomputed in float64 (the proof),
+  less an allowance for float64 round-off: the same recursion run on
+  absolute values bounds the magnitude S of every term summed, and N terms
+  err by at most N * 2^-53 * S."""
   weights = [np.asarray(w, np.float64) for w in network.weights]
   biases = [np.asarray(b, np.float64) for b in network.biases]
   lam = np.broadcast_to(np.asarray(c, np.float64), (splits[0].shape[0], len(c)))
   const = lam @ biases[-1]
+  mag_const = np.abs(lam) @ np.abs(biases[-1])
+  mag = np.abs(lam) @ np.abs(weights[-1].T)
   lam = lam @ weights[-1].T
   for j in range(len(splits) - 1, -1, -1):
     split = np.asarray(splits[j], np.float64)
     low, up, shift = _relaxation(layer_bounds.lowers[j], layer_bounds.uppers[j],
                                  split, np.asarray(alphas[j], np.float64), np)
+    beta = np.maximum(np.asarray(betas[j], np.float64), 0)
     pos, neg = np.maximum(lam, 0), np.minimum(lam, 0)
     const = const + np.sum(neg * shift, axis=-1)
-    lam = (pos * low + neg * up
-           - np.maximum(np.asarray(betas[j], np.float64), 0) * split)
+    mag_const = mag_const + np.sum(mag * np.abs(shift), axis=-1)
+    lam = pos * low + neg * up - beta * split
+    mag = mag * np.maximum(np.abs(low), np.abs(up)) + beta * np.abs(split)
     const = const + lam @ biases[j]
+    mag_const = mag_const + mag @ np.abs(biases[j])
     lam = lam @ weights[j].T
-  return (const + np.maximum(lam, 0) @ np.asarray(in_lower, np.float64)
-          + np.minimum(lam, 0) @ np.asarray(in_upper, np.float64))
+    mag = mag @ np.abs(weights[j].T)
+  in_lower = np.asarray(in_lower, np.float64)
+  in_upper = np.asarray(in_upper, np.float64)
+  bound = (const + np.maximum(lam, 0) @ in_lower
+           + np.minimum(lam, 0) @ in_upper)
+  magnitude = mag_const + mag @ np.maximum(np.abs(in_lower), np.abs(in_upper))
+  terms = sum(w.shape[0] for w in weights) + 2 * len(weights) + 2
+  return bound - (len(weights) + 2) * terms * 2.0**-52 * magnitude
 
 
 def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,

@@ -17,9 +17,14 @@ the verification box `[max(0, x - delta), min(1, x + delta)]`.
 Bounds are lists with one array per layer, hidden layers first and the logits
 last: `lowers[i]`, `uppers[i]` bound `h_{i-1} @ W_i + b_i`.
 
-JAX computes in float32; every bound it returns is widened by `SAFETY` (a
-relative-plus-absolute margin far above float32 round-off of these sums) so
-that the float64 MILP built from them never cuts off a true activation.
+JAX computes these bounds in float64 (`jax.enable_x64` around each call;
+the rest of the project stays float32). Every bound is widened outward by
+`SAFETY_ABS + SAFETY_REL * |bound|` plus a round-off allowance proportional
+to the magnitude of the terms summed (`_roundoff_slack`), so that the float64
+MILP and the branch and bound's float64 proofs built on them never cut off a
+true activation. (In float32, with a margin proportional to the result only,
+a review built networks whose cancelling terms beat the margin: a neuron
+with true maximum 6e-6 was bounded above by -5e-6.)
 """
 
 from __future__ import annotations
@@ -66,14 +71,37 @@ def input_box(x, delta: float):
 
 
 def _params(network: Network):
-  return (tuple(jnp.asarray(w, jnp.float32) for w in network.weights),
-          tuple(jnp.asarray(b, jnp.float32) for b in network.biases))
+  """float64 weights and biases; call under `jax.enable_x64(True)`."""
+  return (tuple(jnp.asarray(w, jnp.float64) for w in network.weights),
+          tuple(jnp.asarray(b, jnp.float64) for b in network.biases))
 
 
-def _widen(lower, upper):
-  """Outward float32 safety margin (see module docstring)."""
-  return (lower - SAFETY_ABS - SAFETY_REL * jnp.abs(lower),
-          upper + SAFETY_ABS + SAFETY_REL * jnp.abs(upper))
+def _roundoff_slack(network: Network, lower, upper):
+  """Per layer (..., n_k): an upper bound of float64 round-off in any bound
+  computed here for that layer.
+
+  Every such bound is a sum of products of weights, ReLU slopes in [0, 1],
+  relaxation shifts (at most the neuron's bound magnitude) and input values,
+  whose absolute values add up to at most M_k = |W_k|^T M_{k-1} + |b_k|
+  (M_{-1} = max(|lower|, |upper|)) times the number of layers summed over.
+  A float64 sum of N such terms errs by at most N * 2^-53 * sum|terms|; N is
+  below the total fan-in of the layers, so (fan-ins + depth) * 2^-51 * M_k
+  per layer is a safe allowance (~1e-13 * M_k on these networks).
+  """
+  m = np.maximum(np.abs(np.asarray(lower, np.float64)),
+                 np.abs(np.asarray(upper, np.float64)))
+  terms = sum(w.shape[0] for w in network.weights) + network.num_layers
+  slacks = []
+  for k, (w, b) in enumerate(zip(network.weights, network.biases)):
+    m = m @ np.abs(w.astype(np.float64)) + np.abs(b.astype(np.float64))
+    slacks.append(jnp.asarray((k + 2) * terms * 2.0**-51 * m, jnp.float64))
+  return tuple(slacks)
+
+
+def _widen(lower, upper, slack):
+  """Outward safety margin (see module docstring)."""
+  return (lower - SAFETY_ABS - SAFETY_REL * jnp.abs(lower) - slack,
+          upper + SAFETY_ABS + SAFETY_REL * jnp.abs(upper) + slack)
 
 
 # --------------------------------------------------------------- interval
@@ -85,10 +113,10 @@ def _interval_layer(w, b, lower, upper):
 
 
 @jax.jit
-def _interval_jax(weights, biases, lower, upper):
+def _interval_jax(weights, biases, lower, upper, slacks):
   lowers, uppers = [], []
   for i, (w, b) in enumerate(zip(weights, biases)):
-    l, u = _widen(*_interval_layer(w, b, lower, upper))
+    l, u = _widen(*_interval_layer(w, b, lower, upper), slacks[i])
     lowers.append(l)
     uppers.append(u)
     lower, upper = jnp.maximum(l, 0), jnp.maximum(u, 0)
@@ -136,7 +164,7 @@ def backsubstitute_lower(spec, spec_bias, weights, biases, relaxations,
 
 
 @jax.jit
-def _crown_jax(weights, biases, lower, upper):
+def _crown_jax(weights, biases, lower, upper, slacks):
   batch = lower.shape[:-1]
   lowers, uppers, relaxations = [], [], []
   for k in range(len(weights)):
@@ -155,19 +183,26 @@ def _crown_jax(weights, biases, lower, upper):
                                   relaxations, lower, upper)
       l = jnp.maximum(both[..., :n], il)
       u = jnp.minimum(-both[..., n:], iu)
-    l, u = _widen(l, u)
+    l, u = _widen(l, u, slacks[k])
     lowers.append(l)
     uppers.append(u)
     relaxations.append(relu_relaxation(l, u))
   return lowers, uppers
 
 
+def _margin_slack(slack_logits):
+  """Round-off allowance of a logit difference: twice the largest logit's."""
+  return 2.0 * jnp.max(slack_logits, axis=-1, keepdims=True)
+
+
 @jax.jit
-def _crown_margin_jax(weights, biases, lower, upper, lowers, uppers, spec):
+def _crown_margin_jax(weights, biases, lower, upper, lowers, uppers, spec,
+                      slack_logits):
   relaxations = [relu_relaxation(l, u) for l, u in zip(lowers[:-1], uppers[:-1])]
   bound = backsubstitute_lower(spec, jnp.zeros(spec.shape[:-1]), weights,
                                biases, relaxations, lower, upper)
-  return bound - SAFETY_ABS - SAFETY_REL * jnp.abs(bound)
+  return (bound - SAFETY_ABS - SAFETY_REL * jnp.abs(bound)
+          - _margin_slack(slack_logits))
 
 
 def _alpha_margin_bound(alphas, weights, biases, lower, upper, relaxations,
@@ -179,7 +214,7 @@ def _alpha_margin_bound(alphas, weights, biases, lower, upper, relaxations,
 
 @functools.partial(jax.jit, static_argnums=(7,))
 def _alpha_crown_margin_jax(weights, biases, lower, upper, lowers, uppers,
-                            spec, steps, learning_rate):
+                            spec, steps, learning_rate, slack_logits):
   """alpha-CROWN (Xu et al. 2021) on the final spec only: projected gradient
   ascent over the lower ReLU slopes alpha in [0, 1], one set per spec row;
   intermediate bounds stay the CROWN ones. Any alpha in [0, 1] gives a sound
@@ -203,7 +238,8 @@ def _alpha_crown_margin_jax(weights, biases, lower, upper, lowers, uppers,
 
   start = objective(alphas)
   (_, best), _ = jax.lax.scan(step, (alphas, start), None, length=steps)
-  return best - SAFETY_ABS - SAFETY_REL * jnp.abs(best)
+  return (best - SAFETY_ABS - SAFETY_REL * jnp.abs(best)
+          - _margin_slack(slack_logits))
 
 
 # --------------------------------------------------------------- public API
@@ -219,22 +255,26 @@ def _to_layer_bounds(lowers, uppers, batched: bool):
 def interval_bounds(network: Network, lower, upper):
   """Interval bounds over the box [lower, upper]; (784,) -> LayerBounds,
   (B, 784) -> list of B LayerBounds."""
-  lower, upper = np.asarray(lower, np.float32), np.asarray(upper, np.float32)
-  ls, us = _interval_jax(*_params(network), lower, upper)
-  return _to_layer_bounds(ls, us, lower.ndim == 2)
+  lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+  with jax.enable_x64(True):
+    ls, us = _interval_jax(*_params(network), lower, upper,
+                           _roundoff_slack(network, lower, upper))
+    return _to_layer_bounds(ls, us, lower.ndim == 2)
 
 
 def crown_bounds(network: Network, lower, upper):
   """CROWN back-substitution bounds over [lower, upper] (never looser than
   interval bounds); (784,) -> LayerBounds, (B, 784) -> list of LayerBounds."""
-  lower, upper = np.asarray(lower, np.float32), np.asarray(upper, np.float32)
-  ls, us = _crown_jax(*_params(network), lower, upper)
-  return _to_layer_bounds(ls, us, lower.ndim == 2)
+  lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+  with jax.enable_x64(True):
+    ls, us = _crown_jax(*_params(network), lower, upper,
+                        _roundoff_slack(network, lower, upper))
+    return _to_layer_bounds(ls, us, lower.ndim == 2)
 
 
 def margin_spec(label: int, targets: Sequence[int], num_classes: int):
   """Rows e_label - e_target: the verification objective per target."""
-  spec = np.zeros((len(targets), num_classes), np.float32)
+  spec = np.zeros((len(targets), num_classes), np.float64)
   spec[:, label] = 1.0
   spec[np.arange(len(targets)), list(targets)] -= 1.0
   return spec
@@ -243,14 +283,15 @@ def margin_spec(label: int, targets: Sequence[int], num_classes: int):
 def _margin_setup(network: Network, lower, upper, labels):
   """Batched boxes, labels, the margin spec and the CROWN layer bounds that
   both margin-bound functions start from."""
-  lower = np.atleast_2d(np.asarray(lower, np.float32))
-  upper = np.atleast_2d(np.asarray(upper, np.float32))
+  lower = np.atleast_2d(np.asarray(lower, np.float64))
+  upper = np.atleast_2d(np.asarray(upper, np.float64))
   labels = np.atleast_1d(np.asarray(labels))
   k = network.num_classes
   spec = np.stack([margin_spec(int(y), range(k), k) for y in labels])
   weights, biases = _params(network)
-  ls, us = _crown_jax(weights, biases, lower, upper)
-  return lower, upper, labels, spec, weights, biases, ls, us
+  slacks = _roundoff_slack(network, lower, upper)
+  ls, us = _crown_jax(weights, biases, lower, upper, slacks)
+  return lower, upper, labels, spec, weights, biases, ls, us, slacks[-1]
 
 
 def crown_margin_lower_bounds(network: Network, lower, upper, labels,
@@ -259,10 +300,11 @@ def crown_margin_lower_bounds(network: Network, lower, upper, labels,
   for every target != label: (B, 784) boxes -> (B, num_classes) array with
   +inf at the label's own column. A positive entry proves that target
   unreachable without any MILP."""
-  lower, upper, labels, spec, weights, biases, ls, us = _margin_setup(
-      network, lower, upper, labels)
-  bound = np.asarray(_crown_margin_jax(weights, biases, lower, upper, ls, us,
-                                       jnp.asarray(spec)), np.float64)
+  with jax.enable_x64(True):
+    lower, upper, labels, spec, weights, biases, ls, us, slack = _margin_setup(
+        network, lower, upper, labels)
+    bound = np.array(_crown_margin_jax(weights, biases, lower, upper, ls, us,
+                                       jnp.asarray(spec), slack), np.float64)
   bound[np.arange(len(labels)), labels] = np.inf
   return bound
 
@@ -272,11 +314,12 @@ def alpha_crown_margin_lower_bounds(network: Network, lower, upper, labels,
   """Like `crown_margin_lower_bounds`, tightened by optimizing the lower ReLU
   slopes per target (never looser than CROWN: the CROWN slopes are the
   starting point and the best bound seen is kept)."""
-  lower, upper, labels, spec, weights, biases, ls, us = _margin_setup(
-      network, lower, upper, labels)
-  bound = np.asarray(_alpha_crown_margin_jax(
-      weights, biases, lower, upper, ls, us, jnp.asarray(spec), int(steps),
-      jnp.float32(learning_rate)), np.float64)
+  with jax.enable_x64(True):
+    lower, upper, labels, spec, weights, biases, ls, us, slack = _margin_setup(
+        network, lower, upper, labels)
+    bound = np.array(_alpha_crown_margin_jax(
+        weights, biases, lower, upper, ls, us, jnp.asarray(spec), int(steps),
+        jnp.float64(learning_rate), slack), np.float64)
   bound[np.arange(len(labels)), labels] = np.inf
   return bound
 

@@ -124,3 +124,35 @@ def test_alpha_crown_margin_is_sound_and_not_looser(seed):
     reached = (logits[:, labels[i]:labels[i] + 1] - logits).min(0)
     mask = np.arange(10) != labels[i]
     assert np.all(alpha[i, mask] <= reached[mask])
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0, 1000.0])
+def test_bounds_hold_when_large_terms_cancel(scale):
+  """One hidden neuron whose pre-activation sums 784 large terms to about 1
+  at the worst corner (a review's construction: float32 bounds widened only
+  relative to the result were off by up to 2.3e-4 here). Logit 1 is a
+  constant placed within a few ulps of logit 0's minimum, so the margin's
+  sign depends on the last bits."""
+  delta = 0.1
+  for seed in range(4):
+    rng = np.random.default_rng(seed)
+    image = (rng.integers(0, 256, 784) / 255).astype(np.float32)
+    lower, upper = bounds.input_box(image, delta)
+    w = (scale * rng.choice([-1.0, 1.0], 784)
+         * rng.uniform(0.5, 1.0, 784)).astype(np.float32)
+    corner = np.where(w > 0, lower, upper)  # minimises the neuron
+    b0 = np.float32(-float(corner @ w.astype(np.float64)) + 1.0)
+    for k in range(8):
+      b1 = np.full(10, -100.0, np.float32)
+      b1[1] = np.float32(1.0 + (k - 4) * scale * 2e-6)
+      w1 = np.zeros((1, 10), np.float32)
+      w1[0, 0] = 1.0
+      net = Network((w[:, None], w1), (np.array([b0]), b1))
+      layer = bounds.crown_bounds(net, lower, upper)
+      pre = forward(net, np.stack([corner, np.where(w > 0, upper, lower)]),
+                    return_hidden=True)[1][0][:, 0]
+      assert layer.lowers[0][0] <= pre[0] and layer.uppers[0][0] >= pre[1]
+      logits = forward(net, corner)
+      true_min = logits[0] - logits[1]
+      bound = bounds.crown_margin_lower_bounds(net, lower, upper, [0])[0, 1]
+      assert bound <= true_min, (seed, k, bound, true_min)
