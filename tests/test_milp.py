@@ -320,6 +320,35 @@ def test_an_optimum_within_the_gap_of_zero_is_never_robust(solver, mode,
   assert r["best_bound"] is None or r["best_bound"] <= -scale / 2
 
 
+def _two_ended_margin_network(at_0, at_1, top=1e-3):
+  """One input x in [0, 1]; margin top - s1 relu(x - .5) - s2 relu(.5 - x),
+  equal to `at_0` at x = 0 and `at_1` at x = 1 (a review's construction)."""
+  s2, s1 = np.float32(2 * (top - at_0)), np.float32(2 * (top - at_1))
+  return Network((np.array([[1.0, -1.0]], np.float32),
+                  np.array([[-s1, 0.0], [-s2, 0.0]], np.float32)),
+                 (np.array([-0.5, 0.5], np.float32),
+                  np.array([top, 0.0], np.float32)))
+
+
+@pytest.mark.parametrize("solver", ALL_SOLVERS)
+@pytest.mark.parametrize("mode", ["certify", "targeted"])
+def test_a_minimum_within_solver_tolerance_below_zero_is_never_robust(
+    solver, mode):
+  # GLPK prunes nodes within tol_obj * (1 + |incumbent|) = 1e-7 of its
+  # incumbent, so it stops at x = 0 (margin +4e-8) and calls that optimal;
+  # the true minimum, at x = 1, is -5e-8.
+  net = _two_ended_margin_network(4e-8, -5e-8)
+  x = np.array([0.5])
+  truth = min(float(np.subtract(*forward(net, np.array([v]))))
+              for v in (0.0, 1.0))
+  assert truth < 0
+  cfg = verify.VerifyConfig(delta=0.5, mode=mode, pgd_steps=0, time_limit=30,
+                            bab_time_limit=0, solver=solver)
+  (r,) = verify.verify_image(net, x, 0, 0, [1], cfg)
+  assert r["status"] in ("adversarial", "timeout"), r
+  assert r["best_bound"] is None or r["best_bound"] <= truth
+
+
 def test_min_distortion_infeasible_alone_is_not_robust():
   # No input has margin <= -1e-4 (the mode's threshold), yet x = 1 has
   # margin -5e-5: an adversarial example the MILP's infeasibility misses.

@@ -36,9 +36,13 @@ DEFAULT_SOLVER = "HIGHS"
 # enough that optima agree to 1e-4.
 MIP_GAP = 1e-6
 
-# The least an optimum's proven bound sits below it (GLPK runs with gap 0,
-# but its tolerances are not exact either).
+# The least an optimum's proven bound sits below it.
 OPTIMAL_BOUND_FLOOR = 1e-9
+# GLPK runs with gap 0 but prunes a node whose bound is within
+# tol_obj * (1 + |incumbent|) of the incumbent (set explicitly, its default),
+# so its "optimal" proves only that much: a review built a net with true
+# minimum margin -5e-8 that GLPK called optimal at +4e-8.
+GLPK_TOL_OBJ = 1e-7
 
 OPTIMAL = "optimal"          # proven optimum (within the gap)
 INFEASIBLE = "infeasible"    # no feasible point (below the cutoff, if any)
@@ -193,6 +197,8 @@ def _solve_once(model, solver: str, settings: _Settings) -> SolveOutcome:
       # (HiGHS may then report its dual bound equal to the incumbent).
       allowance = max(settings.mip_gap * max(1.0, abs(objective)),
                       OPTIMAL_BOUND_FLOOR)
+      if solver == "GLPK_MI":
+        allowance = max(allowance, 2 * GLPK_TOL_OBJ * (1.0 + abs(objective)))
       bound = objective - allowance if bound is None else min(
           bound, objective - allowance)
   if status == ERROR:
@@ -352,7 +358,7 @@ def _solve_scip(form, c, offset, settings: _Settings, cache):
   model.setObjective(pyscipopt.quicksum(float(c[j]) * variables[j]
                                         for j in np.flatnonzero(c)),
                      "minimize", clear=True)
-  model.setParam("limits/time", settings.time_limit)
+  model.setParam("limits/time", min(settings.time_limit, 1e20))  # SCIP's max
   model.setParam("limits/gap", settings.mip_gap)
   model.setParam("limits/absgap", settings.mip_gap)
   model.setParam("limits/solutions", 1 if settings.stop_at_first else -1)
@@ -440,8 +446,9 @@ def _solve_glpk(form, c, offset, settings: _Settings, cache):
   g, h, (a, b) = _cached(cache, "GLPK_MI", lambda: _glpk_data(form))
   options = {"msg_lev": "GLP_MSG_ALL" if settings.verbose else "GLP_MSG_OFF",
              # milliseconds in a C int; an infinite limit is GLPK's largest
-             "tm_lim": int(min(max(1.0, round(1000 * settings.time_limit)),
-                               2**31 - 1)),
+             "tm_lim": max(1, int(round(min(1000.0 * settings.time_limit,
+                                            2.0**31 - 1)))),
+             "tol_obj": GLPK_TOL_OBJ,
              "presolve": "GLP_ON"}
   begin = time.perf_counter()
   raw, x = glpk.ilp(cvxopt.matrix(np.asarray(c, np.float64)), g, h, a, b,
