@@ -104,13 +104,25 @@ def read_results(path: str) -> list[dict]:
       try:
         record = json.loads(line)
         pair_key(record)
-        record["status"]  # pylint: disable=pointless-statement
+        _check_record_fields(record)
       except (ValueError, TypeError, KeyError) as e:
         raise EvaluateError(
             f"{path}:{number}: not a result record ({type(e).__name__}: "
             f"{e}); move the file away or pass another --out") from e
       records.append(record)
   return latest_per_pair(records)
+
+
+def _check_record_fields(record: dict):
+  """The fields a rerun reads: a status it knows, a numeric delta, a mode
+  string (TypeError/ValueError otherwise)."""
+  if record["status"] not in verify_lib.STATUSES:
+    raise ValueError(f"unknown status {record['status']!r}")
+  delta = record.get("delta", 0.0)
+  if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+    raise TypeError(f"delta {delta!r} is not a number")
+  if not isinstance(record.get("mode", ""), str):
+    raise TypeError(f"mode {record['mode']!r} is not a string")
 
 
 def latest_per_pair(records: Sequence[dict]) -> list[dict]:
@@ -315,6 +327,19 @@ def _validate(argv_network, delta, num_images, first_image, time_limit,
   return network, solver
 
 
+def _check_out_path(out: str):
+  """--out must be a file we can append to (created with its folder)."""
+  out = os.path.abspath(out)
+  if os.path.isdir(out):
+    raise EvaluateError(f"--out={out} is a directory; give a .jsonl file")
+  try:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "a", encoding="utf-8"):
+      pass
+  except OSError as e:
+    raise EvaluateError(f"cannot write --out={out}: {e}") from e
+
+
 def main(argv):
   if len(argv) > 1:
     raise EvaluateError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -335,8 +360,7 @@ def main(argv):
                               FLAGS.first_image, FLAGS.time_limit, FLAGS.solver,
                               len(test))
   indices = list(range(FLAGS.first_image, FLAGS.first_image + FLAGS.num_images))
-  if os.path.dirname(os.path.abspath(FLAGS.out)):
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  _check_out_path(FLAGS.out)
   start = time.time()
   try:
     results = verify_images(
@@ -345,6 +369,8 @@ def main(argv):
         FLAGS.out, FLAGS.workers, FLAGS.pgd_steps, FLAGS.bab_time_limit)
   except ValueError as e:
     raise EvaluateError(str(e)) from e
+  except OSError as e:  # e.g. the disk filled up while appending
+    raise EvaluateError(f"cannot write {FLAGS.out}: {e}") from e
   wanted = set(indices)
   mine = [r for r in results if r["image_index"] in wanted]
   counts = {}

@@ -165,12 +165,15 @@ def test_work_units_skip_done_pairs():
     (["--solver=GUROBI"], "installed solvers: "),
     (["--time_limit=0"], "--time_limit must be"),
     (["--bab_time_limit=-1"], "--bab_time_limit must be"),
+    (["--out=DIR"], "is a directory"),
+    (["--out=DIR/file/r.jsonl"], "cannot write --out"),  # a file as folder
 ])
 def test_bad_input_is_one_clear_line(network_path, tmp_path, args, message):
   base = {"--network": network_path, "--out": str(tmp_path / "r.jsonl"),
           "--delta": "0.05", "--num_images": "1"}
+  (tmp_path / "file").write_text("")
   for a in args:
-    base[a.split("=")[0]] = a.split("=", 1)[1]
+    base[a.split("=")[0]] = a.split("=", 1)[1].replace("DIR", str(tmp_path))
   proc = run_binary(*(f"{k}={v}" for k, v in base.items()))
   assert proc.returncode != 0
   assert "Traceback" not in proc.stderr
@@ -274,8 +277,13 @@ def test_mismatched_inputs_are_refused(tmp_path, images, labels, message):
   assert not os.path.exists(tmp_path / "x.jsonl")
 
 
-@pytest.mark.parametrize("line", ['[1, 2]', '{"image_index": 0}',
-                                  '{"image_index": 0, "target": 1'])
+@pytest.mark.parametrize("line", [
+    '[1, 2]', '{"image_index": 0}', '{"image_index": 0, "target": 1',
+    '{"image_index": 0, "target": 1, "status": ["robust"], "delta": 0.05}',
+    '{"image_index": 0, "target": 1, "status": "robust", "delta": null}',
+    '{"image_index": 0, "target": 1, "status": "robust", "delta": "0.05x"}',
+    '{"image_index": 0, "target": 1, "status": "robust", "delta": 0.05, '
+    '"mode": 3}'])
 def test_damaged_results_file_is_one_clear_line(network_path, tmp_path,
                                                 line):
   out = tmp_path / "r.jsonl"

@@ -361,3 +361,25 @@ def test_min_distortion_infeasible_alone_is_not_robust():
   ok, margin, _ = verify.check_witness(net, r["x_adv"], np.array([0.5]), 0.5,
                                        0, 1)
   assert ok and -1e-4 < margin < 0
+
+
+@pytest.mark.parametrize("mode", ["targeted", "min_distortion"])
+def test_a_first_layer_dead_on_the_whole_box_still_builds_and_solves(mode):
+  # Every first-layer neuron is inactive over the box, so the logits are the
+  # constant b1 and nothing in the MILP depends on x (cvxpy then compiled
+  # no matrix at all and every pair became an `error` record).
+  rng = np.random.default_rng(0)
+  net = Network((0.01 * rng.normal(size=(4, 3)).astype(np.float32),
+                 rng.normal(size=(3, 3)).astype(np.float32)),
+                (np.full(3, -1.0, np.float32),
+                 np.array([1.0, 0.0, -0.5], np.float32)))
+  x = rng.uniform(0, 1, 4)
+  cfg = verify.VerifyConfig(delta=0.1, mode=mode, time_limit=10,
+                            bab_time_limit=0, pgd_steps=0)
+  records = verify.verify_image(net, x, 0, 0, None, cfg)
+  assert [r["target"] for r in records] == [1, 2]
+  for r in records:
+    assert r["status"] == "robust", r
+    if mode == "targeted":
+      assert r["optimal"]
+      assert r["objective"] == pytest.approx(1.0 - net.biases[1][r["target"]])

@@ -93,6 +93,11 @@ def build_model(network: Network, box_lower, box_upper,
                     c @ logits <= (0.0 if margin_at_most is None
                                    else margin_at_most)]
     objective = cp.Minimize(epsilon)
+  if not constraints:
+    # Nothing depends on x (e.g. a first layer inactive on the whole box):
+    # one redundant row keeps x in the problem, which cvxpy would otherwise
+    # compile to no matrix at all; every point of the box is then optimal.
+    constraints.append(x >= box_lower)
   problem = cp.Problem(objective, constraints)
   return VerificationModel(problem, x, logits, c, layers, layer_bounds,
                            time.perf_counter() - start, epsilon, pre_vars)

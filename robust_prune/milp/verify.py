@@ -132,8 +132,11 @@ _PGD_CACHE = {}
 def _jitted_pgd(pgd_fn, apply_fn):
   import jax  # pylint: disable=g-import-not-at-top
   key = id(apply_fn.__self__) if hasattr(apply_fn, "__self__") else id(apply_fn)
-  hidden = getattr(getattr(apply_fn, "__self__", None), "hidden", None)
-  cache_key = (tuple(hidden) if hidden is not None else key)
+  module = getattr(apply_fn, "__self__", None)
+  hidden = getattr(module, "hidden", None)
+  # The module's whole shape (not only its widths): apply_fn is closed over.
+  cache_key = ((tuple(hidden), getattr(module, "num_classes", None))
+               if hidden is not None else key)
   if cache_key not in _PGD_CACHE:
     def run(params, x, labels, target, delta, key, steps):
       return pgd_fn(apply_fn, params, x, labels, epsilon=delta, steps=steps,
@@ -438,6 +441,12 @@ def _fill_min_distortion(record, outcome, model, milp, network, image, label,
         bab.BabConfig(time_limit=max(config.bab_time_limit, 1.0)),
         layer_bounds=layer_bounds)
     record["margin_lower_bound"] = _finite(result.lower_bound)
+    # The MILP's infeasibility and the branch and bound decide together.
+    record["solve_seconds"] = outcome.seconds + result.seconds
+    record["bab_seconds"] = result.seconds
+    record["bab_domains"] = result.domains
+    if result.status in ("robust", "adversarial"):
+      record["decided_by"] = "milp+bab"
     if result.status == "robust":
       record["status"] = "robust"
       return record
