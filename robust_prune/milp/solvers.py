@@ -277,9 +277,11 @@ def _solve_highs(form, c, offset, settings: _Settings, cache):
   info = h.getInfo()
   has_x = info.primal_solution_status == 2  # kSolutionStatusFeasible
   x = np.asarray(h.getSolution().col_value, np.float64) if has_x else None
-  bound = info.mip_dual_bound if form.integer.any() else (
-      info.objective_function_value if has_x else None)
   S = highspy.HighsModelStatus
+  # A pure LP's objective bounds its optimum from below only once optimal;
+  # a time-limited primal point bounds it from above.
+  bound = info.mip_dual_bound if form.integer.any() else (
+      info.objective_function_value if has_x and ms == S.kOptimal else None)
   if ms == S.kOptimal:
     status = OPTIMAL
   elif ms == S.kInfeasible or (ms == S.kObjectiveBound
