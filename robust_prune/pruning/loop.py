@@ -64,7 +64,10 @@ class PruneOptions:
   rounds: int = 1
   baseline: str = "milp"
   # Stop iterating once clean test accuracy is more than this (a fraction,
-  # 0.01 = one point) below the input network's; that round is rejected.
+  # 0.01 = one point) below the input network's. A later round that drops
+  # that far is rejected (the previous round's network is kept); the first
+  # round is always kept (there is no pruned network to fall back to), with
+  # its drop recorded and the loop stopped.
   max_accuracy_drop: float = 0.01
   seed: int = 0
   critical: bool = False  # run the critical-neuron analysis
