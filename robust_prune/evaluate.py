@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -34,6 +33,7 @@ from absl import logging
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
+from robust_prune import network as network_lib
 from robust_prune.milp import solvers as solvers_lib
 from robust_prune.milp import verify as verify_lib
 from robust_prune.network import Network, NetworkFormatError, load_mnist_network
@@ -133,14 +133,7 @@ def latest_per_pair(records: Sequence[dict]) -> list[dict]:
   return list(latest.values())
 
 
-def network_digest(network: Network) -> str:
-  """Identifies the network that produced a results file."""
-  digest = hashlib.sha256()
-  for array in (*network.weights, *network.biases):
-    a = np.ascontiguousarray(array, np.float32)
-    digest.update(str(a.shape).encode())
-    digest.update(a.tobytes())
-  return digest.hexdigest()[:16]
+network_digest = network_lib.network_digest  # identifies a results file's network
 
 
 def _drop_partial_line(path: str) -> None:

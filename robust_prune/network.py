@@ -8,6 +8,7 @@ the last; the input is the flattened 28x28 image in [0, 1].
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import tempfile
@@ -138,6 +139,17 @@ def network_from_arrays(arrays: Mapping[str, np.ndarray]) -> Network:
   return Network(
       tuple(np.asarray(arrays[f"W_{i}"], np.float32) for i in expected),
       tuple(np.asarray(arrays[f"b_{i}"], np.float32) for i in expected))
+
+
+def network_digest(network: Network) -> str:
+  """A short sha256 of the weights (shapes included): which network a file
+  of results or a pruning workdir belongs to."""
+  digest = hashlib.sha256()
+  for array in (*network.weights, *network.biases):
+    a = np.ascontiguousarray(array, np.float32)
+    digest.update(str(a.shape).encode())
+    digest.update(a.tobytes())
+  return digest.hexdigest()[:16]
 
 
 MNIST_INPUTS = 784

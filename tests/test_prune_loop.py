@@ -84,6 +84,21 @@ def test_other_options_need_a_fresh_workdir(trained, splits, tmp_path):
     run(trained, tmp_path, splits, baseline="magnitude", retrain="rewind")
 
 
+def test_a_network_retrained_in_place_needs_a_fresh_workdir(trained, splits,
+                                                            tmp_path):
+  copy = tmp_path / "net" / "network.npz"
+  net = network_lib.load_network(trained)
+  network_lib.save_network(net, copy)
+  config = os.path.join(os.path.dirname(trained), train_lib.CONFIG)
+  (tmp_path / "net" / train_lib.CONFIG).write_text(open(config).read())
+  run(str(copy), tmp_path / "w", splits, retrain="finetune")
+  changed = network_lib.Network(net.weights,
+                                (net.biases[0] + 0.01, *net.biases[1:]))
+  network_lib.save_network(changed, copy)
+  with pytest.raises(ValueError, match="network_sha256"):
+    run(str(copy), tmp_path / "w", splits, retrain="finetune")
+
+
 def test_baseline_removes_as_many_neurons_as_milp(trained, splits, tmp_path):
   summary = run(trained, tmp_path, splits, baseline="magnitude",
                 retrain="finetune")

@@ -251,7 +251,8 @@ def run_pruning(network_path: str, workdir: str,
     raise ValueError(f"{network_path} has no hidden layer to prune")
   config = train_config_for(network_path, train_overrides)
   os.makedirs(workdir, exist_ok=True)
-  _check_options(workdir, network_path, options, config)
+  _check_options(workdir, network_path, options, config,
+                 network_lib.network_digest(original))
   if train is None or test is None:
     train, test = data_lib.load_mnist(manual_dir)
 
@@ -413,16 +414,19 @@ def _status_entry(k: int, scores: dict[str, Any]) -> dict[str, Any]:
           "solve_seconds": scores["solve_seconds"]}
 
 
-def _check_options(workdir, network_path, options, config):
+def _check_options(workdir, network_path, options, config, network_sha256):
   """A workdir belongs to one (network, options, recipe): resuming with
-  others would silently mix results."""
+  others would silently mix results. The network counts by content too (a
+  network retrained in place is another network)."""
   path = os.path.join(workdir, "options.json")
   current = {"network": os.path.abspath(network_path),
+             "network_sha256": network_sha256,
              "options": {k: v for k, v in dataclasses.asdict(options).items()
                          if k not in ("rounds", "critical")},
              "train_config": config.to_json()}
   if os.path.exists(path):
     previous = _read_json(path)
+    previous.setdefault("network_sha256", network_sha256)  # older workdirs
     if previous == current:
       return
     diff = sorted(k for k in current if previous.get(k) != current[k])
@@ -431,8 +435,8 @@ def _check_options(workdir, network_path, options, config):
                        f"use a fresh --workdir")
     # Nothing that depends on the options exists yet (a run that failed
     # before its first scores): start over under the new ones.
-    if previous.get("network") != current["network"] or previous.get(
-        "train_config") != current["train_config"]:
+    if any(previous.get(k) != current[k]
+           for k in ("network", "network_sha256", "train_config")):
       stale = os.path.join(workdir, "original_eval.json")
       if os.path.exists(stale):
         os.remove(stale)
