@@ -234,19 +234,31 @@ def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
   and the LP's minimising point. (None, None) when the domain is empty."""
   import scipy.optimize  # pylint: disable=g-import-not-at-top
   n_in = len(in_lower)
+  x_mag = np.maximum(np.abs(in_lower), np.abs(in_upper))
   a, a0 = np.eye(n_in), np.zeros(n_in)      # h = x @ a + a0
-  rows, rhs = [], []
+  # Magnitudes of the terms behind each entry of a, a0 (the same recursion
+  # on absolute values): the composed affine map is exact only up to
+  # float64 round-off on sums of that size.
+  mag, mag0 = np.eye(n_in), np.zeros(n_in)
+  rows, rhs, row_mag = [], [], []
   for j, (w, b) in enumerate(zip(network.weights[:-1], network.biases[:-1])):
-    y, y0 = a @ np.asarray(w, np.float64), a0 @ np.asarray(w, np.float64) + b
+    w = np.asarray(w, np.float64)
+    y, y0 = a @ w, a0 @ w + b
+    y_mag, y0_mag = mag @ np.abs(w), mag0 @ np.abs(w) + np.abs(b)
     l, split = layer_bounds.lowers[j], np.asarray(splits[j][0])
     # split +1: -y <= 0; split -1: y <= 0
     for n in np.flatnonzero(split):
       rows.append(-split[n] * y[:, n])
       rhs.append(split[n] * y0[n])
+      row_mag.append(y_mag[:, n] @ x_mag + y0_mag[n])
     active = (split > 0) | ((split == 0) & (l >= 0))
     a, a0 = y * active, y0 * active
-  out = a @ np.asarray(network.weights[-1], np.float64)
-  out0 = a0 @ np.asarray(network.weights[-1], np.float64) + network.biases[-1]
+    mag, mag0 = y_mag * active, y0_mag * active
+  w_out = np.asarray(network.weights[-1], np.float64)
+  out = a @ w_out
+  out0 = a0 @ w_out + network.biases[-1]
+  out_mag = ((mag @ np.abs(w_out)) @ np.abs(c) @ x_mag
+             + (mag0 @ np.abs(w_out) + np.abs(network.biases[-1])) @ np.abs(c))
   cost = out @ c
   a_ub = np.array(rows) if rows else np.zeros((0, n_in))
   b_ub = np.array(rhs) if rows else np.zeros(0)
@@ -263,7 +275,13 @@ def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
   bound = bounds_lib.safe_lp_lower_bound(
       a_ub, cost, np.full(len(b_ub), -np.inf), b_ub, in_lower, in_upper,
       duals)
-  return float(bound + out0 @ c), np.asarray(res.x)
+  # The LP's data (objective and split rows) carry the composition's
+  # round-off: it moves the objective by at most gamma * out_mag and each
+  # row by gamma * row_mag, which its multiplier weighs.
+  terms = sum(w.shape[0] for w in network.weights) + network.num_layers + 2
+  gamma = (network.num_layers + 2) * terms * 2.0**-52
+  slack = gamma * (out_mag + np.abs(duals) @ np.asarray(row_mag).reshape(-1))
+  return float(bound + out0 @ c - slack), np.asarray(res.x)
 
 
 def min_proven_bound(inherited: np.ndarray, prove, chunk: int = 4096) -> float:

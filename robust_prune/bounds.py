@@ -386,17 +386,25 @@ def safe_lp_lower_bound(a, cost, row_lower, row_upper, col_lower, col_upper,
   Shcherbina 2004): cost.x = (cost - A^T y).x + y.(A x) >= the box minimum of
   the first term plus y_i * row_lower_i (y_i > 0) or y_i * row_upper_i
   (y_i < 0). A multiplier whose row bound is infinite is dropped. -inf when
-  the reduced cost needs an infinite column bound."""
+  the reduced cost needs an infinite column bound. Less an allowance for
+  this function's own float64 round-off (N terms err by at most
+  N * 2^-53 * the sum of their magnitudes)."""
   y = np.asarray(row_dual, np.float64).copy()
   y[(y > 0) & ~np.isfinite(row_lower)] = 0.0
   y[(y < 0) & ~np.isfinite(row_upper)] = 0.0
-  reduced = np.asarray(cost, np.float64) - a.T @ y
+  cost = np.asarray(cost, np.float64)
+  reduced = cost - a.T @ y
+  reduced_mag = np.abs(cost) + abs(a).T @ np.abs(y)
   low = np.where(reduced > 0, col_lower, col_upper)
-  if not np.all(np.isfinite(low[reduced != 0])):
+  nz = reduced != 0
+  if not np.all(np.isfinite(low[nz])):
     return -np.inf
   rows = np.where(y > 0, row_lower, row_upper)
-  return float(np.sum(reduced[reduced != 0] * low[reduced != 0])
-               + np.sum(y[y != 0] * rows[y != 0]))
+  value = np.sum(reduced[nz] * low[nz]) + np.sum(y[y != 0] * rows[y != 0])
+  magnitude = (np.sum(reduced_mag[nz] * np.abs(low[nz]))
+               + np.sum(np.abs(y[y != 0] * rows[y != 0])))
+  terms = a.shape[0] + a.shape[1] + 2
+  return float(value - 2 * terms * 2.0**-52 * magnitude)
 
 
 def triangle_relaxation_lp(weights, biases, lower, upper, lowers, uppers):

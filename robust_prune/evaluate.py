@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -105,7 +106,7 @@ def read_results(path: str) -> list[dict]:
         record = json.loads(line)
         pair_key(record)
         _check_record_fields(record)
-      except (ValueError, TypeError, KeyError) as e:
+      except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise EvaluateError(
             f"{path}:{number}: not a result record ({type(e).__name__}: "
             f"{e}); move the file away or pass another --out") from e
@@ -119,8 +120,9 @@ def _check_record_fields(record: dict):
   if record["status"] not in verify_lib.STATUSES:
     raise ValueError(f"unknown status {record['status']!r}")
   delta = record.get("delta", 0.0)
-  if isinstance(delta, bool) or not isinstance(delta, (int, float)):
-    raise TypeError(f"delta {delta!r} is not a number")
+  if (isinstance(delta, bool) or not isinstance(delta, (int, float))
+      or not math.isfinite(delta)):
+    raise TypeError(f"delta {delta!r} is not a finite number")
   if not isinstance(record.get("mode", ""), str):
     raise TypeError(f"mode {record['mode']!r} is not a string")
 

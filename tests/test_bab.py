@@ -296,3 +296,25 @@ def test_every_exit_bounds_the_true_minimum(candidates):
   assert minimum.lower_bound <= true_min + 1e-9
   if minimum.optimal:
     assert minimum.objective == pytest.approx(true_min, abs=1e-4)
+
+
+def test_leaf_proof_allows_for_round_off_of_huge_cancelling_weights():
+  # A review's construction: weights ~2^20 whose products cancel to a
+  # margin of 1e-4 - (tiny) with a float64 minimum of -2.8e-3 in the box.
+  # The leaf LP's proof once said "robust" (bound 1e-4) without an allowance
+  # for the round-off of composing the affine map.
+  s = np.float32(2**20)
+  net = Network((np.array([[3 * s, 5 * s]], np.float32),
+                 np.array([[5 * s, 0], [-3 * s, 0]], np.float32)),
+                (np.zeros(2, np.float32), np.array([1e-4, 0], np.float32)))
+  lower, upper = np.array([0.5]), np.array([1.0])
+  xs = np.linspace(0.5, 1.0, 20001)[:, None]
+  true_min = float(np.min(forward(net, xs) @ np.array([1.0, -1.0])))
+  assert true_min < 0
+  layer = bounds.crown_bounds(net, lower, upper)
+  zero = [np.zeros((1, 2))]
+  leaf, _ = bab.leaf_minimum(net, lower, upper, layer, np.array([1.0, -1.0]),
+                             zero)
+  assert leaf <= true_min
+  result = bab.bab_margin(net, lower, upper, 0, 1, bab.BabConfig(time_limit=5))
+  assert result.status != "robust" and result.lower_bound <= true_min

@@ -283,7 +283,10 @@ def test_mismatched_inputs_are_refused(tmp_path, images, labels, message):
     '{"image_index": 0, "target": 1, "status": "robust", "delta": null}',
     '{"image_index": 0, "target": 1, "status": "robust", "delta": "0.05x"}',
     '{"image_index": 0, "target": 1, "status": "robust", "delta": 0.05, '
-    '"mode": 3}'])
+    '"mode": 3}',
+    '{"image_index": 0, "target": 1, "status": "robust", "delta": NaN}',
+    '{"image_index": Infinity, "target": 1, "status": "robust", '
+    '"delta": 0.05}'])
 def test_damaged_results_file_is_one_clear_line(network_path, tmp_path,
                                                 line):
   out = tmp_path / "r.jsonl"

@@ -445,17 +445,16 @@ def _fill_min_distortion(record, outcome, model, milp, network, image, label,
     record["solve_seconds"] = outcome.seconds + result.seconds
     record["bab_seconds"] = result.seconds
     record["bab_domains"] = result.domains
-    if result.status in ("robust", "adversarial"):
-      record["decided_by"] = "milp+bab"
     if result.status == "robust":
-      record["status"] = "robust"
+      record.update(status="robust", decided_by="milp+bab")
       return record
     if result.status == "adversarial":
       ok, margin, x_adv = check_witness(network, result.x_adv, image, delta,
                                         label, target)
       if ok:  # a margin in (-MIN_DISTORTION_MARGIN, 0): radius not minimised
         radius = float(np.max(np.abs(x_adv - image)))
-        record.update(status="adversarial", x_adv=x_adv.tolist(),
+        record.update(status="adversarial", decided_by="milp+bab",
+                      x_adv=x_adv.tolist(),
                       witness_margin=margin, optimal=False, objective=radius,
                       witness_radius=radius)
         return record

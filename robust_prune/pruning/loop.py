@@ -234,7 +234,8 @@ def _retrain(pruned: Network, kept_original, original_widths, round_dir: str,
       test=test, init_network=init)
   network = network_lib.load_network(
       os.path.join(round_dir, "retrain", train_lib.NETWORK))
-  # Training seconds of every epoch, those of an interrupted earlier call too.
+  # Training-loop seconds of every epoch (the per-epoch evaluation left
+  # out), those of an interrupted earlier call too.
   return network, float(sum(h["epoch_seconds"] for h in history))
 
 
@@ -276,10 +277,13 @@ def run_pruning(network_path: str, workdir: str,
       stop_reason = f"round {k}: no score MILP: {e}"
       break
     statuses.append(_status_entry(k, scores))
-    if scores["status"] not in USABLE_STATUSES:
-      # No scores to prune by (all ones). Not cached, so that a rerun (e.g.
-      # with a longer --time_limit, allowed while no round is finished)
-      # solves again.
+    usable = scores["status"] in USABLE_STATUSES
+    # A failure in round 1 is not cached: the options may still change
+    # then (e.g. a longer --time_limit). Later rounds are locked to these
+    # options, so their result, failed or not, is final.
+    if not os.path.exists(scores_path) and (usable or k > 1):
+      _write_json(scores_path, scores)
+    if not usable:  # no scores to prune by (all ones)
       message = (f"round {k}: the importance MILP ({scores['solver']}) ended "
                  f"'{scores['status']}' ({scores['raw_status']}) after "
                  f"{scores['solve_seconds']:.1f} s")
@@ -287,8 +291,6 @@ def run_pruning(network_path: str, workdir: str,
         raise ValueError(f"{message}; nothing to prune")
       stop_reason = message
       break
-    if not os.path.exists(scores_path):
-      _write_json(scores_path, scores)
     if k == 1:
       _write_json(os.path.join(workdir, "scores.json"), scores)
     masks = masks_for(scores, current, options, seed=options.seed + k)
@@ -391,7 +393,8 @@ def _critical_for(workdir, original, final_network, final_kept, train,
   """critical.json when it describes this final network, else recomputed
   (a rerun with more rounds ends at another network)."""
   path = os.path.join(workdir, "critical.json")
-  about = {"final_widths": list(final_network.hidden_widths),
+  about = {"final_network_sha256": network_lib.network_digest(final_network),
+           "final_widths": list(final_network.hidden_widths),
            "final_kept_original_indices": [np.asarray(v).tolist()
                                            for v in final_kept]}
   if os.path.exists(path):
