@@ -13,12 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="$(bash "$ROOT/launch/setup_env.sh")"
 OUT="${1:-$ROOT/runs/paper}"
 shift || true
-# MNIST from ../shared/data/mnist when that folder exists and
-# MNIST_MANUAL_DIR is unset; otherwise (or with MNIST_MANUAL_DIR="") tfds
-# downloads the archives.
-if [ -z "${MNIST_MANUAL_DIR+set}" ] && [ -d "$ROOT/../shared/data/mnist" ]; then
-  export MNIST_MANUAL_DIR="$ROOT/../shared/data/mnist"
-fi
+source "$ROOT/launch/mnist_dir.sh"
 args=(--out_dir="$OUT")
 [ -n "${DELTA:-}" ] && args+=(--delta="$DELTA")
 [ -n "${NUM_IMAGES:-}" ] && args+=(--num_images="$NUM_IMAGES")

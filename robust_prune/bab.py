@@ -193,9 +193,8 @@ def _optimise(weights, biases, in_lower, in_upper, lowers, uppers, c, splits,
 def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
                   splits, alphas, betas) -> np.ndarray:
   """The domain bound of `_domain_bounds` recomputed in float64 (the proof),
-  less an allowance for float64 round-off: the same recursion run on
-  absolute values bounds the magnitude S of every term summed, and N terms
-  err by at most N * 2^-53 * S."""
+  less `bounds.roundoff_allowance` for the magnitude of every term summed
+  (the same recursion run on absolute values)."""
   weights = [np.asarray(w, np.float64) for w in network.weights]
   biases = [np.asarray(b, np.float64) for b in network.biases]
   lam = np.broadcast_to(np.asarray(c, np.float64), (splits[0].shape[0], len(c)))
@@ -222,8 +221,7 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
   bound = (const + np.maximum(lam, 0) @ in_lower
            + np.minimum(lam, 0) @ in_upper)
   magnitude = mag_const + mag @ np.maximum(np.abs(in_lower), np.abs(in_upper))
-  terms = sum(w.shape[0] for w in weights) + 2 * len(weights) + 2
-  return bound - (len(weights) + 2) * terms * 2.0**-52 * magnitude
+  return bound - bounds_lib.roundoff_allowance(network, magnitude)
 
 
 def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
@@ -276,11 +274,10 @@ def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
       a_ub, cost, np.full(len(b_ub), -np.inf), b_ub, in_lower, in_upper,
       duals)
   # The LP's data (objective and split rows) carry the composition's
-  # round-off: it moves the objective by at most gamma * out_mag and each
-  # row by gamma * row_mag, which its multiplier weighs.
-  terms = sum(w.shape[0] for w in network.weights) + network.num_layers + 2
-  gamma = (network.num_layers + 2) * terms * 2.0**-52
-  slack = gamma * (out_mag + np.abs(duals) @ np.asarray(row_mag).reshape(-1))
+  # round-off: it moves the objective by at most the allowance for out_mag
+  # and each row by that for its row_mag, which its multiplier weighs.
+  slack = bounds_lib.roundoff_allowance(
+      network, out_mag + np.abs(duals) @ np.asarray(row_mag).reshape(-1))
   return float(bound + out0 @ c - slack), np.asarray(res.x)
 
 

@@ -76,25 +76,29 @@ def _params(network: Network):
           tuple(jnp.asarray(b, jnp.float64) for b in network.biases))
 
 
-def _roundoff_slack(network: Network, lower, upper):
-  """Per layer (..., n_k): an upper bound of float64 round-off in any bound
-  computed here for that layer.
+def roundoff_allowance(network: Network, magnitude):
+  """An upper bound of the float64 round-off in any sum computed along a
+  back-substitution through `network` (bounds here, the branch and bound's
+  proofs), given the sum of the magnitudes of its terms: N terms err by at
+  most N * 2^-53 * magnitude, and N stays below (depth + 2) * (total fan-in
+  + depth + 2); four times that is allowed (~1e-13 * magnitude here)."""
+  depth = network.num_layers
+  terms = (depth + 2) * (sum(w.shape[0] for w in network.weights) + depth + 2)
+  return terms * 2.0**-51 * magnitude
 
-  Every such bound is a sum of products of weights, ReLU slopes in [0, 1],
-  relaxation shifts (at most the neuron's bound magnitude) and input values,
-  whose absolute values add up to at most M_k = |W_k|^T M_{k-1} + |b_k|
-  (M_{-1} = max(|lower|, |upper|)) times the number of layers summed over.
-  A float64 sum of N such terms errs by at most N * 2^-53 * sum|terms|; N is
-  below the total fan-in of the layers, so (fan-ins + depth) * 2^-51 * M_k
-  per layer is a safe allowance (~1e-13 * M_k on these networks).
-  """
+
+def _roundoff_slack(network: Network, lower, upper):
+  """Per layer (..., n_k): `roundoff_allowance` for any bound computed here
+  for that layer. Such a bound sums products of weights, ReLU slopes in
+  [0, 1], relaxation shifts (at most the neuron's bound magnitude) and input
+  values, whose magnitudes add up to at most M_k = |W_k|^T M_{k-1} + |b_k|
+  (M_{-1} = max(|lower|, |upper|)) per layer summed over."""
   m = np.maximum(np.abs(np.asarray(lower, np.float64)),
                  np.abs(np.asarray(upper, np.float64)))
-  terms = sum(w.shape[0] for w in network.weights) + network.num_layers
   slacks = []
-  for k, (w, b) in enumerate(zip(network.weights, network.biases)):
+  for w, b in zip(network.weights, network.biases):
     m = m @ np.abs(w.astype(np.float64)) + np.abs(b.astype(np.float64))
-    slacks.append(jnp.asarray((k + 2) * terms * 2.0**-51 * m, jnp.float64))
+    slacks.append(jnp.asarray(roundoff_allowance(network, m), jnp.float64))
   return tuple(slacks)
 
 

@@ -17,6 +17,12 @@ USER_ERRORS = (ValueError, FileNotFoundError, data_lib.MnistDataError,
                network_lib.NetworkFormatError)
 
 
+def fail(prog: str, message) -> None:
+  """`prog: error: message` on stderr, exit status 2 (a user error)."""
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 def run(main: Callable[[Sequence[str]], None],
         errors: tuple[type[BaseException], ...] = USER_ERRORS):
   """`app.run(main)`, printing `prog: error: message` and exiting 2 on a
@@ -27,16 +33,12 @@ def run(main: Callable[[Sequence[str]], None],
     prog = (sys.modules["__main__"].__spec__.name
             if getattr(sys.modules["__main__"], "__spec__", None) else "robust_prune")
 
-  def fail(message):
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
   def checked_main(argv):
     if len(argv) > 1:
-      fail(f"unexpected arguments {' '.join(argv[1:])}")
+      fail(prog, f"unexpected arguments {' '.join(argv[1:])}")
     try:
       main(argv)
     except errors as e:
-      fail(e)
+      fail(prog, e)
 
   app.run(checked_main)

@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -34,6 +34,7 @@ from absl import logging
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
+from robust_prune import cli
 from robust_prune import network as network_lib
 from robust_prune.milp import solvers as solvers_lib
 from robust_prune.milp import verify as verify_lib
@@ -135,9 +136,6 @@ def latest_per_pair(records: Sequence[dict]) -> list[dict]:
   return list(latest.values())
 
 
-network_digest = network_lib.network_digest  # identifies a results file's network
-
-
 def _drop_partial_line(path: str) -> None:
   """Truncates a trailing line without newline (killed mid-write)."""
   if not os.path.exists(path):
@@ -232,7 +230,7 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
     raise EvaluateError(f"{len(labels)} labels for {len(indices)} indices "
                         f"({len(set(indices))} distinct); need one label per "
                         f"distinct index")
-  network_id = network_digest(network)
+  network_id = network_lib.network_digest(network)
   existing = []
   if out_path:
     _drop_partial_line(out_path)
@@ -387,8 +385,7 @@ def run():
   try:
     app.run(main)
   except EvaluateError as e:
-    print(f"evaluate: error: {e}", file=sys.stderr)
-    sys.exit(2)  # a user error, as in robust_prune.cli
+    cli.fail("evaluate", e)
   except KeyboardInterrupt as e:
     # Every finished line is already on disk; a rerun resumes from there.
     print(f"evaluate: interrupted ({e or 'Ctrl-C'}); rerun with the same "

@@ -127,11 +127,12 @@ def network_from_arrays(arrays: Mapping[str, np.ndarray]) -> Network:
   missing = [f"b_{i}" for i in expected if f"b_{i}" not in arrays]
   if missing:
     raise NetworkFormatError(f"missing bias keys {missing}")
-  unknown = sorted(set(arrays) - {f"{k}_{i}" for i in expected for k in "Wb"})
+  keys = [f"{k}_{i}" for i in expected for k in "Wb"]
+  unknown = sorted(set(arrays) - set(keys))
   if unknown:  # e.g. a mask or a layer beyond the last weight matrix
     raise NetworkFormatError(f"unknown keys {unknown} (a network holds only "
                              f"W_0..W_{expected[-1]} and b_0..b_{expected[-1]})")
-  for key in (f"{k}_{i}" for i in expected for k in "Wb"):
+  for key in keys:
     dtype = np.asarray(arrays[key]).dtype
     if not (np.issubdtype(dtype, np.floating)
             or np.issubdtype(dtype, np.integer)):

@@ -23,7 +23,6 @@ from typing import Any, Sequence
 from absl import flags
 
 from robust_prune import cli
-from robust_prune import network as network_lib
 from robust_prune import train as train_lib
 from robust_prune.milp import solvers
 from robust_prune.pruning import loop
@@ -128,7 +127,6 @@ def main(argv: Sequence[str]):
   del argv
   f = flags.FLAGS
   options = options_from_flags(f)
-  network_lib.load_mnist_network(f.network)  # fail early and clearly
   summary = run_pruning(f.network, f.workdir, options,
                         train_overrides=train_overrides_from_flags(f),
                         manual_dir=f.mnist_manual_dir)

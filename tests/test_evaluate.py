@@ -14,7 +14,7 @@ from robust_prune import data as data_lib
 from robust_prune import evaluate
 from robust_prune import train as train_lib
 from robust_prune.milp import verify
-from robust_prune.network import Network, load_network, save_network
+from robust_prune.network import Network, load_network, network_digest, save_network
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ("image_index", "label", "target", "delta", "status", "objective",
@@ -83,7 +83,7 @@ def test_binary_writes_one_line_per_pair(network_path, tmp_path, mnist_test):
   assert len(verified(records)) >= 18  # most images really verified
   for r in records:
     assert all(k in r for k in REQUIRED), r.keys()
-    assert r["network_sha256"] == evaluate.network_digest(net)
+    assert r["network_sha256"] == network_digest(net)
     assert r["status"] in verify.STATUSES
     assert r["label"] == mnist_test.labels[r["image_index"]]
     if r["status"] == "adversarial":
