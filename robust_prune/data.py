@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
+import io as io_lib
 import os
 import struct
-import tempfile
+import warnings
 import zipfile
 
 import numpy as np
+
+from robust_prune import io
 
 MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 # name -> (size in bytes, sha256): tfds' registered checksums for `mnist`.
@@ -39,6 +43,12 @@ MANUAL_DIR_ENV = "MNIST_MANUAL_DIR"
 CACHE_DIR_ENV = "ROBUST_PRUNE_CACHE"
 NUM_PIXELS = 28 * 28
 SPLIT_SIZES = {"train": 60000, "test": 10000}
+# sha256 of the parsed uint8 images followed by the labels, per split: what a
+# cache must hold to be used (the archives' checksums cover only the archives).
+CONTENT_SHA256 = {
+    "train": "edc0d1098aa497be14ace79ddd5171e5a3dcf9c4d196c015389203eb3ba1f59b",
+    "test": "c3f9adf9c66efb572b1f9326c3a511b45910c7173b97be66ceceeeeaef6b802b",
+}
 
 
 class MnistDataError(RuntimeError):
@@ -97,16 +107,20 @@ def read_idx_gz(path: str) -> np.ndarray:
   return parse_idx(raw, path)
 
 
-def images_and_labels(images_path: str, labels_path: str) -> Split:
+def read_split_archives(images_path: str, labels_path: str
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """The uint8 images (N, rows, cols) and labels (N,) of two IDX archives."""
   images = read_idx_gz(images_path)
   labels = read_idx_gz(labels_path)
   if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
     raise MnistDataError(
         f"{images_path} / {labels_path}: expected (N, rows, cols) images and "
         f"(N,) labels, got {images.shape} and {labels.shape}")
-  return Split(
-      images=(images.reshape(len(images), -1).astype(np.float32) / 255.0),
-      labels=labels.astype(np.int32))
+  return images, labels
+
+
+def images_and_labels(images_path: str, labels_path: str) -> Split:
+  return _split_from_bytes(*read_split_archives(images_path, labels_path))
 
 
 # ----------------------------------------------------------------- fetching
@@ -150,36 +164,76 @@ def fetch_archives(manual_dir: str | None = None,
   return {name: os.fspath(path) for name, path in paths.items()}
 
 
+def _content_digest(images: np.ndarray, labels: np.ndarray) -> str:
+  digest = hashlib.sha256(np.ascontiguousarray(images, np.uint8).tobytes())
+  digest.update(np.ascontiguousarray(labels, np.uint8).tobytes())
+  return digest.hexdigest()
+
+
+def _split_from_bytes(images: np.ndarray, labels: np.ndarray) -> Split:
+  return Split(
+      images=images.reshape(len(images), -1).astype(np.float32) / 255.0,
+      labels=labels.astype(np.int32))
+
+
+def _read_cache(cache_path: str, split: str) -> Split | None:
+  """The cached split, or None when the cache is missing or not exactly the
+  canonical bytes (cut short, edited, shifted labels, odd pixels)."""
+  try:
+    with np.load(cache_path, allow_pickle=False) as data:
+      images, labels = data["images"], data["labels"]
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    return None
+  if (images.dtype != np.uint8 or labels.dtype != np.uint8
+      or images.shape != (SPLIT_SIZES[split], 28, 28)
+      or labels.shape != (SPLIT_SIZES[split],)
+      or _content_digest(images, labels) != CONTENT_SHA256[split]):
+    return None
+  return _split_from_bytes(images, labels)
+
+
+def _write_cache(cache_path: str, images: np.ndarray, labels: np.ndarray):
+  """Best effort: an unwritable or full cache folder is a warning (the data
+  are in memory already), and no temporary is left behind."""
+  try:
+    os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+    buffer = io_lib.BytesIO()
+    np.savez(buffer, images=images, labels=labels)
+    io.atomic_write(cache_path, buffer.getvalue())
+  except OSError as e:
+    warnings.warn(f"MNIST cache not written ({cache_path}: {e.strerror or e}); "
+                  f"set ${CACHE_DIR_ENV} to a writable folder to cache it",
+                  stacklevel=3)
+
+
 def load_split(split: str, manual_dir: str | None = None,
                cache_dir: str | None = None) -> Split:
-  """MNIST `train` or `test` in canonical IDX order, cached as parsed arrays.
+  """MNIST `train` or `test` in canonical IDX order, cached as raw bytes.
 
-  The cache key is the archives' sha256, so a cache never outlives its source.
+  The cache is keyed by the archives' sha256 (tfds verifies that the archives
+  read have exactly those) and is used only if its content has the canonical
+  digest, so a damaged or edited cache is rebuilt, never trusted.
   """
   if split not in SPLIT_FILES:
     raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
   cache_dir = cache_dir or default_cache_dir()
   images_name, labels_name = SPLIT_FILES[split]
   key = MNIST_FILES[images_name][1][:16] + MNIST_FILES[labels_name][1][:16]
-  cache_path = os.path.join(cache_dir, f"mnist_{split}_{key}.npz")
-  if os.path.isfile(cache_path):
-    try:
-      with np.load(cache_path) as data:
-        cached = Split(data["images"], data["labels"])
-      if (cached.images.shape == (SPLIT_SIZES[split], NUM_PIXELS)
-          and cached.labels.shape == (SPLIT_SIZES[split],)):
-        return cached
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-      pass  # a broken cache (e.g. cut short by a full disk) is rebuilt below
+  cache_path = os.path.join(cache_dir, f"mnist_{split}_{key}_u8.npz")
+  cached = _read_cache(cache_path, split)
+  if cached is not None:
+    return cached
   paths = fetch_archives(manual_dir,
                          download_dir=os.path.join(cache_dir, "downloads"))
-  result = images_and_labels(paths[images_name], paths[labels_name])
-  os.makedirs(cache_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
-  with os.fdopen(fd, "wb") as f:
-    np.savez(f, images=result.images, labels=result.labels)
-  os.replace(tmp, cache_path)
-  return result
+  images, labels = read_split_archives(paths[images_name], paths[labels_name])
+  if (images.shape != (SPLIT_SIZES[split], 28, 28)
+      or labels.shape != (SPLIT_SIZES[split],)
+      or _content_digest(images, labels) != CONTENT_SHA256[split]):
+    raise MnistDataError(
+        f"{paths[images_name]} / {paths[labels_name]}: not the canonical MNIST "
+        f"{split} split (shapes {images.shape}, {labels.shape})")
+  _write_cache(cache_path, images, labels)
+  return _split_from_bytes(images, labels)
 
 
 def load_mnist(manual_dir: str | None = None,

@@ -4,6 +4,7 @@ import gzip
 import os
 import shutil
 import struct
+import tempfile
 
 import numpy as np
 import pytest
@@ -89,15 +90,51 @@ def test_cache_returns_identical_arrays(tmp_path):
   np.testing.assert_array_equal(first.labels, second.labels)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "wrong_shape"])
+@pytest.mark.parametrize("damage", ["truncated", "wrong_shape",
+                                    "labels_shifted", "nan_pixels",
+                                    "pixels_7", "float_copy"])
 def test_a_damaged_cache_is_rebuilt(tmp_path, damage):
   first = data_lib.load_split("test", cache_dir=str(tmp_path))
   (cache,) = [p for p in tmp_path.iterdir() if p.suffix == ".npz"]
   if damage == "truncated":  # e.g. a full disk cut the write short
     cache.write_bytes(cache.read_bytes()[:len(cache.read_bytes()) // 2])
   else:
+    with np.load(cache) as data:
+      images, labels = data["images"], data["labels"]
+    if damage == "wrong_shape":
+      images, labels = images[:5], labels[:5]
+    elif damage == "labels_shifted":   # issue 17: every image "misclassified"
+      labels = np.roll(labels, 1)
+    elif damage == "nan_pixels":
+      images = images.astype(np.float32)
+      images[0, 0, 0] = np.nan
+    elif damage == "pixels_7":
+      images = images.astype(np.float32) / 255.0
+      images[0, 0, 0] = 7.0
+    else:   # right values, but not the raw bytes the cache holds
+      images = images.astype(np.float32)
     with open(cache, "wb") as f:
-      np.savez(f, images=first.images[:5], labels=first.labels[:5])
+      np.savez(f, images=images, labels=labels)
   again = data_lib.load_split("test", cache_dir=str(tmp_path))
   assert again.images.shape == (10000, 784)
   np.testing.assert_array_equal(again.labels, first.labels)
+
+
+def test_an_unwritable_cache_is_a_warning(tmp_path, monkeypatch):
+  def read_only(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(tempfile, "mkstemp", read_only)
+  with pytest.warns(UserWarning, match="Permission denied"):
+    split = data_lib.load_split("test", cache_dir=str(tmp_path))
+  assert split.labels[0] == 7
+
+
+def test_a_full_cache_disk_is_a_warning_and_leaves_no_temporary(
+    tmp_path, monkeypatch):
+  def full_disk(fd):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(os, "fsync", full_disk)
+  with pytest.warns(UserWarning, match="No space left"):
+    split = data_lib.load_split("test", cache_dir=str(tmp_path))
+  assert split.labels[1] == 2
+  assert not [p.name for p in tmp_path.iterdir() if p.is_file()]
