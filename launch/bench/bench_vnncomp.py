@@ -1,0 +1,172 @@
+"""VNN-COMP 2021 mnistfc with our verifier, against the published tools.
+
+  .venv/bin/python launch/bench/bench_vnncomp.py --out=RESULTS.csv \
+      [--networks=256x2] [--limit=N] [--norun]
+
+Runs `python -m robust_prune.vnncomp_run` on the selected instances (one at
+a time, each within its published timeout; resumable through --out), then
+prints per tool (ours and each file in results_csv/): SAT, UNSAT, unknown,
+median seconds, solved counts per network and epsilon, start-up time, and
+every instance where two tools' verdicts contradict each other.
+Our seconds are an instance's whole time (reading its files + deciding);
+the published run seconds include each tool's start-up, so the start-up
+(ours: the runner's process start and imports; theirs: the competition's
+convention, the tool's smallest run time) is printed separately.
+"""
+
+import collections
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+sys.path.insert(0, _REPO)
+from robust_prune.formats import results as results_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_SHARED = os.path.join(os.path.dirname(_REPO), "shared", "vnncomp2021")
+FLAGS = flags.FLAGS
+flags.DEFINE_string("instances", os.path.join(_SHARED, "mnistfc",
+                                              "mnistfc_instances.csv"),
+                    "The benchmark's instances.csv.")
+flags.DEFINE_string("published", os.path.join(_SHARED, "results_csv"),
+                    "Folder of the published per-tool results.")
+flags.DEFINE_string("out", None, "Our results CSV (resumable).")
+flags.DEFINE_list("networks", [], "Only these networks (e.g. 256x2).")
+flags.DEFINE_integer("limit", 0, "At most this many instances (0: all).")
+flags.DEFINE_bool("run", True, "Run our verifier (else only tabulate --out).")
+flags.DEFINE_list("withdrawn", ["RPM"], "Published tools left out (the "
+                  "organisers withdrew RPM's mnistfc results).")
+
+OURS = "robust_prune"
+
+
+def _run_ours():
+  cmd = [sys.executable, "-m", "robust_prune.vnncomp_run",
+         f"--instances={FLAGS.instances}", f"--out={FLAGS.out}",
+         f"--result_dir={FLAGS.out}.d", f"--limit={FLAGS.limit}"]
+  if FLAGS.networks:
+    cmd.append(f"--networks={','.join(FLAGS.networks)}")
+  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+  t0 = time.monotonic()
+  proc = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True,
+                        text=True, check=False)
+  wall = time.monotonic() - t0
+  sys.stderr.write(proc.stderr[-4000:])
+  if proc.returncode != 0:
+    raise SystemExit(f"vnncomp_run failed ({proc.returncode})")
+  startup = re.search(r"start-up ([\d.]+) s", proc.stdout)
+  return wall, float(startup.group(1)) if startup else None
+
+
+def _selected_keys():
+  keys = [results_lib.instance_key(i.onnx, i.vnnlib)
+          for i in results_lib.read_instances(FLAGS.instances)
+          if not FLAGS.networks or any(n in i.onnx for n in FLAGS.networks)]
+  return keys[:FLAGS.limit] if FLAGS.limit > 0 else keys
+
+
+def _tool_rows(path, seconds_of):
+  """{instance key: (verdict, seconds)} of one results CSV."""
+  rows = {}
+  for r in results_lib.read_results(path):
+    rows[results_lib.instance_key(r[1], r[2])] = (results_lib.normalise(r[4]),
+                                                  seconds_of(r))
+  return rows
+
+
+def load_tools(keys):
+  tools = {}
+  ours = _tool_rows(FLAGS.out, lambda r: float(r[3]) + float(r[5]))
+  tools[OURS] = {k: v for k, v in ours.items() if k in keys}
+  for name in sorted(os.listdir(FLAGS.published)):
+    tool = name.removesuffix(".csv")
+    if name.endswith(".csv") and tool not in FLAGS.withdrawn:
+      rows = _tool_rows(os.path.join(FLAGS.published, name),
+                        lambda r: float(r[5]))
+      tools[tool] = {k: v for k, v in rows.items() if k in keys}
+  return tools
+
+
+def _group(key):
+  """(network, epsilon) of an instance key."""
+  eps = re.search(r"_([\d.]+)\.vnnlib$", key[1])
+  return key[0].removesuffix(".onnx"), eps.group(1) if eps else "?"
+
+
+def print_tables(tools, keys, startup):
+  groups = sorted({_group(k) for k in keys})
+  head = (f"{'tool':<14}{'n':>4}{'SAT':>5}{'UNSAT':>6}{'other':>6}"
+          f"{'med s':>8}{'med solved s':>13}{'start-up s':>11}  "
+          + "  ".join(f"{n.split('_')[-1]}/{e}" for n, e in groups))
+  print(head)
+  for tool, rows in tools.items():
+    verdicts = collections.Counter(v for v, _ in rows.values())
+    solved = [s for v, s in rows.values() if v in ("sat", "unsat")]
+    seconds = [s for _, s in rows.values()]
+    per = []
+    for g in groups:
+      members = [k for k in keys if _group(k) == g and k in rows]
+      per.append(f"{sum(rows[k][0] in ('sat', 'unsat') for k in members)}/"
+                 f"{len(members)}")
+    start = (startup if tool == OURS else min(seconds, default=float("nan")))
+    print(f"{tool:<14}{len(rows):>4}{verdicts['sat']:>5}{verdicts['unsat']:>6}"
+          f"{len(rows) - len(solved):>6}"
+          f"{statistics.median(seconds) if seconds else float('nan'):>8.1f}"
+          f"{statistics.median(solved) if solved else float('nan'):>13.1f}"
+          f"{start if start is not None else float('nan'):>11.1f}  "
+          + "  ".join(f"{p:>{len(n.split('_')[-1]) + len(e) + 1}}"
+                      for p, (n, e) in zip(per, groups)))
+
+
+def contradictions(tools, keys):
+  """[(key, {verdict: [tools]})] where one tool says sat and another unsat."""
+  found = []
+  for k in keys:
+    by = collections.defaultdict(list)
+    for tool, rows in tools.items():
+      if k in rows and rows[k][0] in ("sat", "unsat"):
+        by[rows[k][0]].append(tool)
+    if len(by) > 1:
+      found.append((k, dict(by)))
+  return found
+
+
+def main(argv):
+  del argv
+  if not FLAGS.out:
+    raise SystemExit("--out is required")
+  wall, startup = _run_ours() if FLAGS.run else (None, None)
+  keys = _selected_keys()
+  tools = load_tools(keys)
+  print(f"instances: {len(keys)} ({FLAGS.instances}); ours: {FLAGS.out}"
+        + (f"; runner wall {wall:.0f} s" if wall is not None else ""))
+  print("start-up: ours = runner process start and imports (this run); "
+        "published = the tool's smallest run time (the competition's "
+        "overhead convention)")
+  print_tables(tools, keys, startup)
+  ours = tools[OURS]
+  late = [k for k in keys if k in ours and ours[k][1] >
+          next(i.timeout for i in results_lib.read_instances(FLAGS.instances)
+               if results_lib.instance_key(i.onnx, i.vnnlib) == k)]
+  print(f"ours past the timeout: {len(late)} {late}")
+  found = contradictions(tools, keys)
+  print(f"contradictions: {len(found)}; involving {OURS}: "
+        f"{sum(OURS in sum(v.values(), []) for _, v in found)}")
+  for k, by in found:
+    print(f"  {k[0]} {k[1]}: " + "; ".join(f"{v}: {', '.join(t)}"
+                                           for v, t in sorted(by.items())))
+  nobody = [k for k in keys if not any(
+      rows.get(k, ("",))[0] in ("sat", "unsat") for t, rows in tools.items()
+      if t != OURS)]
+  print(f"solved by no published tool: {len(nobody)}; of those ours solved "
+        f"{sum(ours.get(k, ('',))[0] in ('sat', 'unsat') for k in nobody)}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,200 @@
+"""Decides a VNN-LIB property on a network within a wall-clock deadline.
+
+`sat` needs a counterexample: an input in some disjunct's box whose outputs,
+by a float64 forward pass of the network, satisfy every row of that
+disjunct (ties under >= count). `unsat` needs every disjunct refuted; a
+disjunct (a conjunction) is refuted when one of its rows is proven
+impossible on the box (the row's objective -g_r proven > 0 by CROWN or by
+the branch and bound on the folded network, see objective.py), or when the
+MILP of the whole conjunction is infeasible. Nothing is ever guessed: what
+is neither is `timeout` (the deadline passed) or `unknown`.
+
+Order, cheapest first: PGD on every disjunct; CROWN on every row; branch and
+bound per open disjunct (its most promising row) with an equal share of
+`bab_share` of the time left; then the conjunction MILP per open disjunct
+with an equal share of the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from robust_prune import bab as bab_lib
+from robust_prune import bounds as bounds_lib
+from robust_prune.formats import attack, conjunction_milp, objective
+from robust_prune.formats.vnnlib import Property
+from robust_prune.network import Network, forward
+
+
+@dataclasses.dataclass(frozen=True)
+class DecideConfig:
+  pgd_restarts: int = 8
+  pgd_steps: int = 100
+  bab_share: float = 0.6        # of the time left after CROWN, for BaB
+  solver: str = "HIGHS"
+  reserve: float = 1.0          # seconds kept back to write the result
+  min_step: float = 0.5         # no step starts with less than this left
+  use_milp: bool = True
+
+
+@dataclasses.dataclass
+class Verdict:
+  result: str                   # sat | unsat | timeout | unknown
+  x: np.ndarray | None = None   # the counterexample (sat)
+  y: np.ndarray | None = None   # its outputs, float64 forward pass
+  message: str = ""
+  refuted_by: dict = dataclasses.field(default_factory=dict)  # disjunct: how
+
+
+@dataclasses.dataclass
+class _Box:
+  """Disjuncts sharing one input box, with their rows stacked into one
+  folded network (row r of the stack is target r + 1)."""
+  lower: np.ndarray
+  upper: np.ndarray
+  members: list                 # disjunct indices
+  rows: dict                    # disjunct index -> global row indices
+  layer_bounds: bounds_lib.LayerBounds = None
+  folded: Network = None
+  folded_bounds: bounds_lib.LayerBounds = None
+  row_bounds: np.ndarray = None
+
+
+def check_dimensions(network: Network, prop: Property):
+  if (prop.num_inputs, prop.num_outputs) != (network.input_dim,
+                                             network.num_classes):
+    raise ValueError(
+        f"{prop.path} declares {prop.num_inputs} inputs and "
+        f"{prop.num_outputs} outputs; the network maps {network.input_dim} "
+        f"inputs to {network.num_classes} outputs")
+
+
+def counterexample(network: Network, prop: Property, candidates, which):
+  """The first candidate that is a counterexample of its disjunct (float64),
+  preferring its float32 rounding (what other tools' checkers feed the
+  network) when that is one too; (x, y) or None."""
+  candidates = np.atleast_2d(candidates)
+  outputs = forward(network, candidates)
+  for x, y, i in zip(candidates, outputs, which):
+    d = prop.disjuncts[i]
+    if d.holds_at(x, y):
+      x32 = x.astype(np.float32).astype(np.float64)
+      y32 = forward(network, x32)
+      return (x32, y32) if d.holds_at(x32, y32) else (x, y)
+  return None
+
+
+def _prepare(network: Network, prop: Property, lower, upper, members) -> _Box:
+  rows, stacked, consts = {}, [], []
+  for i in members:
+    d = prop.disjuncts[i]
+    rows[i] = list(range(len(consts), len(consts) + len(d.consts)))
+    stacked += list(-d.coeffs)      # objective of row r: -g_r
+    consts += list(-d.consts)
+  box = _Box(lower, upper, members, rows)
+  box.layer_bounds = bounds_lib.crown_bounds(network, lower, upper)
+  if consts:
+    h_mag = objective.last_hidden_magnitude(network, lower, upper,
+                                            box.layer_bounds)
+    box.folded = objective.objective_network(network, np.array(stacked),
+                                             np.array(consts), h_mag)
+    box.folded_bounds = bounds_lib.crown_bounds(box.folded, lower, upper)
+    box.row_bounds = bounds_lib.crown_margin_lower_bounds(
+        box.folded, lower[None], upper[None], [0])[0][1:]
+  return box
+
+
+def decide(network: Network, prop: Property, deadline: float,
+           config: DecideConfig = DecideConfig()) -> Verdict:
+  """The verdict by `deadline` (a time.monotonic() value); see docstring."""
+  check_dimensions(network, prop)
+  verdict = Verdict("unknown")
+  boxes = [_prepare(network, prop, lo, hi, members)
+           for lo, hi, members in prop.boxes()]
+  for box in boxes:
+    found = _attack(network, prop, box, config)
+    if found is not None:
+      return Verdict("sat", *found, message="pgd")
+  open_ = []
+  for box in boxes:
+    for i in box.members:
+      if any(box.row_bounds[r] > 0 for r in box.rows[i]):
+        verdict.refuted_by[i] = "crown"
+      else:
+        open_.append((box, i))
+  # easiest first: equal shares of the time left then grow for the rest
+  open_.sort(key=lambda bi: -max(bi[0].row_bounds[r] for r in bi[0].rows[bi[1]]))
+  for stage in ("bab", "milp"):
+    if stage == "milp" and not config.use_milp:
+      break
+    still = []
+    for n, (box, i) in enumerate(open_):
+      left = deadline - time.monotonic() - config.reserve
+      share = config.bab_share if stage == "bab" else 1.0
+      budget = left * share / (len(open_) - n)
+      if budget < config.min_step:
+        still.append((box, i))
+        continue
+      step = _bab if stage == "bab" else _milp
+      outcome = step(network, prop, box, i, budget, config)
+      if isinstance(outcome, tuple):
+        return Verdict("sat", *outcome, message=stage)
+      if outcome:
+        verdict.refuted_by[i] = stage
+      else:
+        still.append((box, i))
+    open_ = still
+  if not open_:
+    verdict.result = "unsat"
+  elif time.monotonic() >= deadline - config.reserve - config.min_step:
+    verdict.result = "timeout"
+  verdict.message = f"{len(open_)} of {len(prop.disjuncts)} disjuncts open"
+  return verdict
+
+
+def _attack(network, prop, box: _Box, config: DecideConfig):
+  if config.pgd_steps <= 0 or config.pgd_restarts <= 0:
+    centre = (box.lower + box.upper) / 2
+    return counterexample(network, prop,
+                          np.repeat(centre[None], len(box.members), 0),
+                          box.members)
+  disjuncts = [prop.disjuncts[i] for i in box.members]
+  x, which = attack.pgd_candidates(network, box.lower, box.upper, disjuncts,
+                                   restarts=config.pgd_restarts,
+                                   steps=config.pgd_steps)
+  return counterexample(network, prop, x, np.asarray(box.members)[which])
+
+
+def _bab(network, prop, box: _Box, i: int, budget: float, config):
+  """True if the branch and bound refutes disjunct i's most promising row,
+  (x, y) for a counterexample, else False."""
+  row = max(box.rows[i], key=lambda r: box.row_bounds[r])
+  result = bab_lib.bab_margin(box.folded, box.lower, box.upper, 0, row + 1,
+                              bab_lib.BabConfig(time_limit=budget),
+                              layer_bounds=box.folded_bounds)
+  if result.status == "robust":
+    return True
+  if result.x_adv is not None:
+    found = counterexample(network, prop, result.x_adv[None], [i])
+    if found is not None:
+      return found
+  return False
+
+
+def _milp(network, prop, box: _Box, i: int, budget: float, config):
+  """True if the conjunction MILP refutes disjunct i, (x, y) for a
+  counterexample, else False."""
+  d = prop.disjuncts[i]
+  outcome = conjunction_milp.solve_conjunction(
+      network, box.lower, box.upper, box.layer_bounds, d.coeffs, d.consts,
+      time_limit=budget, solver=config.solver)
+  if outcome.refuted:
+    return True
+  if outcome.x is not None:
+    found = counterexample(network, prop, outcome.x[None], [i])
+    if found is not None:
+      return found
+  return False

@@ -1,0 +1,63 @@
+"""Checks one VNN-LIB property on one ONNX network, VNN-COMP style.
+
+  python -m robust_prune.vnnlib_verify --onnx=NET.onnx --vnnlib=SPEC.vnnlib \
+      --timeout=120 --out=RESULT.txt
+
+writes the result file: `sat` with the counterexample `((X_0 v) ... (Y_0 v)
+...)` (re-checked by a float64 forward pass), `unsat`, `timeout`, `unknown`,
+or `error` with its message. The timeout is a wall-clock budget counted from
+the process's start. Bad input (an unsupported ONNX op, a malformed VNN-LIB
+file, a timeout <= 0) writes `error` and ends in one error line, exit 2.
+"""
+
+import time
+
+_STARTED = time.monotonic()   # before the heavy imports: they count too
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+
+from robust_prune import cli
+from robust_prune import io as io_lib
+from robust_prune.formats import decide as decide_lib
+from robust_prune.formats import instance as instance_lib
+from robust_prune.formats import results as results_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("onnx", None, "The network (.onnx).")
+flags.DEFINE_string("vnnlib", None, "The property (.vnnlib).")
+flags.DEFINE_float("timeout", None, "Wall-clock seconds for the whole run.")
+flags.DEFINE_string("out", None, "Where to write the result file.")
+flags.DEFINE_string("solver", "HIGHS", "MILP solver: HIGHS, SCIP, GLPK_MI.")
+flags.DEFINE_integer("pgd_restarts", 8, "PGD restarts per disjunct.")
+flags.DEFINE_integer("pgd_steps", 100, "PGD steps per restart.")
+flags.DEFINE_bool("milp", True, "Try the conjunction MILP after the branch "
+                  "and bound.")
+
+
+def config_from_flags() -> decide_lib.DecideConfig:
+  return decide_lib.DecideConfig(pgd_restarts=FLAGS.pgd_restarts,
+                                 pgd_steps=FLAGS.pgd_steps,
+                                 solver=FLAGS.solver, use_milp=FLAGS.milp)
+
+
+def main(argv):
+  del argv
+  for name in ("onnx", "vnnlib", "timeout", "out"):
+    if FLAGS[name].value is None:
+      raise ValueError(f"--{name} is required")
+  try:
+    instance_lib.check_timeout(FLAGS.timeout)
+    outcome = instance_lib.run_instance(
+        FLAGS.onnx, FLAGS.vnnlib, FLAGS.timeout, started=_STARTED,
+        config=config_from_flags())
+  except instance_lib.INPUT_ERRORS as e:
+    io_lib.atomic_write(FLAGS.out, results_lib.result_text("error",
+                                                           message=str(e)))
+    raise
+  io_lib.atomic_write(FLAGS.out, results_lib.result_text(
+      outcome.result, outcome.x, outcome.y, outcome.message))
+
+
+if __name__ == "__main__":
+  cli.run(main, cli.USER_ERRORS + instance_lib.INPUT_ERRORS)
