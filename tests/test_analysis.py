@@ -472,3 +472,13 @@ def test_overlap_test_against_hypergeometric_sums():
   assert math.isnan(stats.overlap_test(set(), first, 10).p_value)
   with pytest.raises(ValueError):
     stats.overlap_test(first, second, 12)
+
+
+def test_verify_records_verdicts_are_read_as_records():
+  records = pytest.importorskip("robust_prune.verify.records")
+  raw = _curve()
+  # Verdict checks a witness's length against MNIST's 784 inputs
+  verdicts = [records.Verdict.from_json(
+      dict(r, x_adv=[0.5] * 784) if "x_adv" in r else r) for r in raw]
+  assert curves.robustness_bands(verdicts) == curves.robustness_bands(raw)
+  assert curves.check_consistency(verdicts) == []
