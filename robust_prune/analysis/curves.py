@@ -16,10 +16,8 @@ Robust accuracy at delta then lies in [robust / n, (robust + undecided) / n]
 (the MIPVerify-style band: the lower end is proven, the upper end is 1 minus
 the proven non-robust fraction).
 
-Minimum adversarial distortion (Carlini & Wagner 2017): the smallest L-inf
-radius of an input the network labels differently. A proof of robustness at
-delta bounds it from below by delta, a verified witness from above by the
-witness's own distortion (<= its delta).
+The same curves bound each image's minimum adversarial distortion
+(Carlini & Wagner 2017): see distortion.py.
 """
 
 from __future__ import annotations
