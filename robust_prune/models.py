@@ -1,11 +1,17 @@
-"""Flax linen models, applied as `model.apply(params, x)`."""
+"""Flax linen models, applied as `model.apply(params, x)`; `apply_fn` and
+`flax_params` turn an exported Network into that pair (the one place that
+does)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from robust_prune import network as network_lib
 
 DEFAULT_HIDDEN = (300, 100)  # LeNet-300-100, the pruning paper's FC model
 NUM_CLASSES = 10
@@ -39,3 +45,21 @@ def parse_widths(text: str | Sequence[int]) -> tuple[int, ...]:
   if not widths or any(w <= 0 for w in widths):
     raise ValueError(f"hidden widths must be positive, got {text!r}")
   return widths
+
+
+@functools.lru_cache(maxsize=None)
+def mlp(hidden: tuple[int, ...], num_classes: int = NUM_CLASSES) -> MLP:
+  """One module per shape, so its `apply` is one static argument to jit
+  (one compilation per shape, not per call)."""
+  return MLP(hidden=tuple(hidden), num_classes=num_classes)
+
+
+def apply_fn(network: network_lib.Network) -> Callable[..., jax.Array]:
+  """`apply_fn(params, x)`: the logits of an MLP shaped like `network`, for
+  `flax_params(network)` or other params."""
+  return mlp(tuple(network.hidden_widths), network.num_classes).apply
+
+
+def flax_params(network: network_lib.Network) -> Any:
+  """The Network's weights as the params of `apply_fn(network)`."""
+  return jax.tree.map(jnp.asarray, network_lib.params_from_network(network))

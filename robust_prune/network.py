@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io as io_lib
 import os
 import re
-import tempfile
 import zipfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from robust_prune import io
 
 
 class NetworkFormatError(ValueError):
@@ -79,23 +81,17 @@ def _validate(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray]):
 
 
 def save_network(network: Network, path: str | os.PathLike) -> None:
-  """Writes `network.npz` atomically (a crash never leaves half a file)."""
+  """Writes `network.npz` atomically (a crash never leaves half a file, a
+  full disk no temporary)."""
   arrays = {}
   for i, (w, b) in enumerate(zip(network.weights, network.biases)):
     arrays[f"W_{i}"] = np.asarray(w, np.float32)
     arrays[f"b_{i}"] = np.asarray(b, np.float32)
+  buffer = io_lib.BytesIO()
+  np.savez(buffer, **arrays)
   path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  io.atomic_write(path, buffer.getvalue())
 
 
 def load_network(path: str | os.PathLike) -> Network:

@@ -90,3 +90,26 @@ def test_non_mnist_shapes_are_rejected_where_mnist_is_fed(tmp_path, inputs,
   with pytest.raises(network_lib.NetworkFormatError,
                      match=f"maps {inputs} inputs to {classes} logits"):
     network_lib.load_mnist_network(path)
+
+
+def test_apply_fn_of_a_network_matches_its_forward(flax_mlp, mnist_test):
+  """models.apply_fn / flax_params: the one Network -> Flax conversion."""
+  net = network_lib.network_from_params(flax_mlp[1])
+  apply_fn = models.apply_fn(net)
+  assert apply_fn is models.apply_fn(net) or apply_fn == models.apply_fn(net)
+  x = mnist_test.images[:64]
+  logits = np.asarray(apply_fn(models.flax_params(net), jnp.asarray(x)))
+  np.testing.assert_allclose(logits, network_lib.forward(net, x), atol=1e-5)
+
+
+def test_save_leaves_no_temporary_when_the_write_fails(tmp_path, flax_mlp,
+                                                       monkeypatch):
+  from robust_prune import io as io_lib  # pylint: disable=g-import-not-at-top
+  net = network_lib.network_from_params(flax_mlp[1])
+
+  def fail(*args):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(io_lib.os, "fsync", fail)
+  with pytest.raises(OSError):
+    network_lib.save_network(net, tmp_path / "network.npz")
+  assert list(tmp_path.iterdir()) == []

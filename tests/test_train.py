@@ -1,11 +1,14 @@
 """End-to-end training: learns, exports, resumes bit-exactly."""
 
+import dataclasses
+import errno
 import json
 import os
 
 import numpy as np
 import pytest
 
+from robust_prune import io as io_lib
 from robust_prune import network as network_lib
 from robust_prune import train as train_lib
 
@@ -62,7 +65,8 @@ def test_interrupted_run_resumes_to_identical_weights(
     tmp_path, monkeypatch, mnist_train, uninterrupted, name, when, at):
   config, test, reference, reference_history = uninterrupted
   resumed = tmp_path / "interrupted"
-  real_write, real_save = train_lib._atomic_write, network_lib.save_network
+  # Every file of the workdir is written through io.atomic_write.
+  real_write = io_lib.atomic_write
   seen = []
 
   def killed(real, path_arg):
@@ -77,13 +81,11 @@ def test_interrupted_run_resumes_to_identical_weights(
         raise KeyboardInterrupt
     return write
 
-  monkeypatch.setattr(train_lib, "_atomic_write", killed(real_write, 0))
-  monkeypatch.setattr(network_lib, "save_network", killed(real_save, 1))
+  monkeypatch.setattr(io_lib, "atomic_write", killed(real_write, 0))
   with pytest.raises(KeyboardInterrupt):
     train_lib.train_and_evaluate(config, str(resumed), train=mnist_train,
                                  test=test)
-  monkeypatch.setattr(train_lib, "_atomic_write", real_write)
-  monkeypatch.setattr(network_lib, "save_network", real_save)
+  monkeypatch.setattr(io_lib, "atomic_write", real_write)
   history = train_lib.train_and_evaluate(config, str(resumed),
                                          train=mnist_train, test=test)
   assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -160,4 +162,101 @@ def test_workdir_with_another_config_is_refused(tmp_path, mnist_train,
                                     dict(hidden=(0,))])
 def test_bad_config_is_rejected(kwargs):
   with pytest.raises(ValueError):
+    train_lib.TrainConfig(**kwargs)
+
+
+# ----------------------------------------------- issue 17: locks, resume, disk
+def test_second_run_on_a_workdir_is_refused(tmp_path, mnist_train, mnist_test):
+  """A workdir another live run holds is refused before anything is
+  written (two runs with different --hidden used to both exit 0)."""
+  config = train_lib.TrainConfig(epochs=1, epsilon=0.0, **SMALL)
+  with io_lib.WorkdirLock(str(tmp_path)):  # as the other run holds it
+    with pytest.raises(io_lib.LockedError, match="in use"):
+      train_lib.train_and_evaluate(config, str(tmp_path), train=mnist_train,
+                                   test=_subset(mnist_test, 200))
+  assert not (tmp_path / "config.json").exists()
+  history = train_lib.train_and_evaluate(config, str(tmp_path),
+                                         train=mnist_train,
+                                         test=_subset(mnist_test, 200))
+  assert [h["epoch"] for h in history] == [1]  # free again once released
+
+
+def test_checkpoint_of_another_architecture_is_not_resumed(
+    tmp_path, mnist_train, mnist_test):
+  """config.json says 16 but the checkpoint is 32 wide (what two racing
+  runs left behind): the 16 run must not resume the 32 network."""
+  test = _subset(mnist_test, 200)
+  wide = train_lib.TrainConfig(epochs=1, epsilon=0.0, **SMALL)
+  train_lib.train_and_evaluate(wide, str(tmp_path), train=mnist_train,
+                               test=test)
+  narrow = train_lib.TrainConfig(epochs=2, epsilon=0.0,
+                                 **{**SMALL, "hidden": (16,)})
+  (tmp_path / "config.json").write_text(json.dumps(narrow.to_json()))
+  with pytest.raises(ValueError, match=r"checkpoint\.msgpack.*\[32\]"):
+    train_lib.train_and_evaluate(narrow, str(tmp_path), train=mnist_train,
+                                 test=test)
+  net = network_lib.load_network(tmp_path / "network.npz")
+  assert net.hidden_widths == (32,)  # nothing was overwritten
+
+
+def test_corrupt_checkpoint_error_names_the_file(tmp_path, mnist_train,
+                                                 mnist_test):
+  test = _subset(mnist_test, 200)
+  config = train_lib.TrainConfig(epochs=2, epsilon=0.0, **SMALL)
+  train_lib.train_and_evaluate(dataclasses.replace(config, epochs=1),
+                               str(tmp_path / "first"), train=mnist_train,
+                               test=test)
+  # The same config over one epoch: config.json matches, the file is junk.
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text(json.dumps(config.to_json()))
+  (tmp_path / "run" / "checkpoint.msgpack").write_bytes(b"\xc1 not msgpack")
+  with pytest.raises(ValueError, match=str(tmp_path / "run" /
+                                           "checkpoint.msgpack")):
+    train_lib.train_and_evaluate(config, str(tmp_path / "run"),
+                                 train=mnist_train, test=test)
+
+
+def test_full_disk_leaves_no_temporary(tmp_path, monkeypatch, mnist_train,
+                                       mnist_test):
+  """The disk fills up while the checkpoint is written: the error comes
+  through, and no temporary is left behind (one more used to be left per
+  rerun)."""
+  real_fdopen = os.fdopen
+
+  class FullDisk:
+    def __init__(self, f):
+      self.f = f
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.f.close()
+
+    def write(self, data):
+      if len(data) > 200_000:  # the checkpoint, not the 100 KB network
+        raise OSError(errno.ENOSPC, "No space left on device")
+      return self.f.write(data)
+
+    def __getattr__(self, name):
+      return getattr(self.f, name)
+
+  monkeypatch.setattr(os, "fdopen",
+                      lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
+  config = train_lib.TrainConfig(epochs=1, epsilon=0.0, **SMALL)
+  with pytest.raises(OSError, match="No space"):
+    train_lib.train_and_evaluate(config, str(tmp_path), train=mnist_train,
+                                 test=_subset(mnist_test, 200))
+  assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
+  assert not (tmp_path / "checkpoint.msgpack").exists()
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(epsilon=float("nan")), dict(learning_rate=float("nan")),
+    dict(pgd_step_size=float("inf")), dict(max_train_examples=-5),
+    dict(pgd_steps=-1), dict(eval_epsilon=float("nan"))])
+def test_non_finite_or_negative_options_are_refused(kwargs):
+  """NaN passed every range check: --epsilon=nan trained *standard* and
+  stored NaN in config.json."""
+  with pytest.raises(ValueError, match="|".join(kwargs)):
     train_lib.TrainConfig(**kwargs)
