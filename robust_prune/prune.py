@@ -9,21 +9,24 @@
 
 writes DIR/network.npz (pruned, retrained), DIR/scores.json, DIR/pruning.json
 and DIR/rounds.jsonl (see robust_prune/pruning/loop.py for the layout);
-rerunning with the same DIR resumes. Retraining uses the recipe in
-config.json next to --network when present; training flags given on the
-command line override it (the hidden widths come from the pruning).
+rerunning with the same DIR resumes; a second run on DIR is refused while the
+first lives. Retraining uses the recipe in config.json next to --network when
+present; training flags given on the command line override it (the hidden
+widths come from the pruning).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Sequence
 
 from absl import flags
 
 from robust_prune import cli
-from robust_prune import train as train_lib
+from robust_prune import configs
+from robust_prune import data as data_lib
+from robust_prune import io
+from robust_prune.configs import bridge
 from robust_prune.milp import solvers
 from robust_prune.pruning import loop
 
@@ -31,105 +34,97 @@ from robust_prune.pruning import loop
 PruneOptions = loop.PruneOptions
 run_pruning = loop.run_pruning
 
+# PruneOptions (pruning/options.py) carries no flag metadata: its flags'
+# names (where they differ from the fields) and help texts.
+FLAG_NAMES = {"lam": "lambda", "seed": "prune_seed"}
+FLAG_HELP = {
+    "threshold": "Remove neurons scored below this (in [0, 1]).",
+    "images_per_class": "Correctly classified training images per class in "
+                        "the MILP's batch.",
+    "solver": f"MILP solver: one of {', '.join(solvers.SOLVERS)}.",
+    "time_limit": "Seconds for each importance MILP (an unproven incumbent "
+                  "is used and labelled as such).",
+    "mip_gap": "Relative and absolute optimality gap at which SCIP/HiGHS "
+               "stop (GLPK_MI always runs with gap 0).",
+    "descent_start": "Start the importance MILP from an LP-based "
+                     "activation-pattern descent (better incumbents, smaller "
+                     "networks; see BUILD_NOTES).",
+    "margin": "Required logit margin of each batch image (hard constraint "
+              "when --lambda=0, hinge target otherwise).",
+    "lam": "Weight of the hinge penalty; 0 = hard margin constraint instead.",
+    "retrain": "Retrain the pruned net from scratch, fine-tune its weights, "
+               "or rewind them to their initial values.",
+    "rounds": "Prune-retrain rounds (stops early when nothing falls below "
+              "the threshold).",
+    "baseline": "milp = prune by MILP score; random/magnitude remove the "
+                "same number of neurons per layer by another rule.",
+    "max_accuracy_drop": "Stop iterating when clean test accuracy falls "
+                         "more than this fraction below the input network's.",
+    "seed": "Seed of the random baseline.",
+    "critical": "Also compare critical neurons (clean vs PGD batch; original "
+                "vs pruned): critical.json.",
+}
+PRUNE_FLAGS = bridge.flag_specs(
+    PruneOptions, rename=FLAG_NAMES, help=FLAG_HELP,
+    choices={"retrain": loop.RETRAIN_MODES, "baseline": loop.BASELINES})
 
-def pipeline_prune_options(c) -> PruneOptions:
+
+def pipeline_prune_options(config: configs.PipelineConfig) -> PruneOptions:
   """The pruning options of a PipelineConfig (ValueError if bad: the
-  pipeline checks them before it trains anything)."""
+  pipeline checks them before it trains anything). The pipeline prunes with
+  its verification solver and its training seed."""
+  p = config.prune
   return PruneOptions(
-      threshold=c.threshold, images_per_class=c.images_per_class,
-      solver=c.solver, time_limit=c.prune_time_limit, retrain=c.retrain,
-      seed=c.seed, margin=c.prune_margin, lam=c.prune_lambda)
+      threshold=p.threshold, images_per_class=p.images_per_class,
+      solver=config.verify.solver, time_limit=p.time_limit,
+      retrain=p.retrain, seed=config.train.seed, margin=p.margin, lam=p.lam)
 
 
-def run_pruning_stage(pipeline) -> dict[str, Any]:
-  """The pipeline's `prune` stage: OUT/original/network.npz -> OUT/pruned/."""
-  options = pipeline_prune_options(pipeline.config)
-  train, test = pipeline.splits
-  summary = run_pruning(pipeline.path("original", "network.npz"),
-                        pipeline.path("pruned"), options, train=train,
+def run_pruning_stage(network_path: str, workdir: str, options: PruneOptions,
+                      *, splits: tuple[data_lib.Split, data_lib.Split]
+                      ) -> dict[str, Any]:
+  """The pipeline's `prune` stage: network_path -> workdir; the summary's
+  widths, parameter counts and solver statuses."""
+  train, test = splits
+  summary = run_pruning(network_path, workdir, options, train=train,
                         test=test)
   return {key: summary[key] for key in
           ("widths_before", "widths_after", "params_before", "params_after",
            "param_reduction", "solver_status")}
 
 
-def define_prune_flags():
-  d = PruneOptions()
-  flags.DEFINE_string("network", None, "network.npz to prune.")
-  flags.DEFINE_string("workdir", None, "Output folder; resumed if it exists.")
-  flags.DEFINE_float("threshold", d.threshold,
-                     "Remove neurons scored below this (in [0, 1]).")
-  flags.DEFINE_integer("images_per_class", d.images_per_class,
-                       "Correctly classified training images per class in "
-                       "the MILP's batch.")
-  flags.DEFINE_string("solver", d.solver,
-                      f"MILP solver: one of {', '.join(solvers.SOLVERS)}.")
-  flags.DEFINE_float("time_limit", d.time_limit,
-                     "Seconds for each importance MILP (an unproven "
-                     "incumbent is used and labelled as such).")
-  flags.DEFINE_bool("descent_start", d.descent_start, "Start the importance "
-                    "MILP from an LP-based activation-pattern descent (better "
-                    "incumbents, smaller networks; see BUILD_NOTES).")
-  flags.DEFINE_float("mip_gap", d.mip_gap, "Relative and absolute optimality gap "
-                     "at which SCIP/HiGHS stop (GLPK_MI always runs with gap "
-                     "0).")
-  flags.DEFINE_float("margin", d.margin, "Required logit margin of each batch "
-                     "image (hard constraint when --lambda=0, hinge target "
-                     "otherwise).")
-  flags.DEFINE_float("lambda", d.lam, "Weight of the hinge penalty; 0 = hard "
-                     "margin constraint instead.")
-  flags.DEFINE_enum("retrain", d.retrain, list(loop.RETRAIN_MODES),
-                    "Retrain the pruned net from scratch, fine-tune its "
-                    "weights, or rewind them to their initial values.")
-  flags.DEFINE_integer("rounds", d.rounds, "Prune-retrain rounds (stops "
-                       "early when nothing falls below the threshold).")
-  flags.DEFINE_enum("baseline", d.baseline, list(loop.BASELINES),
-                    "milp = prune by MILP score; random/magnitude remove the "
-                    "same number of neurons per layer by another rule.")
-  flags.DEFINE_float("max_accuracy_drop", d.max_accuracy_drop,
-                     "Stop iterating when clean test accuracy falls more "
-                     "than this fraction below the input network's.")
-  flags.DEFINE_bool("critical", d.critical, "Also compare critical neurons "
-                    "(clean vs PGD batch; original vs pruned): critical.json.")
-  flags.DEFINE_integer("prune_seed", d.seed,
-                       "Seed of the random baseline.")
+def define_prune_flags(flag_values: flags.FlagValues = flags.FLAGS):
+  flags.DEFINE_string("network", None, "network.npz to prune.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("workdir", None, "Output folder; resumed if it exists.",
+                      flag_values=flag_values)
+  bridge.define_flags(PRUNE_FLAGS, flag_values)
 
 
-if __name__ == "__main__":
-  define_prune_flags()
-  train_lib.define_train_flags()
-  train_lib.define_data_flags()
-  flags.mark_flags_as_required(["network", "workdir"])
-
-
-def train_overrides_from_flags(f=flags.FLAGS) -> dict[str, Any]:
-  """Training flags given explicitly on the command line."""
-  fields = {x.name for x in dataclasses.fields(train_lib.TrainConfig)}
-  overrides = {}
-  for name in sorted(fields - {"hidden"}):
-    if name in f and f[name].present:
-      overrides[name] = f[name].value
+def train_overrides_from_flags(f: flags.FlagValues = flags.FLAGS
+                               ) -> dict[str, Any]:
+  """Training flags given explicitly on the command line (the hidden
+  widths come from the pruning)."""
+  overrides = bridge.present_values(configs.TRAIN_FLAGS, f)
+  overrides.pop("hidden", None)
   return overrides
 
 
-def options_from_flags(f=flags.FLAGS) -> PruneOptions:
-  return PruneOptions(
-      threshold=f.threshold, images_per_class=f.images_per_class,
-      solver=f.solver.upper(), time_limit=f.time_limit, mip_gap=f.mip_gap,
-      descent_start=f.descent_start,
-      margin=f.margin, lam=f["lambda"].value, retrain=f.retrain,
-      rounds=f.rounds, baseline=f.baseline,
-      max_accuracy_drop=f.max_accuracy_drop, seed=f.prune_seed,
-      critical=f.critical)
+def options_from_flags(f: flags.FlagValues = flags.FLAGS) -> PruneOptions:
+  values = {s.name: bridge.flag_value(s, f) for s in PRUNE_FLAGS}
+  values["solver"] = values["solver"].upper()
+  return bridge.build(PruneOptions, PRUNE_FLAGS, values)
 
 
 def main(argv: Sequence[str]):
   del argv
   f = flags.FLAGS
   options = options_from_flags(f)
-  summary = run_pruning(f.network, f.workdir, options,
-                        train_overrides=train_overrides_from_flags(f),
-                        manual_dir=f.mnist_manual_dir)
+  overrides = train_overrides_from_flags(f)
+  with io.locked_workdir(f.workdir, "prune run"):
+    summary = run_pruning(f.network, f.workdir, options,
+                          train_overrides=overrides,
+                          manual_dir=f.mnist_manual_dir)
   print(json.dumps({key: summary[key] for key in
                     ("widths_before", "widths_after", "params_before",
                      "params_after", "param_reduction", "stop_reason",
@@ -137,4 +132,8 @@ def main(argv: Sequence[str]):
 
 
 if __name__ == "__main__":
+  define_prune_flags()
+  bridge.define_flags(configs.TRAIN_FLAGS)
+  configs.define_data_flags()
+  flags.mark_flags_as_required(["network", "workdir"])
   cli.run(main, cli.USER_ERRORS + (TypeError,))

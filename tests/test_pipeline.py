@@ -4,13 +4,19 @@ files, and a rerun skips every finished stage."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from robust_prune import evaluate as evaluate_lib
+from robust_prune import configs
+from robust_prune import io
 from robust_prune import network as network_lib
 from robust_prune import pipeline as pipeline_lib
+from robust_prune.verify import records as records_lib
 
 # Large enough a radius that the small quick networks have adversarial
 # examples, so reverse testing is exercised on real witnesses.
@@ -20,16 +26,13 @@ QUICK_DELTA = 0.15
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, mnist_train, mnist_test):
   out = str(tmp_path_factory.mktemp("quick"))
-  config = pipeline_lib.PipelineConfig(**{**pipeline_lib.QUICK,
-                                          "delta": QUICK_DELTA})
-  pipeline = pipeline_lib.Pipeline(config, out)
-  pipeline._splits = (mnist_train, mnist_test)  # pylint: disable=protected-access
-  pipeline.run()
+  config = configs.presets.quick(delta=QUICK_DELTA)
+  pipeline_lib.Pipeline(config, out, splits=(mnist_train, mnist_test)).run()
   return out, config
 
 
 def _records(out, net):
-  return evaluate_lib.read_results(os.path.join(out, f"verify_{net}.jsonl"))
+  return records_lib.read_results(os.path.join(out, f"verify_{net}.jsonl"))
 
 
 def test_every_stage_wrote_its_output(quick_run):
@@ -44,7 +47,7 @@ def test_every_stage_wrote_its_output(quick_run):
   for net in ("original", "pruned"):
     records = _records(out, net)
     pairs = {(r["image_index"], r["target"]) for r in records}
-    assert len(pairs) == len(records) == config.num_images * 9
+    assert len(pairs) == len(records) == config.verify.num_images * 9
   pruned = network_lib.load_network(os.path.join(out, "pruned", "network.npz"))
   original = network_lib.load_network(os.path.join(out, "original", "network.npz"))
   assert sum(pruned.hidden_widths) <= sum(original.hidden_widths)
@@ -119,9 +122,7 @@ def test_reverse_testing_recomputed(quick_run):
 def test_rerun_skips_finished_stages(quick_run, capsys, mnist_train, mnist_test):
   out, config = quick_run
   before = os.path.getmtime(os.path.join(out, "verify_original.jsonl"))
-  pipeline = pipeline_lib.Pipeline(config, out)
-  pipeline._splits = (mnist_train, mnist_test)  # pylint: disable=protected-access
-  pipeline.run()
+  pipeline_lib.Pipeline(config, out, splits=(mnist_train, mnist_test)).run()
   printed = capsys.readouterr().out
   assert printed.count("already complete, skipped") == 6
   assert os.path.getmtime(os.path.join(out, "verify_original.jsonl")) == before
@@ -133,19 +134,18 @@ def test_rerun_retries_error_records(quick_run, capsys, tmp_path,
   copy = str(tmp_path / "copy")
   shutil.copytree(out, copy)
   path = os.path.join(copy, "verify_original.jsonl")
-  records = evaluate_lib.read_results(path)
+  records = records_lib.read_results(path)
   searched = next(r for r in records if r["status"] != "misclassified")
   lines = open(path).read().count("\n")
   with open(path, "a") as f:  # as if the solver had crashed on this pair
     f.write(json.dumps(dict(searched, status="error", message="crash")) + "\n")
-  pipeline = pipeline_lib.Pipeline(config, copy)
-  pipeline._splits = (mnist_train, mnist_test)  # pylint: disable=protected-access
-  state = pipeline.run()
+  state = pipeline_lib.Pipeline(config, copy,
+                                splits=(mnist_train, mnist_test)).run()
   printed = capsys.readouterr().out
   assert "1 pairs ended in error; retrying them" in printed
   assert printed.count("already complete, skipped") == 3  # train..accuracy
-  again = {evaluate_lib.pair_key(r): r for r in evaluate_lib.read_results(path)}
-  assert again[evaluate_lib.pair_key(searched)]["status"] == searched["status"]
+  again = {records_lib.pair_key(r): r for r in records_lib.read_results(path)}
+  assert again[records_lib.pair_key(searched)]["status"] == searched["status"]
   assert open(path).read().count("\n") == lines + 2  # nothing lost
   assert state["stages"]["verify"]["counts"]["original"]["error"] == 0
   assert all(s["complete"] for s in state["stages"].values())
@@ -154,5 +154,155 @@ def test_rerun_retries_error_records(quick_run, capsys, tmp_path,
 def test_other_configuration_in_same_folder_is_refused(quick_run):
   out, config = quick_run
   with pytest.raises(ValueError, match="another configuration"):
-    pipeline_lib.Pipeline(
-        pipeline_lib.PipelineConfig(**{**pipeline_lib.QUICK, "delta": 0.3}), out)
+    pipeline_lib.Pipeline(configs.presets.quick(delta=0.3), out).run()
+
+
+# ------------------------------------- issue 17: options, lock, child process
+STAGES = ("train", "prune", "accuracy", "verify", "transfer", "report")
+
+
+def _stubbed(config, out, fail_at=None):
+  """A Pipeline on `out` whose stages only record that they ran (the
+  bookkeeping around them is the real one)."""
+  pipeline = pipeline_lib.Pipeline(config, str(out))
+  ran = []
+
+  def stage(name):
+    def run():
+      ran.append(name)
+      if name == fail_at:
+        raise RuntimeError(f"{name} failed")
+      return {}
+    return run
+
+  for name in STAGES:
+    setattr(pipeline, name, stage(name))
+  return pipeline, ran
+
+
+def test_rerun_may_change_options_of_stages_not_started(tmp_path):
+  """A rerun used to be refused for any changed option, even one whose
+  stage had not run; the options of started stages stay fixed."""
+  first = configs.presets.quick()
+  pipeline, ran = _stubbed(first, tmp_path, fail_at="accuracy")
+  with pytest.raises(RuntimeError):
+    pipeline.run()
+  assert ran == ["train", "prune", "accuracy"]
+  for change in (dict(epochs=4), dict(learning_rate=0.01),
+                 dict(prune_margin=1.0), dict(solver="GLPK_MI")):
+    pipeline, ran = _stubbed(first.replace(**change), tmp_path)
+    with pytest.raises(io.ConfigMismatchError, match="another configuration"):
+      pipeline.run()
+    assert ran == [], change
+  corrected = first.replace(num_images=7, time_limit=10.0, mode="targeted")
+  pipeline, ran = _stubbed(corrected, tmp_path)
+  state = pipeline.run()
+  assert ran == ["accuracy", "verify", "transfer", "report"]
+  assert io.read_json(tmp_path / "config.json") == corrected.to_json()
+  assert io.read_json(tmp_path / "pipeline.json")["config"] == (
+      corrected.to_json())
+  assert state["config"] == corrected.to_json()
+  pipeline, ran = _stubbed(corrected.replace(delta=0.1), tmp_path)
+  with pytest.raises(io.ConfigMismatchError):
+    pipeline.run()  # verify has run: its radius is fixed now
+  assert ran == []
+
+
+def test_options_are_checked_before_stage_one(tmp_path):
+  pipeline, ran = _stubbed(configs.presets.quick(solver="NO_SUCH_SOLVER"),
+                           tmp_path)
+  with pytest.raises(ValueError, match="NO_SUCH_SOLVER"):
+    pipeline.run()
+  assert ran == [] and os.listdir(tmp_path) == []
+
+
+def test_a_second_pipeline_on_the_folder_is_refused(tmp_path):
+  pipeline, ran = _stubbed(configs.presets.quick(), tmp_path)
+  with io.WorkdirLock(str(tmp_path)):  # as a live pipeline holds it
+    with pytest.raises(io.LockedError, match="in use"):
+      pipeline.run()
+  assert ran == [] and not (tmp_path / "pipeline.json").exists()
+  assert pipeline.run() and ran == list(STAGES)
+
+
+# The quick configuration as pipeline.json stored it before config.json
+# existed (the options added since take their defaults).
+OLD_QUICK_CONFIG = {
+    "delta": 0.05, "num_images": 5, "first_image": 0, "hidden": [32, 16],
+    "train_epsilon": 0.1, "epochs": 3, "max_train_examples": 12000,
+    "seed": 0, "threshold": 0.001, "images_per_class": 1,
+    "retrain": "finetune", "prune_margin": 3.0, "prune_lambda": 0.0,
+    "solver": "HIGHS", "bounds": "crown", "mode": "certify",
+    "time_limit": 30.0, "bab_time_limit": 20.0, "prune_time_limit": 20.0,
+    "workers": 1, "learning_rate": 3e-3, "epsilon_warmup_epochs": 3}
+
+
+def _children(pid, command):
+  """The children of `pid` running `command` (after their exec)."""
+  try:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+      pids = [int(c) for c in f.read().split()]
+  except OSError:
+    return []
+  found = []
+  for child in pids:
+    try:
+      with open(f"/proc/{child}/cmdline", "rb") as f:
+        if command.encode() in f.read():
+          found.append(child)
+    except OSError:
+      pass
+  return found
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"),
+                    reason="reads the process tree from /proc")
+def test_killed_pipeline_takes_its_evaluate_child_along(tmp_path):
+  """kill -9 of the pipeline during verify used to leave `evaluate`
+  running, appending to the results file a rerun appends to as well."""
+  out = tmp_path / "out"
+  rng = np.random.default_rng(0)
+  for net in ("original", "pruned"):
+    network_lib.save_network(network_lib.Network(
+        (rng.normal(size=(784, 8)).astype(np.float32),
+         rng.normal(size=(8, 10)).astype(np.float32)),
+        (np.zeros(8, np.float32), np.zeros(10, np.float32))),
+        out / net / "network.npz")
+  stages = {n: {"complete": True, "seconds": 1.0}
+            for n in ("train", "prune", "accuracy")}
+  (out / "pipeline.json").write_text(json.dumps(
+      {"config": OLD_QUICK_CONFIG, "stages": stages, "evaluation": {}}))
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  pipeline = subprocess.Popen(
+      [sys.executable, "-m", "robust_prune.pipeline", f"--out_dir={out}",
+       "--quick", "--workers=1"], env=env, stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL)
+  child = None
+  try:
+    deadline = time.time() + 240
+    while child is None and time.time() < deadline and pipeline.poll() is None:
+      child = next(iter(_children(pipeline.pid, "robust_prune.evaluate")),
+                   None)
+      time.sleep(0.05)
+    assert child is not None, "the pipeline started no verify child"
+    os.kill(pipeline.pid, signal.SIGKILL)
+    pipeline.wait()
+    # It dies with its parent at once; left alive, it would still be
+    # starting up (seconds) and then verify.
+    deadline = time.time() + 2
+    while _alive(child) and time.time() < deadline:
+      time.sleep(0.1)
+    assert not _alive(child), "evaluate outlived the killed pipeline"
+  finally:
+    if pipeline.poll() is None:
+      pipeline.kill()
+    if child is not None and _alive(child):
+      os.kill(child, signal.SIGKILL)

@@ -7,7 +7,10 @@ Sweeps: delta, widths (width/depth), threshold, training (standard vs PGD),
 retrain (scratch / finetune / rewind). Each variant is a full
 `robust_prune.pipeline` run in OUT/<variant>/ (resumable like the main job);
 variants that share the original network's training (and pruning) reuse it
-through a symlink instead of retraining. Afterwards OUT/aggregate.{csv,md} and
+through a symlink instead of retraining (every training option decides the
+shared training, every pruning option and the solver the shared pruning).
+The sweeps are `robust_prune.configs.SWEEPS` ({flag name: value} changes of
+the base configuration the pipeline flags describe). Afterwards OUT/aggregate.{csv,md} and
 plots of adversarial-example rate and verified robust accuracy vs number of
 hidden neurons, and clean accuracy vs robustness, are written.
 Rerunning resumes: finished variants are skipped.
@@ -19,31 +22,19 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Sequence
+from typing import Any, Mapping
 
-from absl import app
 from absl import flags
 
+from robust_prune import cli
+from robust_prune import configs
+from robust_prune import io
 from robust_prune import pipeline as pipeline_lib
 from robust_prune import report as report_lib
+from robust_prune.report import figures as figures_lib
 
-SWEEPS = {
-    "delta": [dict(delta=d) for d in (0.02, 0.05, 0.08, 0.1)],
-    "widths": [dict(hidden=h) for h in ((100,), (100, 100), (300, 100),
-                                        (300, 100, 100))],
-    "threshold": [dict(threshold=t) for t in (0.001, 0.01, 0.1, 0.5)],
-    "training": [dict(train_epsilon=e) for e in (0.0, 0.1)],
-    "retrain": [dict(retrain=r) for r in ("scratch", "finetune", "rewind")],
-}
-QUICK_SWEEPS = {
-    "delta": [dict(delta=d) for d in (0.02, 0.05, 0.1)],
-    "widths": [dict(hidden=h) for h in ((16,), (24, 12), (32, 16, 8))],
-}
-# Fields that decide the original network / the pruned network.
-TRAIN_FIELDS = ("hidden", "train_epsilon", "epochs", "max_train_examples", "seed")
-PRUNE_FIELDS = TRAIN_FIELDS + ("threshold", "images_per_class", "retrain",
-                               "prune_margin", "prune_lambda",
-                               "solver", "prune_time_limit")
+SWEEPS = configs.SWEEPS
+QUICK_SWEEPS = configs.QUICK_SWEEPS
 
 flags.DEFINE_enum("sweep", None, sorted(SWEEPS), "Which ablation.")
 pipeline_lib.define_flags()  # the base configuration; --out_dir is the sweep's
@@ -58,12 +49,22 @@ def variant_name(overrides: dict) -> str:
   return f"{key}_{value}"
 
 
-def _shared_dir(out_dir: str, config, fields: Sequence[str], kind: str) -> str:
-  key = "_".join(f"{f}={getattr(config, f)}" for f in fields)
-  key = key.replace(" ", "").replace("(", "").replace(")", "").replace(",", "-")
-  if len(key) > 150:
-    key = hashlib.sha256(key.encode()).hexdigest()[:16]
-  return os.path.join(out_dir, "shared", kind, key)
+def shared_options(config: configs.PipelineConfig, kind: str
+                   ) -> dict[str, Any]:
+  """What decides the original network (every training option) or the
+  pruned one (those, the pruning options and the solver the pipeline
+  prunes with): variants that agree on them share that stage's work."""
+  options = {"train": config.train.to_json()}
+  if kind == "pruned":
+    options["prune"] = dataclasses.asdict(config.prune)
+    options["solver"] = config.verify.solver
+  return options
+
+
+def _shared_dir(out_dir: str, options: Mapping[str, Any], kind: str) -> str:
+  key = json.dumps(options, sort_keys=True)
+  return os.path.join(out_dir, "shared", kind,
+                      hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def _link(target: str, link: str):
@@ -73,14 +74,13 @@ def _link(target: str, link: str):
     os.symlink(os.path.abspath(target), link)
 
 
-def run_variant(base, overrides, out_dir, manual_dir):
-  config = dataclasses.replace(base, **overrides)
+def run_variant(base: configs.PipelineConfig, overrides, out_dir, manual_dir):
+  config = base.replace(**overrides)
   run_dir = os.path.join(out_dir, variant_name(overrides))
   # Identical training (and pruning) is done once and shared.
-  _link(_shared_dir(out_dir, config, TRAIN_FIELDS, "original"),
-        os.path.join(run_dir, "original"))
-  _link(_shared_dir(out_dir, config, PRUNE_FIELDS, "pruned"),
-        os.path.join(run_dir, "pruned"))
+  for kind in ("original", "pruned"):
+    _link(_shared_dir(out_dir, shared_options(config, kind), kind),
+          os.path.join(run_dir, kind))
   print(f"=== variant {variant_name(overrides)} -> {run_dir}", flush=True)
   pipeline_lib.Pipeline(config, run_dir, manual_dir=manual_dir).run()
   return config, run_dir
@@ -99,7 +99,7 @@ def aggregate_rows(variants) -> list[dict]:
           "value": "-".join(map(str, value)) if isinstance(value, tuple) else value,
           "network": net, "hidden_widths": "-".join(map(str, s["hidden_widths"])),
           "hidden_neurons": sum(s["hidden_widths"]),
-          "parameters": s["parameters"], "delta": config.delta,
+          "parameters": s["parameters"], "delta": config.verify.delta,
           "clean_accuracy": s["clean_accuracy"], "pgd_accuracy": s["pgd_accuracy"],
           "adversarial": counts["adversarial"], "searched": counts["searched"],
           "timeouts": counts["timeout"],
@@ -119,9 +119,9 @@ def write_aggregate(rows: list[dict], out_dir: str):
   fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("n/a" if v is None else str(v))
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-  with open(os.path.join(out_dir, "aggregate.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  plt = report_lib._pyplot()  # pylint: disable=protected-access
+  io.atomic_write(os.path.join(out_dir, "aggregate.md"),
+                  "\n".join(lines) + "\n")
+  plt = figures_lib._pyplot()  # pylint: disable=protected-access
   fig, axes = plt.subplots(1, 3, figsize=(14, 4))
   for net, marker in (("original", "o"), ("pruned", "s")):
     mine = [r for r in rows if r["network"] == net]
@@ -141,27 +141,24 @@ def write_aggregate(rows: list[dict], out_dir: str):
   axes[2].set(xlabel="verified robust accuracy", ylabel="clean accuracy")
   for ax in axes:
     ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "aggregate.png"), dpi=120)
-  plt.close(fig)
+  io.atomic_write(os.path.join(out_dir, "aggregate.png"),
+                  figures_lib._png(plt, fig))  # pylint: disable=protected-access
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   base = pipeline_lib.config_from_flags(FLAGS)
   sweep = (QUICK_SWEEPS if FLAGS.quick else {}).get(FLAGS.sweep,
                                                    SWEEPS[FLAGS.sweep])
-  os.makedirs(FLAGS.out_dir, exist_ok=True)
-  variants = []
-  for overrides in sweep:
-    config, run_dir = run_variant(base, overrides, FLAGS.out_dir,
-                                  FLAGS.mnist_manual_dir)
-    variants.append((overrides, config, run_dir))
-  rows = aggregate_rows(variants)
-  write_aggregate(rows, FLAGS.out_dir)
+  with io.locked_workdir(FLAGS.out_dir, "ablation sweep"):
+    variants = []
+    for overrides in sweep:
+      config, run_dir = run_variant(base, overrides, FLAGS.out_dir,
+                                    FLAGS.mnist_manual_dir)
+      variants.append((overrides, config, run_dir))
+    write_aggregate(aggregate_rows(variants), FLAGS.out_dir)
   print(f"aggregate: {os.path.join(FLAGS.out_dir, 'aggregate.md')}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, cli.USER_ERRORS + (RuntimeError,))
