@@ -26,12 +26,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_prune import attacks
+from robust_prune import configs
 from robust_prune import models
 from robust_prune import train as train_lib
 
-flags.DEFINE_list("hidden", ["300", "100"], "Hidden widths.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.")
-flags.DEFINE_integer("pgd_steps", 10, "PGD steps of the adversarial step.")
+_DEFAULT = configs.TrainConfig()  # the defaults of the training binary
+flags.DEFINE_list("hidden", [str(w) for w in _DEFAULT.hidden],
+                  "Hidden widths.")
+flags.DEFINE_integer("batch_size", _DEFAULT.batch_size, "Batch size.")
+flags.DEFINE_integer("pgd_steps", _DEFAULT.pgd_steps,
+                     "PGD steps of the adversarial step.")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matmul.")
 flags.DEFINE_float("seconds", 5.0, "Timing budget per measurement.")
 FLAGS = flags.FLAGS
