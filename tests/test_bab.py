@@ -7,7 +7,8 @@ import pytest
 from robust_prune import bab, bounds
 from robust_prune.milp import verify
 from robust_prune.network import Network, forward
-from test_milp import exact_min_margin, random_network, solve_targeted
+from robust_prune.bab import domain_bound
+from testing import exact_min_margin, random_network, solve_targeted
 
 
 def _pre_activations(net, x):
@@ -57,7 +58,7 @@ def test_domain_bound_is_sound_on_sampled_inputs(seed):
     assert inside[d, anchors[d]]
     assert proven[d] <= margins[inside[d]].min() + 1e-9
   f32 = lambda a: jnp.asarray(a, jnp.float32)
-  jax_bound, vertex, _ = bab._domain_bounds(
+  jax_bound, vertex, *_ = domain_bound.domain_bounds(
       tuple(f32(w) for w in net.weights), tuple(f32(b) for b in net.biases),
       f32(lower), f32(upper), tuple(f32(l) for l in lb.lowers[:-1]),
       tuple(f32(u) for u in lb.uppers[:-1]), f32(c),
@@ -85,7 +86,7 @@ def test_padded_batch_shapes_do_not_change_a_domains_bound():
   betas = [np.zeros(s.shape, np.float32) for s in splits]
 
   def optimise(rows):
-    out = bab._optimise(
+    out = domain_bound.optimise(
         tuple(f32(w) for w in net.weights), tuple(f32(b) for b in net.biases),
         f32(lower), f32(upper), tuple(f32(l) for l in lb.lowers[:-1]),
         tuple(f32(u) for u in lb.uppers[:-1]), f32(c),

@@ -5,21 +5,11 @@ import pytest
 
 from robust_prune import bounds
 from robust_prune.network import Network, forward
+from testing import random_network as _random_network, sample_box
 
 
-def random_network(rng, sizes, bias_scale=0.1):
-  return Network(
-      tuple((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32)
-            for a, b in zip(sizes[:-1], sizes[1:])),
-      tuple((bias_scale * rng.normal(size=b)).astype(np.float32)
-            for b in sizes[1:]))
-
-
-def sample_box(rng, lower, upper, n):
-  """Uniform points plus box vertices (where ReLU nets reach extremes)."""
-  points = rng.uniform(lower, upper, size=(n, len(lower)))
-  vertices = np.where(rng.random((n // 2, len(lower))) < 0.5, lower, upper)
-  return np.concatenate([points, vertices])
+def random_network(rng, sizes):
+  return _random_network(rng, sizes, bias_scale=0.1)
 
 
 @pytest.mark.parametrize("method", bounds.BOUND_METHODS)

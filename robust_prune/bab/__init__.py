@@ -1,0 +1,39 @@
+"""Branch and bound over ReLU phases with alpha/beta-CROWN bounds (JAX).
+
+Decides one verification question, `min_{x in box} c^T f(x) > 0?` (c =
+e_label - e_target, or any spec vector: `branch_and_bound_spec`), without a
+MILP: the certify-mode step between the cheap checks (CROWN margin bound,
+PGD) and the MILP fallback; `bab_minimum` brackets the minimum itself (the
+targeted question).
+
+  bab.config        BabConfig, BabResult
+  bab.domains       DomainPool (the open domains), branching a domain, batches
+  bab.domain_bound  a domain's bound (the one back-substitution of
+                    robust_prune.bounds with split-exact relaxations and
+                    beta) and its alpha/beta optimisation (float32, jitted)
+  bab.branching     which neuron to split: BaBSR or filtered smart branching
+  bab.proofs        the float64 re-proof, the leaf LP, the bound left open
+  bab.problem       one question's data (Problem) and best point (Incumbent)
+  bab.search        the loop and the public entry points
+"""
+
+from robust_prune.bab.config import BabConfig
+from robust_prune.bab.config import BabResult
+from robust_prune.bab.config import OPTIMUM_TOLERANCE
+from robust_prune.bab.config import SLACK32
+from robust_prune.bab.domains import DomainPool
+from robust_prune.bab.domains import padded_size
+from robust_prune.bab.proofs import bound_float64
+from robust_prune.bab.proofs import leaf_minimum
+from robust_prune.bab.proofs import min_proven_bound
+from robust_prune.bab.search import bab_margin
+from robust_prune.bab.search import bab_minimum
+from robust_prune.bab.search import branch_and_bound
+from robust_prune.bab.search import branch_and_bound_spec
+
+__all__ = [
+    "BabConfig", "BabResult", "DomainPool", "OPTIMUM_TOLERANCE", "SLACK32",
+    "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
+    "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
+    "padded_size",
+]

@@ -1,0 +1,96 @@
+"""The open domains of the search (`DomainPool`) and how they are split
+and batched.
+
+A *domain* fixes the phase of some unstable hidden neurons (split +1:
+y >= 0, split -1: y <= 0); per domain the pool keeps its splits, the
+alpha/beta its bound was optimised with, its proven (float64) bound `lb`,
+the float32 estimate `key` (>= lb) that orders the search, and per neuron
+the branching score. Neurons of all hidden layers are concatenated in one
+axis (`LayerSlices` cuts it back into layers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+def padded_size(n: int, batch_size: int) -> int:
+  """The batch shape `n` domains are padded to: a power of 4 from 4 up to
+  `batch_size` (so a search with few open domains, e.g. near the root or on an
+  easy problem, does not pay for a full batch, while the number of compiled
+  shapes stays at a handful), or `n` itself beyond it."""
+  size = 4
+  while size < min(n, batch_size):
+    size *= 4
+  return max(min(size, batch_size), n)
+
+
+def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
+  """`a` with its first row repeated up to `size` rows."""
+  return np.concatenate([a, np.repeat(a[:1], size - len(a), 0)])
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSlices:
+  """Where each hidden layer's neurons sit in the concatenated axis."""
+  offsets: tuple[int, ...]
+
+  @classmethod
+  def of(cls, widths) -> "LayerSlices":
+    return cls(tuple(int(o) for o in np.cumsum([0, *widths])))
+
+  @property
+  def num_neurons(self) -> int:
+    return self.offsets[-1]
+
+  def per_layer(self, flat):
+    """(D, n) -> one (D, n_j) view per hidden layer."""
+    return [flat[:, a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+
+
+def branch(splits, alphas, betas, neuron):
+  """Both children of each domain split on `neuron` (rows 2i, 2i + 1: +1
+  then -1); they start from the parent's alpha and a zero beta on the new
+  split."""
+  splits = np.repeat(splits, 2, 0)
+  rows = np.arange(len(splits))
+  splits[rows, np.repeat(neuron, 2)] = np.tile(np.array([1, -1], np.int8),
+                                               len(neuron))
+  alphas = np.repeat(alphas, 2, 0)
+  betas = np.repeat(betas, 2, 0)
+  betas[rows, np.repeat(neuron, 2)] = 0.0
+  return splits, alphas, betas
+
+
+@dataclasses.dataclass
+class DomainPool:
+  splits: np.ndarray   # (D, n) int8 in {-1, 0, 1}
+  alphas: np.ndarray   # (D, n) float32
+  betas: np.ndarray    # (D, n) float32
+  lb: np.ndarray       # (D,) proven (float64) lower bound
+  key: np.ndarray      # (D,) float32 estimate >= lb; the search order
+  scores: np.ndarray   # (D, n) branching scores, -inf: nothing to split
+
+  def __len__(self) -> int:
+    return len(self.lb)
+
+  def take(self, rows) -> "DomainPool":
+    """The domains at `rows` (indices or a boolean mask)."""
+    return DomainPool(*(getattr(self, f.name)[rows]
+                        for f in dataclasses.fields(self)))
+
+  def filter(self, keep: np.ndarray) -> "DomainPool":
+    """The domains where the boolean `keep` is true."""
+    return self.take(np.asarray(keep, bool))
+
+  def concat(self, other: "DomainPool") -> "DomainPool":
+    return DomainPool(*(np.concatenate([getattr(self, f.name),
+                                        getattr(other, f.name)])
+                        for f in dataclasses.fields(self)))
+
+  def split_lowest(self, count: int) -> tuple["DomainPool", "DomainPool"]:
+    """(the `count` domains of lowest key, the rest)."""
+    order = np.argsort(self.key)
+    return self.take(order[:count]), self.take(order[count:])

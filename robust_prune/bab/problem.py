@@ -1,0 +1,129 @@
+"""One branch-and-bound question's fixed data and its running best point:
+`Problem` holds the network, box, root layer bounds and spec c with their
+float32 device copies and runs the bounds on them (bab.domain_bound,
+bab.proofs); `Incumbent` holds the best input seen and decides what closes a
+domain."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from robust_prune.bab import proofs
+from robust_prune.bab.branching import intercept_scores
+from robust_prune.bab.config import SLACK32
+from robust_prune.bab.domain_bound import bounds_only, optimise
+from robust_prune.bab.domains import DomainPool, LayerSlices, pad_rows, padded_size
+from robust_prune.network import forward
+
+
+class Incumbent:
+  """The best input seen (by a float64 forward pass) and what closes a
+  domain: a bound > 0 (decision) or >= best - tolerance (minimisation)."""
+
+  def __init__(self, network, c, in_lower, in_upper, minimize, tolerance):
+    self._network, self._c = network, c
+    self._box = (in_lower, in_upper)
+    self.minimize, self.tolerance = minimize, tolerance
+    self.margin, self.x = np.inf, None
+
+  def consider(self, points, margins32=None) -> bool:
+    """Float64 margins of candidate inputs; keeps the best. True when a
+    decision search has found its witness. With float32 margins, only the
+    points that may beat the incumbent (or 0) get the float64 pass."""
+    points = np.atleast_2d(points)
+    if margins32 is not None:
+      cap = self.margin if self.minimize else 0.0
+      points = points[margins32 < cap + SLACK32]
+      if len(points) == 0:
+        return False
+    points = np.clip(points, *self._box)
+    margins = forward(self._network, points) @ self._c
+    i = int(np.argmin(margins))
+    if margins[i] < self.margin:
+      self.margin, self.x = float(margins[i]), points[i]
+    return not self.minimize and self.margin < 0
+
+  def threshold(self) -> float:
+    return self.margin - self.tolerance if self.minimize else 0.0
+
+  def closes(self, lb):
+    return lb >= self.threshold() if self.minimize else lb > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluated:
+  """Optimised domains: alpha/beta, float32 bound, vertex, its float32
+  margin, coefficients per hidden layer (all cut to the real domains)."""
+  alphas: np.ndarray
+  betas: np.ndarray
+  bound: np.ndarray
+  vertex: np.ndarray
+  vertex_margin: np.ndarray
+  coeffs: list
+
+
+class Problem:
+  """One question's fixed data: the network, the box, the root layer bounds,
+  the spec c, their float32 device copies, and the bounds run on them."""
+
+  def __init__(self, network, in_lower, in_upper, layer_bounds, c, config):
+    self.network, self.layer_bounds, self.c = network, layer_bounds, c
+    self.in_lower, self.in_upper, self.config = in_lower, in_upper, config
+    self.slices = LayerSlices.of(network.hidden_widths)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    self._device = (tuple(f32(w) for w in network.weights),
+                    tuple(f32(b) for b in network.biases), f32(in_lower),
+                    f32(in_upper), tuple(f32(l) for l in layer_bounds.lowers[:-1]),
+                    tuple(f32(u) for u in layer_bounds.uppers[:-1]), f32(c))
+
+  def _batch(self, splits, alphas, betas, batch_size):
+    """Per-layer float32 splits, alphas, betas padded to the smallest
+    compiled batch shape that holds the domains."""
+    size = padded_size(len(splits), batch_size)
+    return tuple(
+        container(jnp.asarray(x, jnp.float32)
+                  for x in self.slices.per_layer(pad_rows(a, size)))
+        for container, a in ((tuple, splits), (list, alphas), (list, betas)))
+
+  def evaluate(self, splits, alphas, betas, steps) -> Evaluated:
+    """Optimises alpha/beta of each domain (padded batch)."""
+    n, cfg = len(splits), self.config
+    new_a, new_b, bound, vertex, margin, coeffs = optimise(
+        *self._device, *self._batch(splits, alphas, betas, cfg.batch_size),
+        steps=steps, alpha_lr=cfg.alpha_lr, beta_lr=cfg.beta_lr)
+    cat = lambda arrays: np.concatenate([np.asarray(a) for a in arrays], 1)[:n]
+    return Evaluated(cat(new_a), cat(new_b), np.asarray(bound, np.float64)[:n],
+                     np.asarray(vertex, np.float64)[:n],
+                     np.asarray(margin, np.float64)[:n],
+                     [np.asarray(k)[:n] for k in coeffs])
+
+  def one_pass_bound(self, splits, alphas, betas) -> np.ndarray:
+    """float32 bounds without optimisation (branching candidates; batches
+    up to 4x the optimised one)."""
+    bound = bounds_only(*self._device, *self._batch(
+        splits, alphas, betas, 4 * self.config.batch_size))
+    return np.asarray(bound)[:len(splits)]
+
+  def proven(self, splits, alphas, betas) -> np.ndarray:
+    """The domains' bounds in float64, less the round-off allowance."""
+    per_layer = self.slices.per_layer
+    return proofs.bound_float64(self.network, self.in_lower, self.in_upper,
+                                self.layer_bounds, self.c, per_layer(splits),
+                                per_layer(alphas), per_layer(betas))
+
+  def pool_minimum(self, pool: DomainPool) -> float:
+    """The lowest proven bound over the open domains."""
+    return proofs.min_proven_bound(pool.lb, lambda rows: self.proven(
+        pool.splits[rows], pool.alphas[rows], pool.betas[rows]))
+
+  def leaf(self, splits_row):
+    return proofs.leaf_minimum(self.network, self.in_lower, self.in_upper,
+                               self.layer_bounds, self.c,
+                               self.slices.per_layer(splits_row))
+
+  def scores(self, coeffs, splits) -> np.ndarray:
+    return intercept_scores(coeffs, self.layer_bounds,
+                            self.slices.per_layer(splits))

@@ -1,0 +1,101 @@
+"""What the branch and bound proves: every discarded domain's bound
+recomputed in float64 with a round-off allowance, the exact minimum of a
+fully split domain (one LP), and the lowest proven bound of what is left
+open when the search stops."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robust_prune import bounds as bounds_lib
+from robust_prune.bab.domain_bound import domain_bounds
+from robust_prune.network import Network
+
+
+def _float64(arrays):
+  return [np.asarray(a, np.float64) for a in arrays]
+
+
+def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
+                  splits, alphas, betas) -> np.ndarray:
+  """The search's domain bound (bab.domain_bound) recomputed in float64 by
+  the same back-substitution (the proof), less `bounds.roundoff_allowance`
+  for the magnitude of every term summed."""
+  result = domain_bounds(
+      _float64(network.weights), _float64(network.biases),
+      np.asarray(in_lower, np.float64), np.asarray(in_upper, np.float64),
+      layer_bounds.lowers[:-1], layer_bounds.uppers[:-1],
+      np.asarray(c, np.float64), _float64(splits), _float64(alphas),
+      _float64(betas), xp=np, track_magnitude=True)
+  return result.bound - bounds_lib.roundoff_allowance(network, result.magnitude)
+
+
+def _leaf_pieces(network, in_lower, in_upper, layer_bounds, c, splits):
+  """On a fully split domain every relaxation is exact, so the objective and
+  each split neuron's pre-activation are affine in x; returns the objective
+  and the split rows (-s*y <= 0) as back-substitutions (float64, with the
+  magnitudes of their terms)."""
+  weights, biases = _float64(network.weights), _float64(network.biases)
+  splits = [np.asarray(s[0], np.float64) for s in splits]
+  relaxations = [bounds_lib.relu_relaxation(l, u, s, xp=np) for l, u, s in
+                 zip(layer_bounds.lowers[:-1], layer_bounds.uppers[:-1], splits)]
+  if any(np.any((low != up) | (shift != 0)) for low, up, shift in relaxations):
+    raise ValueError("leaf_minimum needs every unstable neuron split")
+  backsub = lambda spec, k: bounds_lib.backsubstitute(
+      spec, weights[:k + 1], biases[:k + 1], relaxations[:k], in_lower,
+      in_upper, track_magnitude=True, xp=np)
+  objective = backsub(np.asarray(c, np.float64), len(weights) - 1)
+  rows = [backsub(-s[np.flatnonzero(s)][:, None] * np.eye(len(s))[np.flatnonzero(s)], j)
+          for j, s in enumerate(splits) if np.any(s)]
+  return objective, rows
+
+
+def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
+                 splits) -> tuple[float | None, np.ndarray | None]:
+  """A proven lower bound (equal to the exact minimum up to the LP's
+  tolerances) of c^T f over a domain in which every unstable neuron is split
+  (f is affine there), from one LP over the box and the split half-spaces,
+  and the LP's minimising point. (None, None) when the domain is empty."""
+  import scipy.optimize  # pylint: disable=g-import-not-at-top
+  in_lower = np.asarray(in_lower, np.float64)
+  in_upper = np.asarray(in_upper, np.float64)
+  objective, rows = _leaf_pieces(network, in_lower, in_upper, layer_bounds,
+                                 c, splits)
+  a_ub = np.concatenate([r.input_coeffs for r in rows] + [np.zeros((0, len(in_lower)))])
+  b_ub = -np.concatenate([r.constant for r in rows] + [np.zeros(0)])
+  res = scipy.optimize.linprog(
+      objective.input_coeffs, A_ub=a_ub if rows else None,
+      b_ub=b_ub if rows else None, bounds=list(zip(in_lower, in_upper)),
+      method="highs")
+  if res.status == 2:
+    return None, None
+  if res.status != 0:
+    raise RuntimeError(f"leaf LP failed: {res.message}")
+  # The LP's objective is optimal only up to HiGHS's tolerances; what is
+  # proven is the Lagrangian bound of its duals.
+  duals = res.ineqlin.marginals if rows else np.zeros(0)
+  bound = bounds_lib.safe_lp_lower_bound(
+      a_ub, objective.input_coeffs, np.full(len(b_ub), -np.inf), b_ub,
+      in_lower, in_upper, duals)
+  # The LP's data (objective and split rows) carry the back-substitution's
+  # round-off: it moves the objective by at most the allowance for its
+  # magnitude and each row by that for its own, which its multiplier weighs.
+  row_mag = np.concatenate([r.magnitude for r in rows] + [np.zeros(0)])
+  slack = bounds_lib.roundoff_allowance(
+      network, objective.magnitude + np.abs(duals) @ row_mag)
+  return float(bound + objective.constant - slack), np.asarray(res.x)
+
+
+def min_proven_bound(inherited: np.ndarray, prove, chunk: int = 4096) -> float:
+  """min_i max(inherited[i], prove(rows)[i]): the lowest proven bound of the
+  open domains when the search stops. Re-proves in order of the inherited
+  bound and stops once that reaches the running minimum, since no later
+  domain can go below it (a time-out leaves ~1e5 domains)."""
+  order = np.argsort(inherited)
+  low = np.inf
+  for start in range(0, len(order), chunk):
+    rows = order[start:start + chunk]
+    if inherited[rows[0]] >= low:
+      break
+    low = min(low, float(np.maximum(inherited[rows], prove(rows)).min()))
+  return low

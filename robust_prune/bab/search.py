@@ -1,0 +1,231 @@
+"""The branch-and-bound loop: decides `min_{x in box} c^T f(x) > 0?` for a
+spec vector c (c = e_label - e_target for a margin), or brackets that
+minimum to a tolerance.
+
+The open domains with the lowest bounds are split (bab.branching); their
+children are bounded by optimised alpha/beta-CROWN in float32
+(bab.domain_bound), and a domain is only discarded when the same bound
+recomputed in float64 closes it (bab.proofs). Each bound's minimising input
+vertex is checked by a float64 forward pass (bab.problem.Incumbent), so a
+counterexample found on the way ends a decision search with a witness.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from robust_prune import bounds as bounds_lib
+from robust_prune.bab.branching import make_brancher
+from robust_prune.bab.config import BabConfig, BabResult, OPTIMUM_TOLERANCE, SLACK32
+from robust_prune.bab.domains import branch, DomainPool
+from robust_prune.bab.problem import Incumbent, Problem
+from robust_prune.network import Network
+
+
+class _Search:
+  """The loop's state: the open pool, the incumbent, the smallest proven
+  bound of the domains closed so far, and the count of domains bounded."""
+
+  def __init__(self, problem: Problem, incumbent: Incumbent, t_start: float):
+    self.problem, self.best, self.t_start = problem, incumbent, t_start
+    self.brancher = make_brancher(problem.config)
+    self.pool: DomainPool | None = None
+    self.closed_min = np.inf
+    self.domains = 0
+
+  def result(self, reason: str, lower_bound: float) -> BabResult:
+    best = self.best
+    lower_bound = float(min(lower_bound, best.margin))
+    if best.margin < 0:
+      status = "adversarial"
+    elif lower_bound > 0:
+      status = "robust"
+    else:
+      status = "unknown"
+    x_adv = best.x if status == "adversarial" else None
+    return BabResult(
+        status,
+        lower_bound if status != "adversarial" or best.minimize else -np.inf,
+        x_adv, best.margin if x_adv is not None else None, self.domains,
+        time.perf_counter() - self.t_start, reason,
+        objective=(best.margin if best.minimize and np.isfinite(best.margin)
+                   else None),
+        x_best=best.x if best.minimize else None,
+        optimal=best.minimize and reason in ("proved", "witness"))
+
+  def root(self) -> BabResult | None:
+    """Bounds the whole box (alpha only, `root_steps`); the pool's first
+    domain unless that already decides."""
+    problem = self.problem
+    lows = np.concatenate(problem.layer_bounds.lowers[:-1])
+    ups = np.concatenate(problem.layer_bounds.uppers[:-1])
+    n = problem.slices.num_neurons
+    splits = np.zeros((1, n), np.int8)
+    evaluated = problem.evaluate(
+        splits, np.where(ups > -lows, 1.0, 0.0)[None].astype(np.float32),
+        np.zeros((1, n), np.float32), problem.config.root_steps)
+    self.domains = 1
+    if self.best.consider(evaluated.vertex):
+      return self.result("witness", -np.inf)
+    lb = problem.proven(splits, evaluated.alphas, evaluated.betas)
+    if self.best.closes(lb[0]):
+      return self.result("proved", lb[0])
+    self.pool = DomainPool(splits, evaluated.alphas, evaluated.betas, lb,
+                           lb.copy(), problem.scores(evaluated.coeffs, splits))
+    return None
+
+  def close(self, pool: DomainPool, lb: np.ndarray) -> DomainPool:
+    """`pool` with the domains whose proven bound `lb` closes them removed."""
+    shut = self.best.closes(lb)
+    if shut.any():
+      self.closed_min = min(self.closed_min, float(lb[shut].min()))
+    return pool.filter(~shut)
+
+  def close_by_incumbent(self):
+    """A better incumbent closes open domains too (proven in float64)."""
+    pool = self.pool
+    recheck = np.flatnonzero(pool.key >= self.best.threshold() - SLACK32)
+    if recheck.size:
+      pool.lb[recheck] = np.maximum(pool.lb[recheck], self.problem.proven(
+          pool.splits[recheck], pool.alphas[recheck], pool.betas[recheck]))
+    self.pool = self.close(pool, pool.lb)
+
+  def stop_reason(self) -> str | None:
+    config = self.problem.config
+    if time.perf_counter() - self.t_start > config.time_limit:
+      return "time_limit"
+    if self.domains >= config.max_domains:
+      return "domain_limit"
+    return None
+
+  def close_leaves(self, parents: DomainPool, leaf: np.ndarray):
+    """Every unstable neuron of a leaf is split: the network is affine on
+    it, and one LP gives its exact minimum and the point attaining it."""
+    for row in np.flatnonzero(leaf):
+      value, x = self.problem.leaf(parents.splits[row:row + 1])
+      if value is None:
+        continue  # empty domain
+      if self.best.consider(x):
+        return self.result("witness", -np.inf)
+      if not self.best.minimize and not self.best.closes(value):
+        # minimum within float tolerance of 0: no verdict either way; the
+        # bound must still cover every domain not closed yet
+        return self.result("exhausted", min(
+            self.closed_min, value, float(parents.lb.min()),
+            self.problem.pool_minimum(self.pool)))
+      self.closed_min = min(self.closed_min, value)  # nothing left to split
+    return None
+
+  def add_children(self, parents: DomainPool, neuron: np.ndarray):
+    """Bounds both children of each parent; keeps those not closed."""
+    problem = self.problem
+    splits, alphas, betas = branch(parents.splits, parents.alphas,
+                                   parents.betas, neuron)
+    evaluated = problem.evaluate(splits, alphas, betas, problem.config.steps)
+    self.domains += len(splits)
+    if self.best.consider(evaluated.vertex, evaluated.vertex_margin):
+      return self.result("witness", -np.inf)
+    # A child is never worse than its (sound) parent; a child closes only on
+    # its bound recomputed in float64.
+    lb = np.repeat(parents.lb, 2)
+    key = np.maximum(evaluated.bound, lb)
+    maybe = np.flatnonzero(key >= self.best.threshold() - SLACK32)
+    if maybe.size:
+      lb[maybe] = np.maximum(lb[maybe], problem.proven(
+          splits[maybe], evaluated.alphas[maybe], evaluated.betas[maybe]))
+    children = DomainPool(splits, evaluated.alphas, evaluated.betas, lb, key,
+                          problem.scores(evaluated.coeffs, splits))
+    self.pool = self.pool.concat(self.close(children, lb))
+    return None
+
+  def step(self, parents: DomainPool):
+    """Splits the parents (leaves go to the LP)."""
+    neuron = self.brancher(parents, self.problem.one_pass_bound)
+    leaf = ~np.isfinite(parents.scores[np.arange(len(parents)), neuron])
+    done = self.close_leaves(parents, leaf)
+    if done is None and not leaf.all():
+      done = self.add_children(parents.filter(~leaf), neuron[~leaf])
+    return done
+
+  def run(self) -> BabResult:
+    done = self.root()
+    half = max(self.problem.config.batch_size // 2, 1)
+    checked_at = self.best.threshold()
+    while done is None:
+      if (self.best.minimize and len(self.pool)
+          and self.best.threshold() < checked_at):
+        checked_at = self.best.threshold()
+        self.close_by_incumbent()
+      if len(self.pool) == 0:
+        return self.result("proved", self.closed_min)
+      limit = self.stop_reason()
+      if limit:
+        return self.result(limit, min(self.closed_min,
+                                      self.problem.pool_minimum(self.pool)))
+      parents, self.pool = self.pool.split_lowest(half)
+      done = self.step(parents)
+    return done
+
+
+def branch_and_bound_spec(network: Network, in_lower, in_upper, c,
+                          config: BabConfig = BabConfig(),
+                          layer_bounds: bounds_lib.LayerBounds | None = None,
+                          *, minimize: bool = False,
+                          tolerance: float = OPTIMUM_TOLERANCE,
+                          start=None) -> BabResult:
+  """For a spec vector c over the logits: decides the sign of min c^T f(x)
+  over the box (minimize=False: stops at the first witness, c^T f < 0, or
+  when every domain is proven > 0) or brackets the minimum to `tolerance`
+  (minimize=True; `start`, an input, seeds the incumbent). BabResult's
+  margin/objective/lower_bound are values of c^T f."""
+  t_start = time.perf_counter()
+  in_lower = np.asarray(in_lower, np.float64)
+  in_upper = np.asarray(in_upper, np.float64)
+  c = np.asarray(c, np.float64)
+  if c.shape != (network.num_classes,) or not np.all(np.isfinite(c)):
+    raise ValueError(f"spec c must be {network.num_classes} finite numbers, "
+                     f"got shape {c.shape}")
+  if layer_bounds is None:
+    layer_bounds = bounds_lib.crown_bounds(network, in_lower, in_upper)
+  problem = Problem(network, in_lower, in_upper, layer_bounds, c, config)
+  search = _Search(problem, Incumbent(network, c, in_lower, in_upper,
+                                      minimize, tolerance), t_start)
+  if start is not None:
+    search.best.consider(start)
+  return search.run()
+
+
+def branch_and_bound(network: Network, in_lower, in_upper, label: int,
+                     target: int, config: BabConfig = BabConfig(),
+                     layer_bounds: bounds_lib.LayerBounds | None = None, *,
+                     minimize: bool = False, tolerance: float = OPTIMUM_TOLERANCE,
+                     start=None) -> BabResult:
+  """`branch_and_bound_spec` for the margin logit[label] - logit[target]."""
+  c = bounds_lib.margin_spec(label, [target], network.num_classes)[0]
+  return branch_and_bound_spec(network, in_lower, in_upper, c, config,
+                               layer_bounds, minimize=minimize,
+                               tolerance=tolerance, start=start)
+
+
+def bab_margin(network: Network, in_lower, in_upper, label: int, target: int,
+               config: BabConfig = BabConfig(),
+               layer_bounds: bounds_lib.LayerBounds | None = None) -> BabResult:
+  """Proves min over the box of logit[label] - logit[target] > 0, finds an
+  input where it is < 0, or gives up at the time/domain limit."""
+  return branch_and_bound(network, in_lower, in_upper, label, target, config,
+                          layer_bounds)
+
+
+def bab_minimum(network: Network, in_lower, in_upper, label: int, target: int,
+                config: BabConfig = BabConfig(),
+                layer_bounds: bounds_lib.LayerBounds | None = None, *,
+                tolerance: float = OPTIMUM_TOLERANCE, start=None) -> BabResult:
+  """The minimum margin over the box to within `tolerance` (the targeted
+  question): `objective` is the margin of a float64 forward pass at `x_best`,
+  and `optimal` means every domain was closed with a proven bound >=
+  objective - tolerance. `start` (an input, e.g. PGD's) seeds the incumbent."""
+  return branch_and_bound(network, in_lower, in_upper, label, target, config,
+                          layer_bounds, minimize=True, tolerance=tolerance,
+                          start=start)

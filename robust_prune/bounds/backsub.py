@@ -1,0 +1,101 @@
+"""The one linear back-substitution (CROWN / DeepPoly, with beta-CROWN's
+split multipliers) behind every bound of the project.
+
+Given a linear objective `spec @ y_k + spec_bias` of the pre-activation y_k
+of layer k = len(weights) - 1 (the logits when all layers are given), and
+for each earlier hidden layer j a relaxation `low*y <= relu(y) <= up*y +
+shift` (bounds.relaxation), it substitutes y_j = h_{j-1} W_j + b_j and the
+relaxations layer by layer down to the input and minimises the resulting
+affine function of x over the box: positive coefficients of h_j take the
+lower line, negative ones the upper line. A split neuron (split s = +-1,
+constraint s*y >= 0 on the domain) may add `-beta*s*y` with beta >= 0: the
+objective only decreases on the domain, so the bound stays sound
+(beta-CROWN, Wang et al. 2021).
+
+One function serves the JAX search and bounds (xp = jax.numpy, any float
+dtype, batched over leading axes) and the float64 proofs (xp = numpy with
+`track_magnitude`: the same recursion on absolute values gives the sum of
+the magnitudes of all terms, for `safety.roundoff_allowance`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax.numpy as jnp
+
+
+class Backsub(NamedTuple):
+  bound: object        # (...,) lower bound of the objective over the box
+  vertex: object       # (..., n_in) the box vertex attaining it
+  input_coeffs: object  # (..., n_in) the objective's coefficients on x
+  constant: object     # (...,) its constant term (bound = constant + min of x part)
+  hidden_coeffs: list  # per hidden layer j, coefficients on h_j (branching)
+  magnitude: object    # (...,) sum of |terms| (None unless track_magnitude)
+
+
+def _like(a, lam):
+  """Per-neuron arrays (..., n) broadcast over spec rows of lam (..., m, n)."""
+  return a if a.ndim >= lam.ndim else a[..., None, :]
+
+
+def _relax(lam, relaxation, beta, split, xp):
+  """Coefficients on the pre-activation y_j from those on h_j = relu(y_j),
+  and the constant the upper lines add."""
+  low, up, shift = (_like(a, lam) for a in relaxation)
+  pos, neg = xp.maximum(lam, 0), xp.minimum(lam, 0)
+  added = xp.sum(neg * shift, axis=-1)
+  lam = pos * low + neg * up
+  if beta is not None:
+    lam = lam - xp.maximum(_like(beta, lam), 0) * _like(split, lam)
+  return lam, added
+
+
+def _relax_magnitude(mag, relaxation, beta, split, xp):
+  low, up, shift = (_like(a, mag) for a in relaxation)
+  added = xp.sum(mag * xp.abs(shift), axis=-1)
+  mag = mag * xp.maximum(xp.abs(low), xp.abs(up))
+  if beta is not None:
+    mag = mag + xp.maximum(_like(beta, mag), 0) * xp.abs(_like(split, mag))
+  return mag, added
+
+
+def backsubstitute(spec, weights: Sequence, biases: Sequence,
+                   relaxations: Sequence, in_lower, in_upper, *,
+                   spec_bias=None, betas=None, splits=None,
+                   track_magnitude: bool = False, xp=jnp) -> Backsub:
+  """Lower bound of `spec @ y_k + spec_bias` over the box [in_lower, in_upper].
+
+  spec (..., n_k) or (..., m, n_k); relaxations[j] = (low, up, shift) of
+  hidden layer j < k (bounds.relaxation.relu_relaxation), each broadcasting
+  against the coefficients (per neuron, per domain or per spec row);
+  betas/splits (optional) per hidden layer, like the relaxations."""
+  lam = spec
+  const = xp.zeros(spec.shape[:-1], spec.dtype) if spec_bias is None else spec_bias
+  mag = xp.abs(spec) if track_magnitude else None
+  mag_const = xp.abs(const) if track_magnitude else None
+  hidden_coeffs = [None] * (len(weights) - 1)
+  for j in range(len(weights) - 1, -1, -1):
+    if j < len(weights) - 1:
+      hidden_coeffs[j] = lam
+      beta = None if betas is None else betas[j]
+      split = None if splits is None else splits[j]
+      lam, added = _relax(lam, relaxations[j], beta, split, xp)
+      const = const + added
+      if track_magnitude:
+        mag, added = _relax_magnitude(mag, relaxations[j], beta, split, xp)
+        mag_const = mag_const + added
+    const = const + lam @ biases[j]
+    lam = lam @ weights[j].T
+    if track_magnitude:
+      mag_const = mag_const + mag @ xp.abs(biases[j])
+      mag = mag @ xp.abs(weights[j].T)
+  in_lower, in_upper = _like(in_lower, lam), _like(in_upper, lam)
+  bound = (const + xp.sum(xp.maximum(lam, 0) * in_lower, axis=-1)
+           + xp.sum(xp.minimum(lam, 0) * in_upper, axis=-1))
+  magnitude = None
+  if track_magnitude:
+    magnitude = mag_const + xp.sum(
+        mag * xp.maximum(xp.abs(in_lower), xp.abs(in_upper)), axis=-1)
+  return Backsub(bound, xp.where(lam > 0, in_lower, in_upper), lam, const,
+                 hidden_coeffs, magnitude)
