@@ -221,3 +221,19 @@ def test_every_float_field_of_every_config_is_checked_finite():
       if field.type in ("float", float):
         with pytest.raises(ValueError, match=field.name):
           cls(**{field.name: math.nan})
+
+
+@pytest.mark.parametrize("module, flag, extra", [
+    ("robust_prune.train", "--workdir", []),
+    ("robust_prune.prune", "--workdir", ["--network=absent.npz"]),
+    ("robust_prune.pipeline", "--out_dir", ["--quick"])])
+def test_unwritable_output_folder_is_one_line_exit_2(tmp_path, module, flag,
+                                                     extra):
+  """A folder that cannot be created (here: below a file; a read-only
+  folder alike) used to end in an OSError traceback, exit 1."""
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  done = _run_binary(module, f"{flag}={blocker / 'out'}", *extra)
+  assert done.returncode == 2, done.stderr
+  assert "Traceback" not in done.stderr
+  assert len(done.stderr.strip().splitlines()) == 1, done.stderr
