@@ -31,6 +31,8 @@ flags.DEFINE_string("out", None, "Where to write the result file.")
 flags.DEFINE_string("solver", "HIGHS", "MILP solver: HIGHS, SCIP, GLPK_MI.")
 flags.DEFINE_integer("pgd_restarts", 8, "PGD restarts per disjunct.")
 flags.DEFINE_integer("pgd_steps", 100, "PGD steps per restart.")
+flags.DEFINE_integer("bab_batch_size", 512, "Domains per branch and bound "
+                     "batch (its largest compiled shape).")
 flags.DEFINE_bool("milp", True, "Try the conjunction MILP after the branch "
                   "and bound.")
 
@@ -38,7 +40,8 @@ flags.DEFINE_bool("milp", True, "Try the conjunction MILP after the branch "
 def config_from_flags() -> decide_lib.DecideConfig:
   return decide_lib.DecideConfig(pgd_restarts=FLAGS.pgd_restarts,
                                  pgd_steps=FLAGS.pgd_steps,
-                                 solver=FLAGS.solver, use_milp=FLAGS.milp)
+                                 solver=FLAGS.solver, use_milp=FLAGS.milp,
+                                 bab_batch_size=FLAGS.bab_batch_size)
 
 
 def main(argv):

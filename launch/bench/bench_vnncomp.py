@@ -28,6 +28,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 sys.path.insert(0, _REPO)
 from robust_prune.formats import results as results_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from robust_prune.formats import vnnlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _SHARED = os.path.join(os.path.dirname(_REPO), "shared", "vnncomp2021")
 FLAGS = flags.FLAGS
@@ -40,6 +41,8 @@ flags.DEFINE_string("out", None, "Our results CSV (resumable).")
 flags.DEFINE_list("networks", [], "Only these networks (e.g. 256x2).")
 flags.DEFINE_integer("limit", 0, "At most this many instances (0: all).")
 flags.DEFINE_bool("run", True, "Run our verifier (else only tabulate --out).")
+flags.DEFINE_bool("completed_only", False, "Tabulate only the instances our "
+                  "results already hold (a partial run).")
 flags.DEFINE_list("withdrawn", ["RPM"], "Published tools left out (the "
                   "organisers withdrew RPM's mnistfc results).")
 
@@ -137,12 +140,52 @@ def contradictions(tools, keys):
   return found
 
 
+def _ort_outputs(onnx_path, x):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+  spec = session.get_inputs()[0]
+  shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+  y = session.run(None, {spec.name: np.asarray(x, np.float32).reshape(shape)})
+  return np.asarray(y[0], np.float64).reshape(-1)
+
+
+def check_counterexamples(tools, keys, tolerance=1e-4):
+  """{key: True/False}: whether each of our sat answers' counterexample,
+  run through onnxruntime (float32, as the competition checked them),
+  satisfies a disjunct of its property up to `tolerance`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  paths = {results_lib.instance_key(i.onnx, i.vnnlib): i
+           for i in results_lib.read_instances(FLAGS.instances)}
+  checked = {}
+  for k in keys:
+    if tools[OURS].get(k, ("",))[0] != "sat":
+      continue
+    name = f"{os.path.splitext(k[0])[0]}__{os.path.splitext(k[1])[0]}.txt"
+    try:
+      with open(os.path.join(f"{FLAGS.out}.d", name), encoding="utf-8") as f:
+        x, _ = results_lib.read_counterexample(f.read())
+    except OSError:
+      checked[k] = False
+      continue
+    y = _ort_outputs(paths[k].onnx_path, x)
+    prop = vnnlib.parse_vnnlib(paths[k].vnnlib_path)
+    checked[k] = any(
+        np.all(x >= d.lower - tolerance) and np.all(x <= d.upper + tolerance)
+        and np.all(d.coeffs @ y + d.consts >= -tolerance)
+        for d in prop.disjuncts)
+  return checked
+
+
 def main(argv):
   del argv
   if not FLAGS.out:
     raise SystemExit("--out is required")
   wall, startup = _run_ours() if FLAGS.run else (None, None)
   keys = _selected_keys()
+  if FLAGS.completed_only:
+    done = _tool_rows(FLAGS.out, lambda r: 0.0)
+    keys = [k for k in keys if k in done]
   tools = load_tools(keys)
   print(f"instances: {len(keys)} ({FLAGS.instances}); ours: {FLAGS.out}"
         + (f"; runner wall {wall:.0f} s" if wall is not None else ""))
@@ -155,12 +198,25 @@ def main(argv):
           next(i.timeout for i in results_lib.read_instances(FLAGS.instances)
                if results_lib.instance_key(i.onnx, i.vnnlib) == k)]
   print(f"ours past the timeout: {len(late)} {late}")
+  checked = check_counterexamples(tools, keys)
+  print(f"our counterexamples confirmed by onnxruntime (float32, tolerance "
+        f"1e-4): {sum(checked.values())} of {len(checked)}")
   found = contradictions(tools, keys)
-  print(f"contradictions: {len(found)}; involving {OURS}: "
-        f"{sum(OURS in sum(v.values(), []) for _, v in found)}")
+  print(f"contradictions between any two tools: {len(found)}")
   for k, by in found:
+    ours = next((v for v, t in by.items() if OURS in t), None)
+    note = ""
+    if ours == "sat":
+      note = (" (our counterexample is confirmed by onnxruntime: the unsat "
+              "answers are wrong)" if checked.get(k) else
+              " (our counterexample is NOT confirmed)")
     print(f"  {k[0]} {k[1]}: " + "; ".join(f"{v}: {', '.join(t)}"
-                                           for v, t in sorted(by.items())))
+                                           for v, t in sorted(by.items()))
+          + note)
+  against = [k for k, by in found if any(OURS in t for t in by.values())
+             and not (checked.get(k) and OURS in by.get("sat", []))]
+  print(f"contradictions against our verdict not settled by a confirmed "
+        f"counterexample of ours: {len(against)}")
   nobody = [k for k in keys if not any(
       rows.get(k, ("",))[0] in ("sat", "unsat") for t, rows in tools.items()
       if t != OURS)]

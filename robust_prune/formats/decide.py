@@ -38,6 +38,7 @@ class DecideConfig:
   reserve: float = 1.0          # seconds kept back to write the result
   min_step: float = 0.5         # no step starts with less than this left
   use_milp: bool = True
+  bab_batch_size: int = bab_lib.BabConfig.batch_size
 
 
 @dataclasses.dataclass
@@ -173,7 +174,8 @@ def _bab(network, prop, box: _Box, i: int, budget: float, config):
   (x, y) for a counterexample, else False."""
   row = max(box.rows[i], key=lambda r: box.row_bounds[r])
   result = bab_lib.bab_margin(box.folded, box.lower, box.upper, 0, row + 1,
-                              bab_lib.BabConfig(time_limit=budget),
+                              bab_lib.BabConfig(time_limit=budget,
+                                                batch_size=config.bab_batch_size),
                               layer_bounds=box.folded_bounds)
   if result.status == "robust":
     return True

@@ -1,0 +1,297 @@
+"""VNN-LIB parsing, general linear objectives against exact minima on tiny
+networks, the decision's verdicts (ties included), and the binaries end to
+end."""
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+from robust_prune import bab
+from robust_prune.formats import decide, objective, onnx_io, results, vnnlib
+from robust_prune.network import Network, forward
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_network(seed, widths=(2, 4, 4, 3)):
+  rng = np.random.default_rng(seed)
+  return Network(
+      tuple(rng.normal(size=(a, b)).astype(np.float32)
+            for a, b in zip(widths, widths[1:])),
+      tuple(rng.normal(size=b).astype(np.float32) * 0.5 for b in widths[1:]))
+
+
+def exact_minimum(network, lower, upper, c, d=0.0):
+  """min over the box of c @ f(x) + d: one LP per activation pattern (the
+  network is affine on each pattern's region)."""
+  widths = network.hidden_widths
+  best = np.inf
+  for bits in itertools.product([0, 1], repeat=sum(widths)):
+    a, a0 = np.eye(network.input_dim), np.zeros(network.input_dim)
+    rows, start = [], 0
+    for w, b, n in zip(network.weights, network.biases, widths):
+      w = np.asarray(w, np.float64)
+      y, y0 = a @ w, a0 @ w + b
+      on = np.array(bits[start:start + n], bool)
+      start += n
+      sign = np.where(on, -1.0, 1.0)      # active: -y <= 0; inactive: y <= 0
+      rows += [(sign[k] * y[:, k], -sign[k] * y0[k]) for k in range(n)]
+      a, a0 = y * on, y0 * on
+    out = a @ network.weights[-1].astype(np.float64)
+    out0 = a0 @ network.weights[-1].astype(np.float64) + network.biases[-1]
+    res = scipy.optimize.linprog(
+        out @ c, A_ub=np.array([r for r, _ in rows]),
+        b_ub=np.array([r for _, r in rows]), bounds=list(zip(lower, upper)),
+        method="highs")
+    if res.status == 0:
+      best = min(best, res.fun + out0 @ c + d)
+  return best
+
+
+BOX = (np.array([-1.0, -0.5]), np.array([0.5, 1.0]))
+# Small batches: few compiled shapes, shared by every test here. Generous
+# time limits: a search ends once decided (a loaded machine may spend
+# seconds compiling).
+SMALL_BAB = bab.BabConfig(time_limit=300, batch_size=16)
+SMALL = decide.DecideConfig(bab_batch_size=16)
+
+
+def _row_property(c, threshold, lower=BOX[0], upper=BOX[1]):
+  """Counterexample: c @ y <= threshold, written with +, * and constants."""
+  lines = [f"(declare-const X_{i} Real)" for i in range(len(lower))]
+  lines += [f"(declare-const Y_{j} Real)" for j in range(len(c))]
+  for i, (lo, hi) in enumerate(zip(lower, upper)):
+    lines += [f"(assert (>= X_{i} {float(lo)!r}))",
+              f"(assert (<= X_{i} {float(hi)!r}))"]
+  terms = " ".join(f"(* {float(v)!r} Y_{j})" for j, v in enumerate(c))
+  lines.append(f"(assert (<= (+ {terms}) {float(threshold)!r}))")
+  return "\n".join(lines) + "\n"
+
+
+def test_parses_boxes_disjunctions_conjunctions_and_constants():
+  text = """; a comment (with parentheses
+  (declare-const X_0 Real)
+  (declare-const X_1 Real) ; trailing comment
+  (declare-const Y_0 Real)(declare-const Y_1 Real)(declare-const Y_2 Real)
+  (assert (<= X_0 1e-1))
+  (assert (>= X_0 -0.5))
+  (assert (>= X_1 (- 2.5E-1)))
+  (assert (<= X_1 0.75))
+  (assert (or (and (>= Y_1 Y_0) (<= Y_2 3.5))
+              (and (>= Y_2 Y_0))))
+  (assert (<= Y_0 10))
+  """
+  prop = vnnlib.parse_vnnlib_text(text)
+  assert (prop.num_inputs, prop.num_outputs) == (2, 3)
+  assert len(prop.disjuncts) == 2 and len(prop.boxes()) == 1
+  first, second = prop.disjuncts
+  np.testing.assert_array_equal(first.lower, [-0.5, -0.25])
+  np.testing.assert_array_equal(first.upper, [0.1, 0.75])
+  rows = lambda d: sorted(zip(map(tuple, d.coeffs), d.consts))
+  assert rows(first) == sorted([((-1.0, 1.0, 0.0), 0.0),
+                                ((0.0, 0.0, -1.0), 3.5),
+                                ((-1.0, 0.0, 0.0), 10.0)])
+  assert rows(second) == sorted([((-1.0, 0.0, 1.0), 0.0),
+                                 ((-1.0, 0.0, 0.0), 10.0)])
+  x = np.array([0.0, 0.0])
+  assert first.holds_at(x, [2.0, 2.0, 3.5])              # ties count
+  assert not first.holds_at(x, [2.0, np.nextafter(2.0, 0), 3.5])
+  assert not first.holds_at([0.2, 0.0], [2.0, 2.0, 3.5])   # outside the box
+  assert second.holds_at(x, [-1.0, 5.0, -1.0]) and not first.holds_at(
+      x, [-1.0, -5.0, -1.0])
+
+
+def test_disjuncts_with_their_own_input_boxes_and_strict_rows():
+  text = """(declare-const X_0 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)
+  (assert (or (and (>= X_0 0) (<= X_0 1) (> Y_0 Y_1))
+              (and (>= X_0 2) (<= X_0 3) (= Y_1 Y_0))
+              (and (>= X_0 5) (<= X_0 4) (>= Y_1 Y_0))))"""
+  prop = vnnlib.parse_vnnlib_text(text)
+  assert len(prop.disjuncts) == 2      # the third box is empty
+  assert [list(m) for _, _, m in prop.boxes()] == [[0], [1]]
+  strict, equal = prop.disjuncts
+  assert not strict.holds_at([0.5], [1.0, 1.0]) and strict.holds_at([0.5],
+                                                                    [1.5, 1.0])
+  assert equal.holds_at([2.0], [1.0, 1.0]) and not equal.holds_at([2.0],
+                                                                  [1.0, 1.5])
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1)",
+     "unbalanced"),
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))"
+     "(assert (>= X_0 0))(assert (>= Y_5 0))", "unknown variable Y_5"),
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))"
+     "(assert (>= X_0 0))(assert (>= Y_0 1.2.3))", "bad number '1.2.3'"),
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))"
+     "(assert (>= Y_0 0))", "X_0 needs a lower and an upper bound"),
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))"
+     "(assert (>= X_0 0))(assert (>= Y_0 X_0))", "never mixed with outputs"),
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(check-sat)",
+     "unsupported command"),
+    ("(declare-const X_0 Int)(declare-const Y_0 Real)", "bad declaration"),
+    ("(declare-const X_1 Real)(declare-const Y_0 Real)", "X_0 is not declared"),
+])
+def test_malformed_files_are_one_clear_error(tmp_path, text, problem):
+  path = tmp_path / "bad.vnnlib"
+  path.write_text(text)
+  with pytest.raises(vnnlib.VnnlibError) as error:
+    vnnlib.parse_vnnlib(path)
+  message = str(error.value)
+  assert message.startswith(f"{path}: ") and problem in message
+  assert "\n" not in message
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_linear_objective_bounds_match_exact_minimum(seed):
+  network = _tiny_network(seed)
+  rng = np.random.default_rng(100 + seed)
+  c, d = rng.normal(size=3), float(rng.normal())
+  exact = exact_minimum(network, *BOX, c, d)
+  crown = objective.objective_lower_bounds(network, *BOX, c[None], [d])[0]
+  assert crown <= exact
+  lower, value, x, optimal = objective.linear_minimum(
+      network, *BOX, c, d, SMALL_BAB)
+  assert optimal
+  assert lower <= exact + 1e-9 and exact <= value + 1e-9
+  assert value - lower <= 1e-4
+  assert np.all(x >= BOX[0]) and np.all(x <= BOX[1])
+  np.testing.assert_allclose(c @ forward(network, x) + d, value, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_property_verdicts_match_exact_minimum(seed):
+  network = _tiny_network(seed)
+  c = np.random.default_rng(200 + seed).normal(size=3)
+  exact = exact_minimum(network, *BOX, c)
+  for threshold, expected in ((exact - 0.05, "unsat"), (exact + 0.05, "sat")):
+    prop = vnnlib.parse_vnnlib_text(_row_property(c, threshold))
+    verdict = decide.decide(network, prop, time.monotonic() + 300, SMALL)
+    assert verdict.result == expected, (threshold, verdict)
+    if expected == "sat":
+      # the counterexample, re-checked: in the box and below the threshold
+      assert np.all(verdict.x >= BOX[0]) and np.all(verdict.x <= BOX[1])
+      np.testing.assert_array_equal(verdict.y, forward(network, verdict.x))
+      assert c @ verdict.y <= threshold
+
+
+def test_a_tie_is_a_counterexample():
+  # y0 = relu(x0) + relu(x1) and y1 = 0: Y_1 >= Y_0 holds only at the
+  # corner x = 0, with equality
+  network = Network((np.eye(2), np.array([[1.0, 0.0], [1.0, 0.0]])),
+                    (np.zeros(2), np.zeros(2)))
+  text = ("(declare-const X_0 Real)(declare-const X_1 Real)"
+          "(declare-const Y_0 Real)(declare-const Y_1 Real)"
+          "(assert (>= X_0 0))(assert (<= X_0 1))"
+          "(assert (>= X_1 0))(assert (<= X_1 1))(assert (>= Y_1 Y_0))")
+  verdict = decide.decide(network, vnnlib.parse_vnnlib_text(text),
+                          time.monotonic() + 300, SMALL)
+  assert verdict.result == "sat"
+  np.testing.assert_array_equal(verdict.x, [0.0, 0.0])
+  assert verdict.y[0] == verdict.y[1] == 0.0
+  strict = text.replace("(>= Y_1 Y_0)", "(> Y_1 Y_0)")
+  verdict = decide.decide(network, vnnlib.parse_vnnlib_text(strict),
+                          time.monotonic() + 3, SMALL)
+  assert verdict.result != "sat"      # no point has Y_1 > Y_0
+
+
+def test_result_file_round_trips_a_counterexample():
+  x, y = np.array([0.1, 1 / 3]), np.array([-2e-7, 5.0])
+  text = results.result_text("sat", x, y)
+  assert text.splitlines()[0] == "sat"
+  assert text.splitlines()[1] == "((X_0 0.1)" and text.endswith("(Y_1 5.0))\n")
+  back_x, back_y = results.read_counterexample(text)
+  np.testing.assert_array_equal(back_x, x)
+  np.testing.assert_array_equal(back_y, y)
+
+
+def _binary(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", *args], cwd=_REPO, env=env,
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+@pytest.fixture(scope="module")
+def instance_files(tmp_path_factory):
+  """A tiny ONNX network with a sat and an unsat property, plus bad files."""
+  folder = tmp_path_factory.mktemp("instances")
+  network = _tiny_network(0)
+  onnx_io.export_onnx(network, folder / "tiny.onnx")
+  c = np.array([1.0, -1.0, 0.5])
+  exact = exact_minimum(network, *BOX, c)
+  (folder / "sat.vnnlib").write_text(_row_property(c, exact + 0.05))
+  (folder / "unsat.vnnlib").write_text(_row_property(c, exact - 0.05))
+  (folder / "unknown.vnnlib").write_text(
+      _row_property(c, 0.0).replace("Y_2)", "Y_7)"))
+  import onnx  # pylint: disable=g-import-not-at-top
+  from onnx import TensorProto, helper  # pylint: disable=g-import-not-at-top
+  graph = helper.make_graph(
+      [helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
+      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 1])],
+      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 1])],
+      [onnx.numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")])
+  onnx.save(helper.make_model(graph), str(folder / "conv.onnx"))
+  return folder, network, c
+
+
+@pytest.mark.parametrize("spec, expected", [("sat", "sat"),
+                                            ("unsat", "unsat")])
+def test_verify_binary_end_to_end(instance_files, tmp_path, spec, expected):
+  folder, network, c = instance_files
+  out = tmp_path / "result.txt"
+  proc = _binary("robust_prune.vnnlib_verify", f"--onnx={folder}/tiny.onnx",
+                 f"--vnnlib={folder}/{spec}.vnnlib", "--timeout=600",
+                 f"--out={out}", "--bab_batch_size=16")
+  assert proc.returncode == 0, proc.stderr
+  text = out.read_text()
+  assert text.splitlines()[0] == expected
+  if expected == "sat":
+    x, y = results.read_counterexample(text)
+    prop = vnnlib.parse_vnnlib(folder / "sat.vnnlib")
+    np.testing.assert_array_equal(y, forward(network, x))
+    assert prop.disjuncts[0].holds_at(x, y)
+
+
+def test_verify_binary_bad_timeout_is_one_error_line(instance_files, tmp_path):
+  folder, _, _ = instance_files
+  out = tmp_path / "result.txt"
+  proc = _binary("robust_prune.vnnlib_verify", f"--onnx={folder}/tiny.onnx",
+                 f"--vnnlib={folder}/sat.vnnlib", "--timeout=0", f"--out={out}")
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and "error" in lines[0] and "--timeout" in lines[0]
+  assert out.read_text().splitlines()[0] == "error"
+
+
+def test_runner_writes_results_resumably_and_records_bad_inputs(
+    instance_files, tmp_path):
+  folder, _, _ = instance_files
+  csv_path = folder / "instances.csv"
+  csv_path.write_text("tiny.onnx,unsat.vnnlib,600\ntiny.onnx,sat.vnnlib,600\n"
+                      "conv.onnx,sat.vnnlib,600\ntiny.onnx,unknown.vnnlib,600")
+  out = tmp_path / "results.csv"
+  finished = "bench,tiny.onnx,unsat.vnnlib,0.1,unsat,1.5\n"
+  out.write_text(finished)       # done before an interruption: not rerun
+  proc = _binary("robust_prune.vnncomp_run", f"--instances={csv_path}",
+                 f"--out={out}", "--benchmark=bench",
+                 f"--result_dir={tmp_path}/files", "--bab_batch_size=16")
+  assert proc.returncode == 0, proc.stderr
+  rows = results.read_results(str(out))
+  assert out.read_text().startswith(finished)
+  assert [(r[1], r[2], r[4]) for r in rows] == [
+      ("tiny.onnx", "unsat.vnnlib", "unsat"), ("tiny.onnx", "sat.vnnlib", "sat"),
+      ("conv.onnx", "sat.vnnlib", "error"),
+      ("tiny.onnx", "unknown.vnnlib", "error")]
+  assert all(r[0] == "bench" and float(r[3]) + float(r[5]) < 600 for r in rows)
+  errors = {f: (tmp_path / "files" / f).read_text().splitlines()
+            for f in ("conv__sat.txt", "tiny__unknown.txt")}
+  assert errors["conv__sat.txt"][0] == "error" and "Conv" in errors[
+      "conv__sat.txt"][1]
+  assert "unknown variable Y_7" in errors["tiny__unknown.txt"][1]
