@@ -7,6 +7,7 @@ from robust_prune.milp import solvers
 from robust_prune.milp import standard_form
 from robust_prune.network import Network, forward
 from robust_prune.pruning import batch as batch_lib
+from robust_prune.pruning import eq10
 from robust_prune.pruning import importance as imp
 from robust_prune.pruning import structure
 
@@ -70,6 +71,73 @@ def test_hinge_penalty_trades_margin_for_sparsity():
                                 margin=2.0, lam=10.0, time_limit=20)
   assert np.all(small.scores[0] <= 1e-6)
   np.testing.assert_allclose(large.scores[0][:2], 1.0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ eq. 10
+def _one_scored_relu(u, a_lower, a_upper, **kwargs):
+  """One scored ReLU's rows (eq10.scored_relu_rows) over columns
+  (h, a, s, on)."""
+  model = standard_form.MilpModel()
+  h, a, s = model.add_vars(3, [0.0, a_lower, 0.0], [np.inf, a_upper, 1.0])
+  on = model.add_vars(1, 0.0, 1.0, integer=True)[0]
+  t_lower, t_upper = a_lower - u, a_upper
+  eq10.scored_relu_rows(model, h, a, s, on if t_lower < 0 else None, u=u,
+                        t_lower=t_lower, t_upper=t_upper, **kwargs)
+  return model
+
+
+@pytest.mark.parametrize("a_lower, a_upper, u", [
+    (-2.0, 1.5, 1.75), (0.5, 3.0, 3.25),
+    (1.0, 1.0, 1.0)])  # the last is always on: no binary
+def test_eq10_rows_admit_exactly_the_scored_relu(a_lower, a_upper, u):
+  # For every (a, s) in the box, h = max(0, a - (1 - s) u) is the only
+  # output the rows allow (with some binary), as eq. 10 intends.
+  model = _one_scored_relu(u, a_lower, a_upper)
+  rng = np.random.default_rng(0)
+  for a, s in zip(rng.uniform(a_lower, a_upper, 200), rng.random(200)):
+    true_h = max(0.0, a - (1.0 - s) * u)
+    feasible = [model.max_violation([h, a, s, on])
+                for h in (true_h, true_h + 0.1, true_h - 0.1) for on in (0, 1)
+                if h >= 0]
+    assert min(feasible[:2]) < 1e-9, (a, s)
+    assert min(feasible[2:]) > 1e-3, (a, s)
+
+
+def test_eq10_lower_half_only_bounds_the_output_from_below():
+  model = _one_scored_relu(2.0, -1.0, 1.0, lower_half_only=True)
+  a, s = 0.5, 0.5  # t = 0.5 - 0.5 * 2 = -0.5, so h >= 0 only
+  assert model.max_violation([0.0, a, s, 0]) < 1e-12
+  assert model.max_violation([3.0, a, s, 0]) < 1e-12  # no upper rows
+  assert model.max_violation([0.1, 1.0, 1.0, 0]) > 0.5  # h >= t = 1
+
+
+def test_eq10_a_relu_that_can_be_off_needs_its_binary():
+  with pytest.raises(ValueError, match="needs a binary"):
+    eq10.scored_relu_rows(standard_form.MilpModel(), 0, 1, 2, None, u=1.0,
+                          t_lower=-1.0, t_upper=1.0)
+
+
+def test_first_layer_outputs_are_scores_times_relu():
+  out = eq10.first_layer_outputs(np.array([7, 8, 9]),
+                                 np.array([0.5, 0.0, 2.0]))
+  assert out.cols.tolist() == [7, 9] and out.neurons.tolist() == [0, 2]
+  np.testing.assert_array_equal(out.coef, [0.5, 2.0])
+
+
+# ------------------------------------------------------------- the batch
+def test_first_per_class_keeps_canonical_order_and_names_short_classes():
+  labels = np.array([1, 0, 1, 0, 2, 0, 1, 7])  # 7: no such class, skipped
+  accept = lambda idx: (idx != 3, idx * 10)
+  idx, payload = batch_lib.first_per_class(
+      labels, 3, 1, accept, chunk=3, shortfall=lambda short: f"{short}")
+  assert idx.tolist() == [1, 0, 4] and payload == [10, 0, 40]
+  idx, _ = batch_lib.first_per_class(labels, 3, 1, accept, offset=2,
+                                     shortfall=str)
+  assert idx.tolist() == [5, 2, 4]
+  with pytest.raises(ValueError, match=r"^\[2\]$"):
+    batch_lib.first_per_class(labels, 3, 2, accept, chunk=3, shortfall=str)
+  with pytest.raises(ValueError, match="images_per_class"):
+    batch_lib.first_per_class(labels, 3, 0, accept, shortfall=str)
 
 
 # ------------------------------------------------------------ real MNIST
@@ -137,6 +205,24 @@ def test_all_ones_start_is_feasible(mnist_net, mnist_batch):
   assert built.model.max_violation(built.start) < 1e-9
 
 
+def test_milp_objective_is_the_importance_objective(mnist_net, mnist_batch):
+  # The MILP's costs (eq10.objective_costs) and eq10.importance_objective
+  # agree at the start point, hinge slacks included.
+  x, y = mnist_batch
+  rng = np.random.default_rng(2)
+  scores = [rng.random(w) for w in mnist_net.hidden_widths]
+  for lam in (0.0, 0.7):
+    built = imp.build_importance_milp(mnist_net, x, y, margin=0.05, lam=lam,
+                                      start_scores=scores)
+    value = imp.milp_objective(mnist_net, x, y, scores, margin=0.05, lam=lam)
+    assert built.model.objective(built.start) == pytest.approx(value,
+                                                               abs=1e-9)
+    if lam:
+      m = imp.margins(imp.scored_forward(mnist_net, x, scores), y)
+      assert np.any(m < 0.05)  # the hinge term is really exercised
+      assert value > sum(np.mean(s) - 2 for s in scores) + 1e-6
+
+
 def test_margin_holds_for_returned_scores(mnist_net, mnist_batch, solved):
   x, y = mnist_batch
   for r in solved.values():
@@ -200,7 +286,7 @@ def test_score_bounds_hold_for_random_scores(mnist_net, mnist_batch):
   for _ in range(50):
     scores = [rng.random(w) * (rng.random(w) < 0.7)
               for w in mnist_net.hidden_widths]
-    pre, _, _ = imp._scored_values(mnist_net, x, scores, b.offsets)  # pylint: disable=protected-access
+    pre, _, _ = eq10.scored_values(mnist_net, x, scores, b.offsets)
     for a, lo, up in zip(pre, b.lowers, b.uppers):
       assert np.all(a >= lo - 1e-9) and np.all(a <= up + 1e-9)
 

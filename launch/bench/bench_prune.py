@@ -37,7 +37,7 @@ flags.DEFINE_integer("images_per_class", 1, "Batch images per class.")
 flags.DEFINE_float("threshold", structure.DEFAULT_THRESHOLD, "Score cut-off.")
 flags.DEFINE_string("mnist_manual_dir", None, "MNIST archives folder.")
 flags.DEFINE_bool("descent", True, "Pattern-descent start (see "
-                  "importance.pattern_descent).")
+                  "descent.pattern_descent).")
 flags.DEFINE_float("descent_share", 0.5, "Most of the time limit the "
                    "descent may use.")
 
