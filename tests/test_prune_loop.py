@@ -14,7 +14,9 @@ from robust_prune import network as network_lib
 from robust_prune import train as train_lib
 from robust_prune.network import forward
 from robust_prune.pruning import critical as critical_lib
+from robust_prune.pruning import importance as importance_lib
 from robust_prune.pruning import loop
+from robust_prune.pruning import rounds
 from robust_prune.pruning import structure
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +124,7 @@ def test_bad_options_are_rejected_up_front(kwargs, message):
 
 def test_a_failed_importance_milp_is_an_error_not_nothing_to_prune(
     trained, splits, tmp_path, monkeypatch):
-  real = loop.importance_lib.importance_scores
+  real = importance_lib.importance_scores
 
   def failing(*args, **kwargs):
     r = real(*args, **kwargs)
@@ -131,14 +133,14 @@ def test_a_failed_importance_milp_is_an_error_not_nothing_to_prune(
                                objective=None, bound=None,
                                scores=tuple(np.ones_like(v) for v in r.scores))
 
-  monkeypatch.setattr(loop.importance_lib, "importance_scores", failing)
+  monkeypatch.setattr(importance_lib, "importance_scores", failing)
   with pytest.raises(ValueError, match="ended 'no_solution'.*nothing to prune"):
     run(trained, tmp_path, splits)
   assert not os.path.exists(tmp_path / "round_1" / "scores.json")
   assert not os.path.exists(tmp_path / "pruning.json")
   # The failure is not cached and the options are not locked yet: a rerun
   # with other options solves again.
-  monkeypatch.setattr(loop.importance_lib, "importance_scores", real)
+  monkeypatch.setattr(importance_lib, "importance_scores", real)
   summary = run(trained, tmp_path, splits, time_limit=11.0)
   assert [s["round"] for s in summary["solver_status"]] == [1]
   assert summary["solver_status"][0]["status"] in ("optimal", "time_limit")
@@ -159,13 +161,13 @@ def test_critical_analysis_failure_keeps_the_summary_and_is_redone_for_a_new_fin
   def broken(*args, **kwargs):
     raise ValueError("classes [8] have too few images")
 
-  monkeypatch.setattr(loop, "critical_analysis", broken)
+  monkeypatch.setattr(critical_lib, "critical_analysis", broken)
   with pytest.raises(ValueError, match="too few images"):
     run(trained, tmp_path, splits, retrain="finetune", critical=True)
   with open(tmp_path / "pruning.json") as f:
     assert json.load(f)["rounds_run"] == 1
   calls = []
-  monkeypatch.setattr(loop, "critical_analysis",
+  monkeypatch.setattr(critical_lib, "critical_analysis",
                       lambda *a, **k: calls.append(a[1]) or {"ok": True})
   summary = run(trained, tmp_path, splits, retrain="finetune", critical=True)
   assert summary["critical"]["ok"] and len(calls) == 1
@@ -185,9 +187,9 @@ def test_retrain_initialisations(trained, splits, tmp_path):
   kept = (np.array([0, 3, 5]), np.array([1, 4]))
   keep = [np.isin(np.arange(w), k) for w, k in zip((12, 6), kept)]
   pruned, _ = structure.prune_network(network, keep)
-  assert loop.retrain_init("scratch", pruned, kept, (12, 6), RECIPE) is None
-  assert loop.retrain_init("finetune", pruned, kept, (12, 6), RECIPE) is pruned
-  rewound = loop.retrain_init("rewind", pruned, kept, (12, 6), RECIPE)
+  assert rounds.retrain_init("scratch", pruned, kept, (12, 6), RECIPE) is None
+  assert rounds.retrain_init("finetune", pruned, kept, (12, 6), RECIPE) is pruned
+  rewound = rounds.retrain_init("rewind", pruned, kept, (12, 6), RECIPE)
   init = train_lib.initial_network(RECIPE)
   np.testing.assert_array_equal(rewound.weights[0], init.weights[0][:, kept[0]])
   np.testing.assert_array_equal(rewound.weights[1],
@@ -223,20 +225,17 @@ def test_robust_batch_stays_correct_under_pgd(trained, splits):
 
 def test_pipeline_stage_entry_point(trained, splits, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
-  import types  # pylint: disable=g-import-not-at-top
   from robust_prune import prune  # pylint: disable=g-import-not-at-top
   os.makedirs(tmp_path / "original")
   for name in (train_lib.NETWORK, train_lib.CONFIG):
     shutil.copy(os.path.join(os.path.dirname(trained), name),
                 tmp_path / "original" / name)
-  config = types.SimpleNamespace(
-      threshold=1e-3, images_per_class=1, solver="HIGHS",
-      prune_time_limit=10.0, retrain="finetune", seed=0, prune_margin=0.01,
-      prune_lambda=0.0)
-  pipeline = types.SimpleNamespace(
-      config=config, splits=splits,
-      path=lambda *parts: os.path.join(str(tmp_path), *parts))
-  details = prune.run_pruning_stage(pipeline)
+  options = loop.PruneOptions(
+      threshold=1e-3, images_per_class=1, solver="HIGHS", time_limit=10.0,
+      retrain="finetune", seed=0, margin=0.01, lam=0.0)
+  details = prune.run_pruning_stage(
+      str(tmp_path / "original" / train_lib.NETWORK),
+      str(tmp_path / "pruned"), options, splits=splits)
   assert details["params_after"] < details["params_before"]
   assert os.path.exists(tmp_path / "pruned" / "network.npz")
 

@@ -5,6 +5,8 @@
   layer is its neurons scored >= threshold; overlap is Jaccard per layer.
 * Consistency before/after pruning: the retrained pruned network's critical
   neurons, mapped back to original indices, against the original's.
+
+`critical_analysis` runs both for the prune loop (critical.json).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from robust_prune.network import Network, forward
-from robust_prune.pruning.importance import margins
+from robust_prune.pruning import batch as batch_lib
+from robust_prune.pruning import importance as importance_lib
+from robust_prune.pruning.batch import margins
 
 
 def critical_sets(scores: Sequence[np.ndarray], threshold: float,
@@ -74,25 +78,67 @@ def select_robust_batch(network: Network, images: np.ndarray,
   """The first images per class (canonical order) that the network
   classifies correctly both clean and after PGD, so both batches are valid
   inputs of the score MILP. Returns (clean, adversarial, labels, indices)."""
-  num_classes = network.num_classes
-  chosen = {c: [] for c in range(num_classes)}
-  for begin in range(0, len(labels), candidates):
-    idx = np.arange(begin, min(begin + candidates, len(labels)))
+  labels = np.asarray(labels)
+
+  def robust(idx):
     adv = adversarial_images(network, images[idx], labels[idx],
-                             epsilon=epsilon, seed=seed + begin, **pgd_kwargs)
+                             epsilon=epsilon, seed=seed + int(idx[0]),
+                             **pgd_kwargs)
     ok = ((margins(forward(network, images[idx]), labels[idx]) > min_margin)
           & (margins(forward(network, adv), labels[idx]) > min_margin))
-    for j, i in enumerate(idx):
-      c = int(labels[i])
-      if ok[j] and len(chosen[c]) < images_per_class:
-        chosen[c].append((int(i), adv[j]))
-    if all(len(v) == images_per_class for v in chosen.values()):
-      break
-  short = [c for c, v in chosen.items() if len(v) < images_per_class]
-  if short:
-    raise ValueError(f"classes {short} have too few images that stay "
-                     f"correctly classified under PGD (eps {epsilon})")
-  order = [item for c in range(num_classes) for item in chosen[c]]
-  indices = np.array([i for i, _ in order])
-  adv = np.stack([a for _, a in order])
-  return images[indices], adv, labels[indices].astype(np.int32), indices
+    return ok, adv
+
+  indices, adv = batch_lib.first_per_class(
+      labels, network.num_classes, images_per_class, robust,
+      chunk=candidates, shortfall=lambda short: (
+          f"classes {short} have too few images that stay correctly "
+          f"classified under PGD (eps {epsilon})"))
+  return (images[indices], np.stack(adv), labels[indices].astype(np.int32),
+          indices)
+
+
+def critical_analysis(original: Network, pruned: Network, kept, train,
+                      config, options) -> dict[str, Any]:
+  """Clean vs PGD critical sets of the original and of the retrained pruned
+  network (mapped to original indices), and their consistency. `config`: the
+  training recipe (its evaluation attack); `options`: a PruneOptions."""
+  out = {"epsilon": config.attack_epsilon, "threshold": options.threshold}
+  sets = {}
+  for name, network, kept_map in (("original", original, None),
+                                  ("pruned", pruned, kept)):
+    out[name] = _critical_entry(network, kept_map, train, config, options,
+                                sets, name)
+  for kind in ("clean", "adversarial"):
+    out[f"consistency_{kind}"] = compare_sets(
+        sets[("original", kind)], sets[("pruned", kind)],
+        ("original", "pruned"))
+  return out
+
+
+def _critical_entry(network: Network, kept_map, train, config, options,
+                    sets: dict, name: str) -> dict[str, Any]:
+  """One network's clean and adversarial scores and critical sets (stored
+  in `sets[(name, kind)]` too)."""
+  clean, adv, labels, indices = select_robust_batch(
+      network, train.images, train.labels, epsilon=config.attack_epsilon,
+      images_per_class=options.images_per_class,
+      min_margin=options.margin if options.lam == 0 else 0.0,
+      steps=config.eval_pgd_steps, step_size=config.eval_pgd_step_size,
+      seed=options.seed)
+  entry = {"batch_indices": indices.tolist()}
+  for kind, images in (("clean", clean), ("adversarial", adv)):
+    r = importance_lib.importance_scores(
+        network, images, labels, margin=options.margin, lam=options.lam,
+        solver=options.solver, time_limit=options.time_limit,
+        mip_gap=options.mip_gap, descent=options.descent_start)
+    s = critical_sets(r.scores, options.threshold, kept_map)
+    sets[(name, kind)] = s
+    entry[kind] = {"status": r.status, "proven": r.proven,
+                   "objective": r.objective, "bound": r.bound,
+                   "solve_seconds": r.solve_seconds,
+                   "critical": [sorted(x) for x in s],
+                   "scores": [np.asarray(v).tolist() for v in r.scores]}
+  entry["clean_vs_adversarial"] = compare_sets(
+      sets[(name, "clean")], sets[(name, "adversarial")],
+      ("clean", "adversarial"))
+  return entry

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -66,7 +65,8 @@ def prune_network(network: Network, keep_masks: Sequence[np.ndarray]):
 
 def masked_network(network: Network, keep_masks: Sequence[np.ndarray]):
   """Same shapes, removed neurons zeroed (incoming weights, bias, outgoing
-  weights): what the pruned network must compute."""
+  weights): what the pruned network must compute (the reference that
+  `prune_network` is checked against)."""
   masks = _check_masks(network, keep_masks)
   weights, biases = list(network.weights), list(network.biases)
   for l, m in enumerate(masks):
@@ -75,19 +75,6 @@ def masked_network(network: Network, keep_masks: Sequence[np.ndarray]):
     biases[l] = biases[l] * f
     weights[l + 1] = weights[l + 1] * f[:, None]
   return Network(tuple(weights), tuple(biases))
-
-
-def expand_to_original(values: Sequence[np.ndarray],
-                       kept: Sequence[np.ndarray] | None,
-                       original_widths: Sequence[int], fill=np.nan):
-  """Per-layer values of a pruned network placed at the original indices."""
-  out = []
-  for l, v in enumerate(values):
-    full = np.full(original_widths[l], fill, np.float64)
-    idx = np.arange(len(v)) if kept is None else np.asarray(kept[l])
-    full[idx] = v
-    out.append(full)
-  return tuple(out)
 
 
 def compose_kept(outer: Sequence[np.ndarray], inner: Sequence[np.ndarray]):
@@ -137,20 +124,3 @@ def _check_count(width: int, removed: int):
   if not 0 <= removed < width:
     raise ValueError(f"cannot remove {removed} of {width} neurons "
                      f"(a layer is never emptied)")
-
-
-@dataclasses.dataclass(frozen=True)
-class PruneSummary:
-  widths_before: tuple[int, ...]
-  widths_after: tuple[int, ...]
-  params_before: int
-  params_after: int
-
-  @property
-  def param_reduction(self) -> float:
-    return 1.0 - self.params_after / self.params_before
-
-
-def summarize(before: Network, after: Network) -> PruneSummary:
-  return PruneSummary(before.hidden_widths, after.hidden_widths,
-                      before.num_parameters, after.num_parameters)
