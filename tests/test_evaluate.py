@@ -13,8 +13,9 @@ import pytest
 from robust_prune import data as data_lib
 from robust_prune import evaluate
 from robust_prune import train as train_lib
-from robust_prune.milp import verify
-from robust_prune.network import Network, load_network, network_digest, save_network
+from robust_prune.network import (Network, forward, load_network,
+                                  network_digest, save_network)
+from robust_prune.verify import cascade as verify
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ("image_index", "label", "target", "delta", "status", "objective",
@@ -167,6 +168,14 @@ def test_work_units_skip_done_pairs():
     (["--bab_time_limit=-1"], "--bab_time_limit must be"),
     (["--out=DIR"], "is a directory"),
     (["--out=DIR/file/r.jsonl"], "cannot write --out"),  # a file as folder
+    # issue 17: out-of-range and non-finite options, before any work
+    (["--delta=2"], "--delta must be a number in (0, 1]"),
+    (["--delta=nan"], "--delta must be"),
+    (["--delta=0"], "--delta must be"),
+    (["--time_limit=inf"], "--time_limit must be a finite"),
+    (["--bab_time_limit=nan"], "--bab_time_limit must be"),
+    (["--workers=-1"], "--workers must be >= 1"),
+    (["--pgd_steps=-1"], "--pgd_steps must be >= 0"),
 ])
 def test_bad_input_is_one_clear_line(network_path, tmp_path, args, message):
   base = {"--network": network_path, "--out": str(tmp_path / "r.jsonl"),
@@ -297,3 +306,194 @@ def test_damaged_results_file_is_one_clear_line(network_path, tmp_path,
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert f"{out}:1: not a result record" in proc.stderr
   assert out.read_text() == line + "\n"
+
+
+# ------------------------------------------------------------------ issue 17
+# A line as evaluate wrote it before the Verdict type.
+OLD_LINE = json.dumps({
+    "image_index": 0, "label": 7, "target": 0, "delta": 0.02,
+    "mode": "targeted", "status": "robust", "objective": 0.5,
+    "best_bound": 0.5, "optimal": True, "build_seconds": 0.0,
+    "bounds_seconds": 0.01, "solve_seconds": 3.0, "num_binaries": 0,
+    "solver": "HIGHS", "bounds": "crown", "witness_margin": None})
+
+
+def _verify_into(out):
+  """Image 0 (all zeros) labelled as what the network does not predict:
+  nine quick `misclassified` records."""
+  net, image = small_network(), np.zeros((1, 784), np.float32)
+  label = (int(np.argmax(forward(net, image[0]))) + 1) % 10
+  return evaluate.verify_images(net, image, [label], [0], 0.02,
+                                out_path=str(out), workers=1, pgd_steps=0,
+                                bab_time_limit=0.0)
+
+
+@pytest.mark.parametrize("content", [
+    b'{\n  "config": {"delta": 0.05},\n  "total_seconds": 12.5\n}',  # pipeline.json
+    b"PK\x03\x04\x14\x00\x00\x00\x08\x00binary\xffnpz data",          # an .npz
+    b'{"image_index": 0, "target": 1, "status": "robust"}\n{"image_in',
+    OLD_LINE.encode() + b"\nsome notes\n" + OLD_LINE[:30].encode(),
+])
+def test_a_file_that_is_not_results_is_never_written_to(tmp_path, content):
+  out = tmp_path / "not_results"
+  out.write_bytes(content)
+  with pytest.raises(evaluate.EvaluateError, match="not a result record"):
+    _verify_into(out)
+  assert out.read_bytes() == content
+
+
+def test_the_binary_leaves_a_file_that_is_not_results_as_it_was(
+    network_path, tmp_path):
+  out = tmp_path / "pipeline.json"
+  content = '{\n  "config": {\n    "delta": 0.05\n  }\n}'   # no final newline
+  out.write_text(content)
+  proc = run_binary(f"--network={network_path}", f"--out={out}",
+                    "--delta=0.05", "--num_images=1")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert f"{out}:1: not a result record" in proc.stderr
+  assert out.read_text() == content
+
+
+def test_a_cut_off_line_of_a_results_file_is_dropped_and_redone(tmp_path):
+  out = tmp_path / "r.jsonl"
+  first = _verify_into(out)
+  whole = out.read_bytes()
+  out.write_bytes(whole[:-200])   # the last record cut off by a kill
+  again = _verify_into(out)
+  assert [dict(r, image_seconds=0) for r in again] == [
+      dict(r, image_seconds=0) for r in first]
+  assert again[:8] == first[:8]   # read back as written
+  assert out.read_bytes().count(b"\n") == 9
+  assert len(evaluate.read_results(str(out))) == 9
+
+
+def _children(pid):
+  """Every live descendant of `pid` (from /proc)."""
+  parents = {}
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          parent = int(f.read().rsplit(")", 1)[1].split()[1])
+      except (OSError, IndexError, ValueError):
+        continue
+      parents.setdefault(parent, []).append(int(entry))
+  found, todo = [], [pid]
+  while todo:
+    for child in parents.get(todo.pop(), []):
+      found.append(child)
+      todo.append(child)
+  return found
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+  except OSError:
+    return False
+
+
+def _cmdline(pid):
+  try:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      return f.read().replace(b"\0", b" ").decode(errors="replace")
+  except OSError:
+    return ""
+
+
+def _pool_workers(pid):
+  return [p for p in _children(pid) if "spawn_main" in _cmdline(p)]
+
+
+def _start_busy_run(network_path, out, workers=2, **popen):
+  """An evaluate run with its workers up and its first image written."""
+  args = [f"--network={network_path}", f"--out={out}", "--delta=0.1",
+          "--num_images=40", f"--workers={workers}", "--mode=certify"]
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "robust_prune.evaluate", *args], cwd=REPO,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), **popen)
+  deadline = time.time() + 180
+  while time.time() < deadline and proc.poll() is None:
+    if (os.path.exists(out) and open(out).read().count("\n") >= 9
+        and len(_pool_workers(proc.pid)) >= (2 if workers > 1 else 0)):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "finished before the test could act"
+  return proc, args
+
+
+def _reap(pids, seconds):
+  """The pids still alive after `seconds`, then killed (no test leaks)."""
+  deadline = time.time() + seconds
+  while time.time() < deadline and any(_alive(p) for p in pids):
+    time.sleep(0.1)
+  left = [p for p in pids if _alive(p)]
+  for p in left:
+    os.kill(p, signal.SIGKILL)
+  return left
+
+
+def test_workers_die_with_a_killed_evaluate(network_path, tmp_path):
+  out = str(tmp_path / "r.jsonl")
+  proc, _ = _start_busy_run(network_path, out, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  children = _children(proc.pid)
+  assert len(_pool_workers(proc.pid)) == 2
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  # pool workers and the resource tracker, none left re-parented and blocked
+  assert _reap(children, 10) == []
+  assert len(evaluate.read_results(out)) >= 9
+
+
+def test_ctrl_c_is_one_line_naming_the_signal(network_path, tmp_path):
+  out = str(tmp_path / "r.jsonl")
+  proc, _ = _start_busy_run(network_path, out, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+  children = _children(proc.pid)
+  os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in a terminal does
+  _, stderr = proc.communicate(timeout=120)
+  assert _reap(children, 10) == []
+  assert proc.returncode == 128 + signal.SIGINT, stderr[-2000:]
+  assert "Traceback" not in stderr, stderr[-3000:]
+  said = [l for l in stderr.splitlines() if "interrupted" in l]
+  assert len(said) == 1 and "SIGINT" in said[0], stderr[-2000:]
+  assert len(evaluate.read_results(out)) >= 9
+
+
+def test_a_killed_worker_is_one_line_and_results_stay(network_path, tmp_path):
+  out = str(tmp_path / "r.jsonl")
+  proc, _ = _start_busy_run(network_path, out, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+  children = _children(proc.pid)
+  os.kill(_pool_workers(proc.pid)[0], signal.SIGKILL)
+  _, stderr = proc.communicate(timeout=120)
+  assert _reap(children, 10) == []
+  assert proc.returncode != 0
+  assert "Traceback" not in stderr, stderr[-3000:]
+  errors = [l for l in stderr.splitlines() if "error" in l.lower()]
+  assert len(errors) == 1 and "worker process died" in errors[0], stderr[-2000:]
+  written = evaluate.read_results(out)
+  assert len(written) >= 9 and open(out).read().endswith("\n")
+
+
+def test_a_second_run_on_one_out_is_refused(network_path, tmp_path):
+  out = str(tmp_path / "r.jsonl")
+  first, args = _start_busy_run(network_path, out, workers=1,
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+  try:
+    second = run_binary(*args[:2], "--delta=0.1", "--num_images=1",
+                        "--mode=certify", "--workers=1")
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=60)
+  assert second.returncode == 2, second.stderr[-2000:]
+  assert "Traceback" not in second.stderr
+  errors = [l for l in second.stderr.splitlines() if "error" in l.lower()]
+  assert len(errors) == 1 and "in use by another verification run" in \
+      errors[0], second.stderr[-2000:]
+  lines = open(out).read().splitlines()
+  assert len(lines) == len(evaluate.read_results(out))   # no pair twice

@@ -1,83 +1,17 @@
 """The MILP against exact ground truth on tiny networks, across solvers."""
 
-import itertools
-
 import numpy as np
 import pytest
-import scipy.optimize
+from testing import (exact_min_margin, grid_min_margin, random_network,
+                     solve_targeted, tiny_case)
 
 from robust_prune import bounds
 from robust_prune.milp import model as model_lib
-from robust_prune.milp import objective, solvers, standard_form, verify
+from robust_prune.milp import objective, solvers, standard_form
 from robust_prune.network import Network, forward
+from robust_prune.verify import cascade as verify
 
 ALL_SOLVERS = solvers.installed_solvers()
-
-
-def random_network(seed, sizes, bias_scale=0.3):
-  rng = np.random.default_rng(seed)
-  return Network(
-      tuple((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32)
-            for a, b in zip(sizes[:-1], sizes[1:])),
-      tuple((bias_scale * rng.normal(size=b)).astype(np.float32)
-            for b in sizes[1:]))
-
-
-def exact_min_margin(net, lower, upper, label, target):
-  """Ground truth by enumerating activation patterns: on each pattern's
-  region the margin is linear, so an LP gives its minimum there."""
-  c = objective.margin_vector(label, target, net.num_classes)
-  widths = net.hidden_widths
-  best, best_x = np.inf, None
-  w = [np.asarray(m, np.float64) for m in net.weights]
-  b = [np.asarray(v, np.float64) for v in net.biases]
-  for pattern in itertools.product([0, 1], repeat=sum(widths)):
-    masks = np.split(np.array(pattern, np.float64), np.cumsum(widths)[:-1])
-    # affine map x -> pre-activation of each layer under this pattern
-    a_mat, a_off = np.eye(len(lower)), np.zeros(len(lower))
-    rows, rhs = [], []
-    for layer, mask in enumerate(masks):
-      pa, po = a_mat @ w[layer], a_off @ w[layer] + b[layer]
-      # active: pre >= 0  ->  -pa x <= po ; inactive: pre <= 0 -> pa x <= -po
-      sign = np.where(mask > 0, -1.0, 1.0)
-      rows.append((pa * sign).T)
-      rhs.append(np.where(mask > 0, po, -po))
-      a_mat, a_off = pa * mask, po * mask
-    out_mat, out_off = a_mat @ w[-1], a_off @ w[-1] + b[-1]
-    res = scipy.optimize.linprog(out_mat @ c, A_ub=np.vstack(rows),
-                                 b_ub=np.concatenate(rhs),
-                                 bounds=list(zip(lower, upper)), method="highs")
-    if res.status == 0 and res.fun + out_off @ c < best:
-      best, best_x = res.fun + out_off @ c, res.x
-  return best, best_x
-
-
-def grid_min_margin(net, lower, upper, label, target, n=201):
-  g = np.stack(np.meshgrid(np.linspace(lower[0], upper[0], n),
-                           np.linspace(lower[1], upper[1], n)), -1).reshape(-1, 2)
-  logits = forward(net, g)
-  return float(np.min(logits[:, label] - logits[:, target]))
-
-
-def tiny_case(seed):
-  net = random_network(seed, (2, 4, 4, 3))
-  rng = np.random.default_rng(100 + seed)
-  x = rng.uniform(0.2, 0.8, size=2)
-  label = int(np.argmax(forward(net, x)))
-  target = (label + 1 + seed % 2) % 3
-  return net, x, label, target
-
-
-def solve_targeted(net, x, delta, label, target, solver, method="crown",
-                   all_binary=False, time_limit=30.0):
-  lower, upper = bounds.input_box(x, delta)
-  lb = bounds.layer_bounds(net, lower, upper,
-                           "interval" if all_binary else method)
-  m = model_lib.build_model(net, lower, upper, lb, all_binary=all_binary,
-                            materialize=not all_binary)
-  m.c.value = objective.margin_vector(label, target, net.num_classes)
-  milp = standard_form.compile_model(m.problem)
-  return m, milp, solvers.solve(milp, solver, time_limit=time_limit)
 
 
 @pytest.mark.parametrize("solver", ALL_SOLVERS)

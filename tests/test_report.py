@@ -1,5 +1,13 @@
 """Report tables from synthetic records: counts, rates, statistics."""
 
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -79,3 +87,86 @@ def test_transfer_accuracy_counts_true_labels():
   assert result == {"examples": 2, "correct": 1, "to_target": 1,
                     "accuracy": 0.5, "fooled_to_target": 0.5}
   assert transfer_lib.transfer_accuracy(net, records[2:])["accuracy"] is None
+
+
+# ------------------------------------------------------------------ files
+def _pipeline_folder(tmp_path):
+  """A pipeline output folder with two tiny networks and valid records."""
+  rng = np.random.default_rng(0)
+  for net in report_lib.NETWORKS:
+    (tmp_path / net).mkdir()
+    network_lib.save_network(network_lib.Network(
+        (rng.normal(size=(784, 4)).astype(np.float32),
+         rng.normal(size=(4, 10)).astype(np.float32)),
+        (np.zeros(4, np.float32), np.zeros(10, np.float32))),
+        str(tmp_path / net / "network.npz"))
+    lines = [dict(_record(0, 7, 1, "adversarial", -2.0, 3.0), x_adv=[0.5] * 784),
+             _record(0, 7, 2, "robust", 4.0, 1.0)]
+    (tmp_path / f"verify_{net}.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in lines))
+  (tmp_path / "transfer.json").write_text(json.dumps(
+      {"original": {"examples": 1, "correct": 0, "accuracy": 0.0}}))
+  return tmp_path
+
+
+def _outputs(folder):
+  return {p.name: p.read_bytes() for p in folder.iterdir()
+          if p.is_file() and not p.name.startswith("verify_")
+          and p.suffix in (".md", ".csv", ".png", ".json")
+          and p.name != "transfer.json"}
+
+
+def test_report_writes_every_file(tmp_path):
+  folder = _pipeline_folder(tmp_path)
+  path = report_lib.write_report(str(folder), images=np.zeros((5, 784)))
+  written = _outputs(folder)
+  assert set(written) == {
+      "report.md", "summary.json", "fig1_networks.csv", "fig3_by_label.csv",
+      "fig3_by_target.csv", "fig4_statistics.csv", "fig1_counts.png",
+      "fig2_heatmap.png", "fig2_examples.png"}
+  assert path == str(folder / "report.md")
+  summary = json.loads(written["summary.json"])
+  assert summary["networks"]["pruned"]["counts"]["adversarial"] == 1
+  assert written["fig2_examples.png"].startswith(b"\x89PNG")
+  rows = list(csv.DictReader(io.StringIO(written["fig3_by_label.csv"].decode())))
+  assert rows[7]["count"] == "4" and rows[7]["total_adversarial"] == "2"
+
+
+@pytest.mark.parametrize("bogus,error", [
+    # a witness of the wrong length: a reshape error after summary.json and
+    # the CSVs were replaced, before
+    (dict(_record(1, 3, 4, "adversarial", -1.0), x_adv=[0.5] * 100),
+     "verify_pruned.jsonl:3: not a result record"),
+    ({"image_index": 2, "target": 3, "status": "adversarial"},
+     "verify_pruned.jsonl:3: not a result record"),
+    (dict(_record(0, 7, 42, "robust", 1.0)),
+     "verify_pruned.jsonl:3: not a result record"),
+    # valid, but its image is not among the test images: found while plotting
+    (dict(_record(9, 3, 4, "adversarial", -1.0), x_adv=[0.5] * 784),
+     "not one of the 5 test images"),
+])
+def test_report_writes_all_files_or_none(tmp_path, bogus, error):
+  folder = _pipeline_folder(tmp_path)
+  report_lib.write_report(str(folder), images=np.zeros((5, 784)))
+  before = _outputs(folder)
+  with open(folder / "verify_pruned.jsonl", "a") as f:
+    f.write(json.dumps(bogus) + "\n")
+  with pytest.raises(ValueError, match=re.escape(error)):
+    report_lib.write_report(str(folder), images=np.zeros((5, 784)))
+  assert _outputs(folder) == before
+  assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
+
+
+def test_report_binary_names_a_bogus_record_in_one_line(tmp_path):
+  folder = _pipeline_folder(tmp_path)
+  with open(folder / "verify_original.jsonl", "a") as f:
+    f.write('{"image_index": 2, "target": 3, "status": "adversarial"}\n')
+  proc = subprocess.run(
+      [sys.executable, "-m", "robust_prune.report", f"--out_dir={folder}"],
+      capture_output=True, text=True, timeout=240,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+  assert f"{folder / 'verify_original.jsonl'}:3: not a result record" in \
+      proc.stderr
+  assert _outputs(folder) == {}

@@ -7,7 +7,7 @@ form and the native solver layer shared with pruning.
   standard_form.py  the rows and columns every MILP reaches a solver as
                 built row by row (pruning) or compiled from cvxpy (verification)
   solvers.py    SCIP / HiGHS / GLPK_MI through their own APIs, honest statuses
-  verify.py     records per (image, target): targeted, certify, min_distortion
+  verify.py     moved to robust_prune.verify (kept as a re-export)
 """
 
 from robust_prune.milp.encoding import NeuronPhases, ReluEncoding, relu_big_m
@@ -16,5 +16,3 @@ from robust_prune.milp.solvers import (SOLVERS, SolverUnavailableError,
                                        check_solver, installed_solvers, solve)
 from robust_prune.milp.standard_form import (CompiledMilp, MilpModel,
                                              compile_model)
-from robust_prune.milp.verify import (MODES, STATUSES, VerifyConfig,
-                                      check_witness, verify_image)

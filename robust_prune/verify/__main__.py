@@ -1,0 +1,151 @@
+r"""Exact robustness verification of a network on MNIST test images.
+
+  python -m robust_prune.verify --network=runs/x/network.npz \
+      --out=results.jsonl --delta=0.05 --num_images=100 [--first_image=0] \
+      [--mode=targeted|certify|min_distortion] [--solver=HIGHS|SCIP|GLPK_MI] \
+      [--time_limit=60] [--bounds=interval|crown|lp] [--workers=2]
+
+(`python -m robust_prune.evaluate` is the same binary.) One JSON line per
+(image, target), appended and fsynced as soon as its image is done. A rerun
+with the same --out skips finished pairs (a line cut off by a kill is
+dropped and redone) but retries `error` records; readers keep the latest
+record per pair. Every record carries `network_sha256`; an --out holding
+another network's results, or another delta or mode, is refused, a damaged
+line stops the run with its file:line before anything is written, and a
+second run on the same --out is refused while the first holds its lock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from absl import flags
+from absl import logging
+
+from robust_prune import bounds as bounds_lib
+from robust_prune import cli
+from robust_prune.milp import solvers as solvers_lib
+from robust_prune.network import NetworkFormatError, load_mnist_network
+from robust_prune.verify import runner
+from robust_prune.verify.config import MODES
+from robust_prune.verify.runner import EvaluateError
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Flags are defined by the binary only, so that other absl programs can
+  import the library modules without flag clashes."""
+  flags.DEFINE_string("network", None, "network.npz to verify.")
+  flags.DEFINE_string("out", None, "results JSONL (appended; resumable).")
+  flags.DEFINE_float("delta", None, "L-inf radius of the input box, in (0, 1].")
+  flags.DEFINE_integer("num_images", 100, "number of test images.")
+  flags.DEFINE_integer("first_image", 0, "index of the first test image.")
+  flags.DEFINE_enum("mode", "targeted", list(MODES),
+                    "targeted: optimum per target (the paper); certify: proven "
+                    "verdict per target, cheapest first; min_distortion: "
+                    "smallest adversarial radius <= delta per target.")
+  flags.DEFINE_string("solver", "HIGHS", "SCIP, HIGHS or GLPK_MI.")
+  flags.DEFINE_float("time_limit", 60.0, "seconds per MILP.")
+  flags.DEFINE_enum("bounds", "crown", list(bounds_lib.BOUND_METHODS),
+                    "pre-activation bounds that fix stable neurons and big-Ms.")
+  flags.DEFINE_integer("workers", 2, "processes solving images in parallel.")
+  flags.DEFINE_integer("pgd_steps", 50, "PGD steps (certify pre-pass / MIP "
+                       "start in targeted mode); 0 disables PGD.")
+  flags.DEFINE_float("bab_time_limit", 20.0, "seconds of alpha/beta-CROWN "
+                     "branch and bound per target (certify: the verdict; "
+                     "targeted: the optimum to 5e-5) before the MILP; 0 goes "
+                     "straight to the MILP.")
+  flags.DEFINE_string("mnist_manual_dir", None,
+                      "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
+
+
+def check_flags():
+  """Every option, before MNIST or the network is read (EvaluateError)."""
+  if not FLAGS.network or not FLAGS.out:
+    raise EvaluateError("--network and --out are required")
+  delta = FLAGS.delta
+  if delta is None or not math.isfinite(delta) or not 0 < delta <= 1:
+    raise EvaluateError(f"--delta must be a number in (0, 1] (pixels lie in "
+                        f"[0, 1]), got {delta}")
+  if not (math.isfinite(FLAGS.time_limit) and FLAGS.time_limit > 0):
+    raise EvaluateError(f"--time_limit must be a finite number of seconds "
+                        f"> 0, got {FLAGS.time_limit}")
+  if not (math.isfinite(FLAGS.bab_time_limit) and FLAGS.bab_time_limit >= 0):
+    raise EvaluateError(f"--bab_time_limit must be a finite number of "
+                        f"seconds >= 0 (0: MILP only), got "
+                        f"{FLAGS.bab_time_limit}")
+  if FLAGS.num_images < 1:
+    raise EvaluateError(f"--num_images must be >= 1, got {FLAGS.num_images}")
+  if FLAGS.first_image < 0:
+    raise EvaluateError(f"--first_image must be >= 0, got {FLAGS.first_image}")
+  if FLAGS.workers < 1:
+    raise EvaluateError(f"--workers must be >= 1, got {FLAGS.workers}")
+  if FLAGS.pgd_steps < 0:
+    raise EvaluateError(f"--pgd_steps must be >= 0 (0: no PGD), got "
+                        f"{FLAGS.pgd_steps}")
+  try:
+    solvers_lib.check_solver(FLAGS.solver)
+  except solvers_lib.SolverUnavailableError as e:
+    raise EvaluateError(str(e)) from e
+  _check_out_path(FLAGS.out)
+
+
+def _check_out_path(out: str):
+  """--out must be a file we may append to; its folder is created. The file
+  itself is not touched until it is known to be a results file."""
+  out = os.path.abspath(out)
+  if os.path.isdir(out):
+    raise EvaluateError(f"--out={out} is a directory; give a .jsonl file")
+  try:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+  except OSError as e:
+    raise EvaluateError(f"cannot write --out={out}: {e}") from e
+  if not os.access(out if os.path.exists(out) else os.path.dirname(out),
+                   os.W_OK):
+    raise EvaluateError(f"cannot write --out={out}: permission denied")
+
+
+def _load_inputs():
+  """(network, test split, indices), every mismatch one EvaluateError."""
+  from robust_prune import data  # pylint: disable=g-import-not-at-top
+  try:
+    test = data.load_split("test", FLAGS.mnist_manual_dir)
+  except data.MnistDataError as e:
+    raise EvaluateError(str(e)) from e
+  first, count = FLAGS.first_image, FLAGS.num_images
+  if first + count > len(test):
+    raise EvaluateError(
+        f"images {first}..{first + count - 1} are out of range: the test set "
+        f"has images 0..{len(test) - 1}")
+  try:
+    network = load_mnist_network(FLAGS.network)
+  except NetworkFormatError as e:
+    raise EvaluateError(str(e)) from e
+  return network, test, list(range(first, first + count))
+
+
+def main(argv):
+  del argv
+  check_flags()
+  network, test, indices = _load_inputs()
+  start = time.time()
+  results = runner.verify_images(
+      network, test.images[indices], test.labels[indices], indices,
+      FLAGS.delta, FLAGS.mode, FLAGS.solver, FLAGS.time_limit, FLAGS.bounds,
+      FLAGS.out, FLAGS.workers, FLAGS.pgd_steps, FLAGS.bab_time_limit)
+  wanted = set(indices)
+  mine = [r for r in results if r.image_index in wanted]
+  logging.info("done in %.1fs: %d records in %s: %s", time.time() - start,
+               len(mine), FLAGS.out, runner.status_counts(mine))
+
+
+def run():
+  define_flags()
+  cli.run(main, cli.USER_ERRORS + (runner.WorkerDiedError,))
+
+
+if __name__ == "__main__":
+  run()

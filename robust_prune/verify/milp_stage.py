@@ -1,0 +1,197 @@
+"""The cascade's last step: the exact MILP (paper eq. 1-9) per target, and
+the Verdict its solver outcome proves (from the solver's own proof flags and
+a re-checked witness)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from robust_prune import bab
+from robust_prune.milp import model as model_lib
+from robust_prune.milp import objective as objective_lib
+from robust_prune.milp import solvers as solvers_lib
+from robust_prune.milp import standard_form
+from robust_prune.network import Network, forward
+from robust_prune.verify.config import (CERTIFY_CUTOFF, MIN_DISTORTION_MARGIN,
+                                        ImageProblem, VerifyConfig)
+from robust_prune.verify.records import Verdict
+from robust_prune.verify.witness import check_witness
+
+replace = dataclasses.replace
+
+
+def finite(value) -> float | None:
+  return None if value is None or not np.isfinite(value) else float(value)
+
+
+def with_bound(v: Verdict, bound: float | None) -> Verdict:
+  """best_bound := the larger of two proven lower bounds (None = unknown)."""
+  if bound is not None and (v.best_bound is None or bound > v.best_bound):
+    return replace(v, best_bound=bound)
+  return v
+
+
+def adversarial(v: Verdict, x_adv, margin, **fields) -> Verdict:
+  """`v` settled by a re-checked witness (margin < 0 at x_adv)."""
+  return replace(v, status="adversarial", x_adv=tuple(np.asarray(
+      x_adv, np.float64).tolist()), witness_margin=float(margin), **fields)
+
+
+def model_start(model: model_lib.VerificationModel,
+                milp: standard_form.CompiledMilp, network: Network, x_point):
+  """Full column assignment (a MIP start) of the MILP at input `x_point`:
+  input, unstable post-activations and binaries from a forward pass."""
+  _, hidden = forward(network, x_point, return_hidden=True)
+  values = {model.x: x_point}
+  pre_vars = model.pre_vars or [None] * len(model.layers)
+  for layer, pre, pre_var in zip(model.layers, hidden, pre_vars):
+    pre = pre[0] if pre.ndim == 2 else pre
+    if pre_var is not None:
+      # the materialised pre-activations (without them the start has NaNs
+      # and no solver ever saw it)
+      y, keep = pre_var
+      values[y] = np.clip(pre[keep], y.bounds[0], y.bounds[1])
+    if layer.z is not None:
+      pre_u = pre[layer.phases.unstable]
+      values[layer.z] = np.maximum(pre_u, 0)
+      values[layer.v] = (pre_u > 0).astype(np.float64)
+  start = milp.full_assignment(values)
+  return start if np.all(np.isfinite(start)) else None
+
+
+def solve_milps(p: ImageProblem, targets, verdicts: dict,
+                config: VerifyConfig, pgd: dict) -> None:
+  """One MILP per target (built once, its objective swapped per target);
+  replaces each target's Verdict in `verdicts`."""
+  if not targets:
+    return
+  t0 = time.perf_counter()
+  min_distortion = config.mode == "min_distortion"
+  num_classes = p.network.num_classes
+  model = model_lib.build_model(
+      p.network, p.lower, p.upper, p.layer_bounds,
+      all_binary=config.all_binary, center=p.image if min_distortion else None,
+      margin_at_most=-MIN_DISTORTION_MARGIN if min_distortion else None)
+  # compile with some target set so the parameter has a value
+  model.c.value = objective_lib.margin_vector(p.label, targets[0], num_classes)
+  milp = standard_form.compile_model(model.problem)
+  build_seconds = time.perf_counter() - t0
+  for i, t in enumerate(targets):
+    v = replace(verdicts[t], build_seconds=build_seconds if i == 0 else 0.0,
+                num_binaries=int(model.num_binaries), decided_by="milp")
+    model.c.value = objective_lib.margin_vector(p.label, t, num_classes)
+    if min_distortion and i > 0:
+      # the target enters a constraint row, not just the cost: recompile
+      t1 = time.perf_counter()
+      milp = standard_form.compile_model(model.problem)
+      v = replace(v, build_seconds=time.perf_counter() - t1)
+    verdicts[t] = v
+    start = None
+    if t in pgd and not min_distortion:
+      start = model_start(model, milp, p.network, pgd[t][1])
+    try:
+      outcome = solvers_lib.solve(
+          milp, config.solver, time_limit=config.time_limit,
+          cutoff=CERTIFY_CUTOFF if config.mode == "certify" else None,
+          stop_at_first=config.mode == "certify", useful_below=0.0,
+          start=start)
+    except Exception as e:  # pylint: disable=broad-except
+      verdicts[t] = replace(v, status="error",
+                            message=f"{type(e).__name__}: {e}")
+      continue
+    x = outcome.x[milp.columns(model.x)] if outcome.x is not None else None
+    if min_distortion:
+      verdicts[t] = min_distortion_verdict(p, v, outcome, x, config)
+    else:
+      verdicts[t] = margin_verdict(p, v, outcome, x, config.delta)
+
+
+def _outcome_fields(v: Verdict, outcome: solvers_lib.SolveOutcome) -> Verdict:
+  return replace(v, solver_status=outcome.solver_status,
+                 solve_seconds=float(outcome.seconds),
+                 objective=finite(outcome.objective),
+                 optimal=bool(outcome.proven_optimal))
+
+
+def margin_verdict(p: ImageProblem, v: Verdict,
+                   outcome: solvers_lib.SolveOutcome, x, delta: float
+                   ) -> Verdict:
+  """targeted/certify: the status the solver's proof flags and a re-checked
+  witness (`x`, the solution's input columns) support."""
+  v = _outcome_fields(v, outcome)
+  # a bound proven before the MILP (CROWN, branch and bound) may be better
+  v = with_bound(v, finite(outcome.best_bound))
+  if x is not None and outcome.objective is not None and outcome.objective < 0:
+    ok, margin, x_adv = check_witness(p.network, x, p.image, delta, p.label,
+                                      v.target)
+    if ok:
+      return adversarial(v, x_adv, margin)
+    v = replace(v, witness_margin=finite(margin))
+  if v.best_bound is not None and v.best_bound >= 0:
+    # a proven bound: an optimum's bound is widened by the solver's gap, and
+    # an infeasible certify MILP's is its cutoff (CERTIFY_CUTOFF > 0)
+    return replace(v, status="robust")
+  if outcome.proven_optimal and outcome.objective >= 0:
+    return replace(v, status="timeout", message=(
+        f"the optimum {outcome.objective:.3g} is within the solver's gap of "
+        f"0: no verdict either way"))
+  if outcome.proven_optimal:
+    return replace(v, status="error", message=(
+        f"optimum {outcome.objective:.3g} < 0 but its witness failed the "
+        f"float re-check (margin {v.witness_margin})"))
+  if outcome.hit_time_limit:
+    return replace(v, status="timeout")
+  return replace(v, status="error", message=(
+      f"solver stopped without a proof: {outcome.solver_status}"))
+
+
+def min_distortion_verdict(p: ImageProblem, v: Verdict,
+                           outcome: solvers_lib.SolveOutcome, x,
+                           config: VerifyConfig) -> Verdict:
+  """objective = smallest radius with margin <= -MIN_DISTORTION_MARGIN.
+  Infeasible proves only that no input within delta has a margin that low;
+  the record is robust once margin >= 0 is proven too (branch and bound)."""
+  v = replace(_outcome_fields(v, outcome),
+              best_bound=finite(outcome.best_bound))
+  if outcome.proven_infeasible:
+    return _min_distortion_by_bab(p, v, outcome, config)
+  if x is not None:
+    radius = float(np.max(np.abs(x - p.image)))
+    ok, margin, x_adv = check_witness(p.network, x, p.image, config.delta,
+                                      p.label, v.target)
+    if ok:
+      return adversarial(v, x_adv, margin, witness_radius=radius)
+    v = replace(v, witness_margin=finite(margin))
+  if outcome.hit_time_limit:
+    return replace(v, status="timeout")
+  return replace(v, status="error",
+                 message=f"no proven result: {outcome.solver_status}")
+
+
+def _min_distortion_by_bab(p: ImageProblem, v: Verdict, outcome,
+                           config: VerifyConfig) -> Verdict:
+  """The MILP's infeasibility and the branch and bound decide together."""
+  result = bab.bab_margin(
+      p.network, p.lower, p.upper, p.label, v.target,
+      bab.BabConfig(time_limit=max(config.bab_time_limit, 1.0)),
+      layer_bounds=p.layer_bounds)
+  v = replace(v, margin_lower_bound=finite(result.lower_bound),
+              solve_seconds=float(outcome.seconds + result.seconds),
+              bab_seconds=float(result.seconds),
+              bab_domains=int(result.domains))
+  if result.status == "robust":
+    return replace(v, status="robust", decided_by="milp+bab")
+  if result.status == "adversarial":
+    ok, margin, x_adv = check_witness(p.network, result.x_adv, p.image,
+                                      config.delta, p.label, v.target)
+    if ok:  # a margin in (-MIN_DISTORTION_MARGIN, 0): radius not minimised
+      radius = float(np.max(np.abs(x_adv - p.image)))
+      return adversarial(v, x_adv, margin, decided_by="milp+bab",
+                         optimal=False, objective=radius,
+                         witness_radius=radius)
+  return replace(v, status="timeout", message=(
+      f"no input within delta has margin <= -{MIN_DISTORTION_MARGIN}, but "
+      f"margin >= 0 is not proven ({result.reason})"))
