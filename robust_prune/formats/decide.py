@@ -35,7 +35,8 @@ class DecideConfig:
   pgd_steps: int = 100
   bab_share: float = 0.6        # of the time left after CROWN, for BaB
   solver: str = "HIGHS"
-  reserve: float = 1.0          # seconds kept back to write the result
+  reserve: float = 1.0          # seconds kept back to write the result,
+  reserve_fraction: float = 0.02  # and this fraction of the time given
   min_step: float = 0.5         # no step starts with less than this left
   use_milp: bool = True
   bab_batch_size: int = bab_lib.BabConfig.batch_size
@@ -112,6 +113,8 @@ def decide(network: Network, prop: Property, deadline: float,
            config: DecideConfig = DecideConfig()) -> Verdict:
   """The verdict by `deadline` (a time.monotonic() value); see docstring."""
   check_dimensions(network, prop)
+  now = time.monotonic()
+  end = deadline - config.reserve - config.reserve_fraction * (deadline - now)
   verdict = Verdict("unknown")
   boxes = [_prepare(network, prop, lo, hi, members)
            for lo, hi, members in prop.boxes()]
@@ -133,14 +136,13 @@ def decide(network: Network, prop: Property, deadline: float,
       break
     still = []
     for n, (box, i) in enumerate(open_):
-      left = deadline - time.monotonic() - config.reserve
       share = config.bab_share if stage == "bab" else 1.0
-      budget = left * share / (len(open_) - n)
+      budget = (end - time.monotonic()) * share / (len(open_) - n)
       if budget < config.min_step:
         still.append((box, i))
         continue
       step = _bab if stage == "bab" else _milp
-      outcome = step(network, prop, box, i, budget, config)
+      outcome = step(network, prop, box, i, time.monotonic() + budget, config)
       if isinstance(outcome, tuple):
         return Verdict("sat", *outcome, message=stage)
       if outcome:
@@ -150,7 +152,7 @@ def decide(network: Network, prop: Property, deadline: float,
     open_ = still
   if not open_:
     verdict.result = "unsat"
-  elif time.monotonic() >= deadline - config.reserve - config.min_step:
+  elif time.monotonic() >= end - config.min_step:
     verdict.result = "timeout"
   verdict.message = f"{len(open_)} of {len(prop.disjuncts)} disjuncts open"
   return verdict
@@ -169,10 +171,13 @@ def _attack(network, prop, box: _Box, config: DecideConfig):
   return counterexample(network, prop, x, np.asarray(box.members)[which])
 
 
-def _bab(network, prop, box: _Box, i: int, budget: float, config):
+def _bab(network, prop, box: _Box, i: int, step_end: float, config):
   """True if the branch and bound refutes disjunct i's most promising row,
-  (x, y) for a counterexample, else False."""
+  (x, y) for a counterexample, else False; done by `step_end`."""
   row = max(box.rows[i], key=lambda r: box.row_bounds[r])
+  # the search checks its limit between batches, then re-proves the open
+  # domains' bound: a tenth of the step is left for that
+  budget = 0.9 * (step_end - time.monotonic())
   result = bab_lib.bab_margin(box.folded, box.lower, box.upper, 0, row + 1,
                               bab_lib.BabConfig(time_limit=budget,
                                                 batch_size=config.bab_batch_size),
@@ -186,13 +191,13 @@ def _bab(network, prop, box: _Box, i: int, budget: float, config):
   return False
 
 
-def _milp(network, prop, box: _Box, i: int, budget: float, config):
+def _milp(network, prop, box: _Box, i: int, step_end: float, config):
   """True if the conjunction MILP refutes disjunct i, (x, y) for a
-  counterexample, else False."""
+  counterexample, else False; done by `step_end`."""
   d = prop.disjuncts[i]
   outcome = conjunction_milp.solve_conjunction(
       network, box.lower, box.upper, box.layer_bounds, d.coeffs, d.consts,
-      time_limit=budget, solver=config.solver)
+      deadline=step_end, solver=config.solver)
   if outcome.refuted:
     return True
   if outcome.x is not None:
