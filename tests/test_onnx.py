@@ -134,3 +134,24 @@ def test_two_real_inputs_and_missing_file_are_clear_errors(tmp_path):
     onnx_io.model_to_network(helper.make_model(graph))
   with pytest.raises(onnx_io.OnnxFormatError, match="not found"):
     onnx_io.import_onnx(tmp_path / "absent.onnx")
+
+
+def test_import_to_npz_refuses_to_round_unless_asked(tmp_path):
+  from robust_prune.formats import __main__ as formats_main  # pylint: disable=g-import-not-at-top
+  from robust_prune.network import load_network  # pylint: disable=g-import-not-at-top
+  network = _random_network([5, 4, 3], seed=2)
+  onnx_io.export_onnx(network, tmp_path / "plain.onnx")
+  formats_main.import_to_npz(str(tmp_path / "plain.onnx"),
+                             str(tmp_path / "plain.npz"), False)
+  back = load_network(tmp_path / "plain.npz")
+  for a, b in zip(network.weights + network.biases, back.weights + back.biases):
+    np.testing.assert_array_equal(a, b)
+  # folded normalisation gives float64 weights: saving them would round
+  onnx.save(_handmade_graph(np.random.default_rng(3)), str(tmp_path / "n.onnx"))
+  with pytest.raises(ValueError, match="--round"):
+    formats_main.import_to_npz(str(tmp_path / "n.onnx"),
+                               str(tmp_path / "n.npz"), False)
+  assert not (tmp_path / "n.npz").exists()
+  formats_main.import_to_npz(str(tmp_path / "n.onnx"), str(tmp_path / "n.npz"),
+                             True)
+  assert load_network(tmp_path / "n.npz").num_layers == 3

@@ -201,6 +201,28 @@ def test_a_tie_is_a_counterexample():
   assert verdict.result != "sat"      # no point has Y_1 > Y_0
 
 
+def test_robustness_properties_for_mnist_images(tmp_path):
+  from robust_prune import data  # pylint: disable=g-import-not-at-top
+  from robust_prune.formats import __main__ as formats_main  # pylint: disable=g-import-not-at-top
+  network = _tiny_network(5, widths=(784, 6, 10))
+  formats_main.write_properties(network, "net.onnx", str(tmp_path), [0, 7],
+                                [0.05], 30.0)
+  assert (tmp_path / "instances.csv").read_text().splitlines() == [
+      "net.onnx,prop_0_0.05.vnnlib,30", "net.onnx,prop_7_0.05.vnnlib,30"]
+  test = data.load_split("test")
+  prop = vnnlib.parse_vnnlib(tmp_path / "prop_7_0.05.vnnlib")
+  image, label = test.images[7].astype(np.float64), int(test.labels[7])
+  assert len(prop.disjuncts) == 9 and len(prop.boxes()) == 1
+  np.testing.assert_array_equal(prop.disjuncts[0].lower,
+                                np.clip(image - 0.05, 0, 1))
+  np.testing.assert_array_equal(prop.disjuncts[0].upper,
+                                np.clip(image + 0.05, 0, 1))
+  for target, d in zip([j for j in range(10) if j != label], prop.disjuncts):
+    expected = np.zeros(10)
+    expected[target], expected[label] = 1.0, -1.0
+    np.testing.assert_array_equal(d.coeffs, [expected])   # Y_t >= Y_label
+
+
 def test_result_file_round_trips_a_counterexample():
   x, y = np.array([0.1, 1 / 3]), np.array([-2e-7, 5.0])
   text = results.result_text("sat", x, y)

@@ -75,7 +75,9 @@ def export_onnx(network: Network, path: str | os.PathLike,
   """Writes `network` as an ONNX file (atomically)."""
   from robust_prune import io as io_lib  # pylint: disable=g-import-not-at-top
   model = network_to_model(network, dtype)
-  io_lib.atomic_write(os.fspath(path), model.SerializeToString())
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  io_lib.atomic_write(path, model.SerializeToString())
 
 
 def import_onnx(path: str | os.PathLike) -> Network:

@@ -307,7 +307,8 @@ def robustness_property(image, label: int, epsilon: float,
   lines += [f"(declare-const X_{i} Real)" for i in range(len(image))]
   lines += [f"(declare-const Y_{j} Real)" for j in range(num_outputs)]
   for i in range(len(image)):
-    lines += [f"(assert (<= X_{i} {hi[i]!r}))", f"(assert (>= X_{i} {lo[i]!r}))"]
+    lines += [f"(assert (<= X_{i} {float(hi[i])!r}))",
+              f"(assert (>= X_{i} {float(lo[i])!r}))"]
   lines.append("(assert (or")
   lines += [f"    (and (>= Y_{j} Y_{label}))" for j in range(num_outputs)
             if j != label]
