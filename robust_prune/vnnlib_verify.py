@@ -10,6 +10,7 @@ the process's start. Bad input (an unsupported ONNX op, a malformed VNN-LIB
 file, a timeout <= 0) writes `error` and ends in one error line, exit 2.
 """
 
+import os
 import time
 
 _STARTED = time.monotonic()   # before the heavy imports: they count too
@@ -49,6 +50,9 @@ def main(argv):
   for name in ("onnx", "vnnlib", "timeout", "out"):
     if FLAGS[name].value is None:
       raise ValueError(f"--{name} is required")
+  folder = os.path.dirname(os.path.abspath(FLAGS.out))
+  if not os.path.isdir(folder):
+    raise ValueError(f"--out: folder {folder} does not exist")
   try:
     instance_lib.check_timeout(FLAGS.timeout)
     outcome = instance_lib.run_instance(

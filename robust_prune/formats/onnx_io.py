@@ -269,6 +269,7 @@ def _step(node, attrs, constants, current, affine: _Affine, layers: list):
   elif op in ("Add", "Sub", "Mul", "Div") and len(inputs) == 2:
     _elementwise(op, node, operands, inputs[0] == current, affine)
   else:
-    raise OnnxFormatError(f"unsupported ONNX op {op} (node {node.name!r}); "
-                          f"supported: Flatten, Reshape, Gemm, MatMul, Add, "
-                          f"Sub, Mul, Div, Relu")
+    named = f" (node {node.name!r})" if node.name else ""
+    raise OnnxFormatError(f"unsupported ONNX op {op}{named}; supported: "
+                          f"Flatten, Reshape, Gemm, MatMul, Add, Sub, Mul, "
+                          f"Div, Relu")
