@@ -47,6 +47,7 @@ from robust_prune.verify import records as records_lib
 STATE = "pipeline.json"
 CONFIG = "config.json"
 QUICK = configs.QUICK
+VERIFIER = "robust_prune.evaluate"
 
 
 def check_options(config: PipelineConfig) -> None:
@@ -57,12 +58,26 @@ def check_options(config: PipelineConfig) -> None:
   prune_lib.pipeline_prune_options(config)
 
 
-def run_child(command: Sequence[str]) -> int:
-  """Runs `command` to its end and returns its exit status. The child dies
-  with this process (a kill -9 included), so a rerun never races an old
-  child on the same results file; interrupted, it is stopped first."""
-  child = subprocess.Popen(list(command),
-                           preexec_fn=processes.die_with_parent)
+# The child arms its parent-death signal itself, first thing after exec: a
+# preexec_fn would run Python between fork and exec in this multithreaded
+# (JAX) process, which can deadlock. If this process died before the signal
+# was armed, the child sees another parent and exits at once.
+_DIE_WITH_PARENT_THEN_RUN = (
+    "import os, runpy, sys\n"
+    "from robust_prune import processes\n"
+    "processes.die_with_parent()\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "  os._exit(1)\n"
+    "sys.argv = sys.argv[2:]\n"
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+
+
+def run_child(module: str, args: Sequence[str]) -> int:
+  """Runs `python -m module args` to its end; its exit status. The child
+  dies with this process (a kill -9 included), so a rerun never races an
+  old child on the same results file; interrupted, it is stopped first."""
+  child = subprocess.Popen([sys.executable, "-c", _DIE_WITH_PARENT_THEN_RUN,
+                            str(os.getpid()), module, *args])
   try:
     return child.wait()
   finally:
@@ -186,12 +201,12 @@ class Pipeline:
     self.state["evaluation"] = results
     return {}
 
-  def verify_command(self, net: str) -> list[str]:
-    """The `evaluate` command line that verifies network `net`; it appends
-    and resumes on its own, and is what a cluster job would run."""
+  def verify_args(self, net: str) -> list[str]:
+    """The flags of the `evaluate` run that verifies network `net`; it
+    appends and resumes on its own, and `python -m robust_prune.evaluate`
+    with these flags is what a cluster job would run."""
     v = self.config.verify
-    command = [
-        sys.executable, "-m", "robust_prune.evaluate",
+    args = [
         f"--network={self.path(net, 'network.npz')}",
         f"--out={self.path(f'verify_{net}.jsonl')}",
         f"--delta={v.delta}", f"--num_images={v.num_images}",
@@ -200,15 +215,15 @@ class Pipeline:
         f"--bounds={v.bounds}", f"--bab_time_limit={v.bab_time_limit}",
         f"--workers={v.workers or os.cpu_count()}"]
     if self.manual_dir:
-      command.append(f"--mnist_manual_dir={self.manual_dir}")
-    return command
+      args.append(f"--mnist_manual_dir={self.manual_dir}")
+    return args
 
   def verify(self):
     counts = {}
     for net in report_lib.NETWORKS:
-      command = self.verify_command(net)
-      print(f"  verifying {net}: {' '.join(command[1:])}", flush=True)
-      returncode = run_child(command)
+      args = self.verify_args(net)
+      print(f"  verifying {net}: -m {VERIFIER} {' '.join(args)}", flush=True)
+      returncode = run_child(VERIFIER, args)
       out = self.path(f"verify_{net}.jsonl")
       if returncode != 0:
         raise RuntimeError(f"verification of the {net} network failed (exit "

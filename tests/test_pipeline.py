@@ -225,6 +225,16 @@ def test_a_second_pipeline_on_the_folder_is_refused(tmp_path):
   assert pipeline.run() and ran == list(STAGES)
 
 
+def test_run_child_runs_the_module_with_its_arguments(tmp_path):
+  source = tmp_path / "in.json"
+  source.write_text('{"a": [1, 2]}')
+  assert pipeline_lib.run_child(
+      "json.tool", [str(source), str(tmp_path / "out.json")]) == 0
+  assert json.loads((tmp_path / "out.json").read_text()) == {"a": [1, 2]}
+  assert pipeline_lib.run_child("json.tool",
+                                [str(tmp_path / "absent.json")]) != 0
+
+
 # The quick configuration as pipeline.json stored it before config.json
 # existed (the options added since take their defaults).
 OLD_QUICK_CONFIG = {
@@ -293,11 +303,12 @@ def test_killed_pipeline_takes_its_evaluate_child_along(tmp_path):
                    None)
       time.sleep(0.05)
     assert child is not None, "the pipeline started no verify child"
+    time.sleep(0.5)
     os.kill(pipeline.pid, signal.SIGKILL)
     pipeline.wait()
     # It dies with its parent at once; left alive, it would still be
     # starting up (seconds) and then verify.
-    deadline = time.time() + 2
+    deadline = time.time() + 3
     while _alive(child) and time.time() < deadline:
       time.sleep(0.1)
     assert not _alive(child), "evaluate outlived the killed pipeline"
