@@ -22,6 +22,10 @@ from typing import Any, Mapping, Sequence
 
 from absl import flags
 
+# The flags defined here belong to the binary that asked for them (its
+# --helpshort lists them), not to this module.
+flags.disclaim_key_flags()
+
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *,  # pylint: disable=redefined-builtin
            choices: Sequence[str] | None = None,

@@ -33,6 +33,8 @@ from robust_prune.train.step import train_step
 from robust_prune.train.step import train_steps
 from robust_prune.train.step import TrainState
 
+flags.disclaim_key_flags()  # the training flags belong to the binary
+
 # The old names, until every caller has moved (pruning/loop.py uses them).
 evaluate = accuracy
 evaluate_network = network_accuracy
