@@ -8,9 +8,9 @@
 Why flax.serialization msgpack and not orbax: the whole state of these MLPs
 is a few MB, so one file written by `io.atomic_write` (temporary, fsync,
 rename) is an atomic checkpoint with no directory protocol to recover from;
-its format is unchanged, so existing workdirs resume; and orbax would be one
-more unpinned dependency for features (async, sharded, multi-host saves)
-that a single-device MLP does not use.
+its format is unchanged, so existing workdirs resume; and orbax (here only
+as flax's pinned dependency, not in requirements.txt) brings async, sharded
+and multi-host saves that a single-device MLP does not use.
 """
 
 from __future__ import annotations
