@@ -131,12 +131,11 @@ def decide(network: Network, prop: Property, deadline: float,
         open_.append((box, i))
   # easiest first: equal shares of the time left then grow for the rest
   open_.sort(key=lambda bi: -max(bi[0].row_bounds[r] for r in bi[0].rows[bi[1]]))
-  for stage in ("bab", "milp"):
-    if stage == "milp" and not config.use_milp:
-      break
+  milp = config.use_milp and _milp_fits(network, open_, end, config)
+  for stage in ("bab", "milp") if milp else ("bab",):
     still = []
     for n, (box, i) in enumerate(open_):
-      share = config.bab_share if stage == "bab" else 1.0
+      share = config.bab_share if stage == "bab" and milp else 1.0
       budget = (end - time.monotonic()) * share / (len(open_) - n)
       if budget < config.min_step:
         still.append((box, i))
@@ -156,6 +155,17 @@ def decide(network: Network, prop: Property, deadline: float,
     verdict.result = "timeout"
   verdict.message = f"{len(open_)} of {len(prop.disjuncts)} disjuncts open"
   return verdict
+
+
+def _milp_fits(network, open_, end: float, config: DecideConfig) -> bool:
+  """Whether each open disjunct's MILP is expected to build in half of its
+  share of the time the branch and bound leaves (else the branch and bound
+  gets all the time)."""
+  if not open_:
+    return False
+  share = (end - time.monotonic()) * (1 - config.bab_share) / len(open_)
+  return all(2 * conjunction_milp.expected_build_seconds(
+      network, box.layer_bounds) <= share for box, _ in open_)
 
 
 def _attack(network, prop, box: _Box, config: DecideConfig):
