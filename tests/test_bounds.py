@@ -1,15 +1,21 @@
-"""Soundness and tightness of the pre-activation bounds."""
+"""Soundness and tightness of the pre-activation bounds, and of every bound
+built on the one relaxation and back-substitution (the branch and bound's
+too)."""
 
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robust_prune import bounds
+from robust_prune import bab, bounds
+from robust_prune.bab import domain_bound
+from robust_prune.bounds import relaxation
 from robust_prune.network import Network, forward
-from testing import random_network as _random_network, sample_box
-
-
-def random_network(rng, sizes):
-  return _random_network(rng, sizes, bias_scale=0.1)
+from testing import (exact_min_spec, hidden_pattern_signs, random_network,
+                     sample_box)
 
 
 @pytest.mark.parametrize("method", bounds.BOUND_METHODS)
@@ -21,7 +27,7 @@ def random_network(rng, sizes):
 ])
 def test_bounds_contain_sampled_activations(method, seed, sizes, delta):
   rng = np.random.default_rng(seed)
-  net = random_network(rng, sizes)
+  net = random_network(rng, sizes, bias_scale=0.1)
   x = rng.uniform(size=sizes[0])
   lower, upper = bounds.input_box(x, delta)
   b = bounds.layer_bounds(net, lower, upper, method)
@@ -34,7 +40,7 @@ def test_bounds_contain_sampled_activations(method, seed, sizes, delta):
 @pytest.mark.parametrize("seed", range(4))
 def test_tighter_methods_are_inside_interval(seed):
   rng = np.random.default_rng(10 + seed)
-  net = random_network(rng, (20, 30, 30, 30, 10))
+  net = random_network(rng, (20, 30, 30, 30, 10), bias_scale=0.1)
   lower, upper = bounds.input_box(rng.uniform(size=20), 0.15)
   chain = [bounds.layer_bounds(net, lower, upper, m) for m in bounds.BOUND_METHODS]
   for looser, tighter in zip(chain[:-1], chain[1:]):
@@ -49,7 +55,7 @@ def test_tighter_methods_are_inside_interval(seed):
 
 def test_first_layer_is_exact_interval():
   rng = np.random.default_rng(5)
-  net = random_network(rng, (6, 5, 10))
+  net = random_network(rng, (6, 5, 10), bias_scale=0.1)
   lower, upper = bounds.input_box(rng.uniform(size=6), 0.2)
   b = bounds.crown_bounds(net, lower, upper)
   w, bias = net.weights[0].astype(np.float64), net.biases[0]
@@ -59,7 +65,7 @@ def test_first_layer_is_exact_interval():
 
 def test_batched_equals_single():
   rng = np.random.default_rng(6)
-  net = random_network(rng, (15, 20, 20, 10))
+  net = random_network(rng, (15, 20, 20, 10), bias_scale=0.1)
   xs = rng.uniform(size=(3, 15))
   lower, upper = bounds.input_box(xs, 0.1)
   batched = bounds.crown_bounds(net, lower, upper)
@@ -78,7 +84,7 @@ def test_input_box_clips_to_unit_interval():
 @pytest.mark.parametrize("seed", range(3))
 def test_crown_margin_bound_is_sound(seed):
   rng = np.random.default_rng(20 + seed)
-  net = random_network(rng, (10, 20, 20, 10))
+  net = random_network(rng, (10, 20, 20, 10), bias_scale=0.1)
   xs = rng.uniform(size=(2, 10))
   labels = np.array([1, 7])
   lower, upper = bounds.input_box(xs, 0.1)
@@ -93,7 +99,7 @@ def test_crown_margin_bound_is_sound(seed):
 
 
 def test_unknown_method():
-  net = random_network(np.random.default_rng(0), (3, 4, 2))
+  net = random_network(np.random.default_rng(0), (3, 4, 2), bias_scale=0.1)
   with pytest.raises(ValueError, match="unknown bounds method"):
     bounds.layer_bounds(net, np.zeros(3), np.ones(3), "magic")
 
@@ -101,7 +107,7 @@ def test_unknown_method():
 @pytest.mark.parametrize("seed", range(2))
 def test_alpha_crown_margin_is_sound_and_not_looser(seed):
   rng = np.random.default_rng(30 + seed)
-  net = random_network(rng, (10, 20, 20, 10))
+  net = random_network(rng, (10, 20, 20, 10), bias_scale=0.1)
   xs = rng.uniform(size=(2, 10))
   labels = np.array([2, 5])
   lower, upper = bounds.input_box(xs, 0.1)
@@ -146,3 +152,214 @@ def test_bounds_hold_when_large_terms_cancel(scale):
       true_min = logits[0] - logits[1]
       bound = bounds.crown_margin_lower_bounds(net, lower, upper, [0])[0, 1]
       assert bound <= true_min, (seed, k, bound, true_min)
+
+
+# ------------------------------------------------- every producer is sound
+# Each producer of a lower bound of c^T f (c = e_label - e_target) over the
+# box or over a branch-and-bound domain, checked against the exact minimum
+# (region enumeration) and against sampled inputs. A bound above the truth
+# by more than `tol` is a violation.
+
+@dataclasses.dataclass
+class Case:
+  net: Network
+  lower: np.ndarray
+  upper: np.ndarray
+  label: int
+  target: int
+  c: np.ndarray
+  layer: bounds.LayerBounds    # root CROWN bounds
+  domains: np.ndarray          # (D, n) splits, each domain non-empty
+  alphas: np.ndarray           # (D, n) float32 in [0, 1]
+  betas: np.ndarray            # (D, n) float32 >= 0
+  leaves: np.ndarray           # (L, n) every unstable neuron split
+
+
+def make_case(seed, sizes, delta, num_domains=6):
+  rng = np.random.default_rng(seed)
+  net = random_network(rng, sizes, bias_scale=0.3)
+  x = rng.uniform(0.2, 0.8, size=sizes[0])
+  lower, upper = bounds.input_box(x, delta)
+  label = int(np.argmax(forward(net, x)))
+  target = (label + 1 + seed) % sizes[-1]
+  target += target == label
+  c = bounds.margin_spec(label, [target], sizes[-1])[0]
+  layer = bounds.crown_bounds(net, lower, upper)
+  unstable = np.concatenate([(l < 0) & (u > 0) for l, u in layer.hidden])
+  signs = hidden_pattern_signs(net, sample_box(rng, lower, upper, 2 * num_domains))
+  signs = signs[rng.permutation(len(signs))[:num_domains]]
+  chosen = rng.uniform(size=signs.shape) < 0.4
+  n = len(unstable)
+  return Case(net, lower, upper, label, target, c, layer,
+              (signs * (chosen & unstable)).astype(np.int8),
+              rng.uniform(size=(num_domains, n)).astype(np.float32),
+              rng.exponential(size=(num_domains, n)).astype(np.float32),
+              (signs[:3] * unstable).astype(np.int8))
+
+
+def _spec_lower(layer, c):
+  return float(np.maximum(c, 0) @ layer.lowers[-1]
+               + np.minimum(c, 0) @ layer.uppers[-1])
+
+
+def _per_layer(case, flat):
+  offsets = np.cumsum([0, *case.net.hidden_widths])
+  return [flat[:, a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def _method(method):
+  return lambda case: [(_spec_lower(bounds.layer_bounds(
+      case.net, case.lower, case.upper, method), case.c), None, 1e-9)]
+
+
+def _margin(fn):
+  def produce(case):
+    values = fn(case.net, case.lower[None], case.upper[None], [case.label])
+    return [(float(values[0, case.target]), None, 1e-9)]
+  return produce
+
+
+def _domain_float32(case):
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  result = domain_bound.domain_bounds(
+      tuple(f32(w) for w in case.net.weights),
+      tuple(f32(b) for b in case.net.biases), f32(case.lower),
+      f32(case.upper), tuple(f32(l) for l in case.layer.lowers[:-1]),
+      tuple(f32(u) for u in case.layer.uppers[:-1]), f32(case.c),
+      tuple(f32(s) for s in _per_layer(case, case.domains)),
+      [f32(a) for a in _per_layer(case, case.alphas)],
+      [f32(b) for b in _per_layer(case, case.betas)])
+  return [(float(b), s, 1e-4) for b, s in zip(result.bound, case.domains)]
+
+
+def _domain_float64(case):
+  proven = bab.bound_float64(
+      case.net, case.lower, case.upper, case.layer, case.c,
+      _per_layer(case, case.domains), _per_layer(case, case.alphas),
+      _per_layer(case, case.betas))
+  return [(float(b), s, 1e-7) for b, s in zip(proven, case.domains)]
+
+
+def _leaf_lp(case):
+  out = []
+  for leaf in case.leaves:
+    value, _ = bab.leaf_minimum(case.net, case.lower, case.upper, case.layer,
+                                case.c, _per_layer(case, leaf[None]))
+    out.append((value, leaf, 1e-7))
+  return out
+
+
+def _bab(minimize):
+  def produce(case):
+    config = bab.BabConfig(time_limit=10.0, batch_size=16)
+    run = bab.bab_minimum if minimize else bab.bab_margin
+    result = run(case.net, case.lower, case.upper, case.label, case.target,
+                 config)
+    claim = result.lower_bound
+    if result.optimal:   # the claim: min >= objective - tolerance
+      claim = max(claim, result.objective - bab.OPTIMUM_TOLERANCE)
+    return [(claim, None, 1e-7)]
+  return produce
+
+
+PRODUCERS = {
+    "interval": _method("interval"),
+    "crown": _method("crown"),
+    "lp": _method("lp"),
+    "crown_margin": _margin(bounds.crown_margin_lower_bounds),
+    "alpha_crown_margin": _margin(bounds.alpha_crown_margin_lower_bounds),
+    "bab_domain_float32": _domain_float32,
+    "bab_domain_float64_proof": _domain_float64,
+    "bab_leaf_lp": _leaf_lp,
+    "bab_margin": _bab(minimize=False),
+    "bab_minimum": _bab(minimize=True),
+}
+# The producers whose soundness rests on the relaxation's upper shift.
+RELAXED = ("crown", "lp", "crown_margin", "alpha_crown_margin",
+           "bab_domain_float32", "bab_domain_float64_proof", "bab_margin",
+           "bab_minimum")
+
+EXACT_CASES = [(seed, (3, 5, 4, 3), 0.3) for seed in range(3)]
+SAMPLED_CASES = [(10, (10, 16, 12, 6), 0.15), (11, (784, 20, 10), 0.03)]
+
+
+@functools.lru_cache(maxsize=None)
+def _case(seed, sizes, delta):
+  return make_case(seed, sizes, delta)
+
+
+@functools.lru_cache(maxsize=None)
+def _exact(seed, sizes, delta, splits):
+  case = _case(seed, sizes, delta)
+  return exact_min_spec(case.net, case.lower, case.upper, case.c,
+                        None if splits is None else np.array(splits))[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _samples(seed, sizes, delta):
+  case = _case(seed, sizes, delta)
+  points = sample_box(np.random.default_rng(seed), case.lower, case.upper,
+                      20_000)
+  return forward(case.net, points) @ case.c, hidden_pattern_signs(case.net,
+                                                                   points)
+
+
+def _sampled(seed, sizes, delta, splits):
+  values, signs = _samples(seed, sizes, delta)
+  if splits is None:
+    return values.min()
+  inside = np.all(signs * np.array(splits) >= 0, axis=1)
+  return values[inside].min() if inside.any() else np.inf
+
+
+def checked(name, cases, truth):
+  """(case, splits, bound, truth, tol) for every bound producer `name`
+  makes on `cases` (truth: the exact or sampled minimum of its domain)."""
+  rows = []
+  for key in cases:
+    for bound, splits, tol in PRODUCERS[name](_case(*key)):
+      splits = None if splits is None else tuple(int(s) for s in splits)
+      rows.append((key, splits, bound, truth(*key, splits), tol))
+  return rows
+
+
+def violations(rows):
+  """The rows whose bound claims more than the truth."""
+  return [r for r in rows if r[2] is not None and r[2] > r[3] + r[4]]
+
+
+@pytest.mark.parametrize("name", PRODUCERS)
+def test_every_bound_is_below_the_exact_minimum(name):
+  rows = checked(name, EXACT_CASES, _exact)
+  assert violations(rows) == []
+  made = [bound for _, _, bound, _, _ in rows if bound is not None]
+  assert made and not np.any(np.isnan(made)) and np.any(np.isfinite(made))
+  if name in ("bab_leaf_lp", "bab_minimum"):   # exact up to tolerances
+    for _, _, bound, true, _ in rows:
+      assert bound == pytest.approx(true, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", PRODUCERS)
+def test_every_bound_is_below_sampled_inputs(name):
+  assert violations(checked(name, SAMPLED_CASES, _sampled)) == []
+
+
+def test_a_planted_unsound_relaxation_is_caught(monkeypatch):
+  """With the upper line's shift dropped (relu(y) <= slope*y is false for
+  y < 0), every producer built on the relaxation must show a violation."""
+  original = relaxation.relu_relaxation
+
+  def no_shift(*args, **kwargs):
+    low, up, shift = original(*args, **kwargs)
+    return low, up, shift * 0
+
+  monkeypatch.setattr(relaxation, "relu_relaxation", no_shift)
+  jax.clear_caches()   # the jitted bounds were traced with the original
+  try:
+    caught = {name for name in RELAXED
+              if violations(checked(name, EXACT_CASES, _exact))
+              or violations(checked(name, SAMPLED_CASES, _sampled))}
+  finally:
+    monkeypatch.undo()
+    jax.clear_caches()
+  assert caught == set(RELAXED)

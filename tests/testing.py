@@ -33,15 +33,20 @@ def sample_box(rng, lower, upper, n):
   return np.concatenate([points, vertices])
 
 
-def exact_min_spec(net, lower, upper, c):
+def exact_min_spec(net, lower, upper, c, splits=None):
   """Ground truth by enumerating activation patterns: on each pattern's
   region c^T f is linear, so an LP gives its minimum there. Returns the
-  minimum and a point attaining it."""
+  minimum and a point attaining it (inf, None if the domain is empty).
+  `splits` (one -1/0/+1 per hidden neuron, all layers concatenated)
+  restricts the enumeration to a branch-and-bound domain."""
   widths = net.hidden_widths
   best, best_x = np.inf, None
   w = [np.asarray(m, np.float64) for m in net.weights]
   b = [np.asarray(v, np.float64) for v in net.biases]
   for pattern in itertools.product([0, 1], repeat=sum(widths)):
+    if splits is not None and np.any(
+        (np.asarray(splits) * (2 * np.array(pattern) - 1)) < 0):
+      continue  # the pattern contradicts a split
     masks = np.split(np.array(pattern, np.float64), np.cumsum(widths)[:-1])
     # affine map x -> pre-activation of each layer under this pattern
     a_mat, a_off = np.eye(len(lower)), np.zeros(len(lower))
@@ -73,6 +78,13 @@ def grid_min_margin(net, lower, upper, label, target, n=201):
                            np.linspace(lower[1], upper[1], n)), -1).reshape(-1, 2)
   logits = forward(net, g)
   return float(np.min(logits[:, label] - logits[:, target]))
+
+
+def hidden_pattern_signs(net, x):
+  """+1/-1 per hidden neuron (all layers concatenated): the phase of each
+  pre-activation at the inputs x (N, n_in)."""
+  _, pre = forward(net, np.atleast_2d(x), return_hidden=True)
+  return np.where(np.concatenate(pre, axis=1) >= 0, 1, -1).astype(np.int8)
 
 
 def tiny_case(seed):

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
+from robust_prune.bounds import relaxation
 from robust_prune.bab.config import BabConfig
 from robust_prune.bab.domains import branch, DomainPool
 
@@ -30,7 +31,7 @@ def intercept_scores(coeffs, layer_bounds, splits) -> np.ndarray:
   for j, lam in enumerate(coeffs):
     l, u = layer_bounds.lowers[j], layer_bounds.uppers[j]
     unstable = (l < 0) & (u > 0)
-    _, _, shift = bounds_lib.relu_relaxation(l, u, xp=np)
+    _, _, shift = relaxation.relu_relaxation(l, u, xp=np)
     lam = np.asarray(lam, np.float64)
     score = np.maximum(-lam, 0) * shift + 1e-6 * np.abs(lam) * np.minimum(u, -l)
     scores.append(np.where(unstable & (splits[j] == 0), score, -np.inf))

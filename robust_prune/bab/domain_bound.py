@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from robust_prune import bounds as bounds_lib
+from robust_prune.bounds import relaxation
 
 
 def domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers, c,
@@ -31,7 +32,7 @@ def domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers, c,
   of the per-hidden-layer splits/alphas/betas (D, n_j); the Backsub also
   holds the minimising input vertices and per hidden layer the coefficients
   on its post-activations (for branching)."""
-  relaxations = [bounds_lib.relu_relaxation(l, u, s, a, xp=xp)
+  relaxations = [relaxation.relu_relaxation(l, u, s, a, xp=xp)
                  for l, u, s, a in zip(lowers, uppers, splits, alphas)]
   spec = xp.broadcast_to(c, splits[0].shape[:1] + c.shape)
   return bounds_lib.backsubstitute(

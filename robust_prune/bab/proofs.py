@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
+from robust_prune.bounds import relaxation
 from robust_prune.bab.domain_bound import domain_bounds
 from robust_prune.network import Network
 
@@ -37,7 +38,7 @@ def _leaf_pieces(network, in_lower, in_upper, layer_bounds, c, splits):
   magnitudes of their terms)."""
   weights, biases = _float64(network.weights), _float64(network.biases)
   splits = [np.asarray(s[0], np.float64) for s in splits]
-  relaxations = [bounds_lib.relu_relaxation(l, u, s, xp=np) for l, u, s in
+  relaxations = [relaxation.relu_relaxation(l, u, s, xp=np) for l, u, s in
                  zip(layer_bounds.lowers[:-1], layer_bounds.uppers[:-1], splits)]
   if any(np.any((low != up) | (shift != 0)) for low, up, shift in relaxations):
     raise ValueError("leaf_minimum needs every unstable neuron split")
@@ -45,8 +46,11 @@ def _leaf_pieces(network, in_lower, in_upper, layer_bounds, c, splits):
       spec, weights[:k + 1], biases[:k + 1], relaxations[:k], in_lower,
       in_upper, track_magnitude=True, xp=np)
   objective = backsub(np.asarray(c, np.float64), len(weights) - 1)
-  rows = [backsub(-s[np.flatnonzero(s)][:, None] * np.eye(len(s))[np.flatnonzero(s)], j)
-          for j, s in enumerate(splits) if np.any(s)]
+  rows = []
+  for j, split in enumerate(splits):
+    fixed = np.flatnonzero(split)
+    if fixed.size:   # one row -s_n e_n per split neuron n of layer j
+      rows.append(backsub(-split[fixed, None] * np.eye(len(split))[fixed], j))
   return objective, rows
 
 
@@ -61,7 +65,8 @@ def leaf_minimum(network: Network, in_lower, in_upper, layer_bounds, c,
   in_upper = np.asarray(in_upper, np.float64)
   objective, rows = _leaf_pieces(network, in_lower, in_upper, layer_bounds,
                                  c, splits)
-  a_ub = np.concatenate([r.input_coeffs for r in rows] + [np.zeros((0, len(in_lower)))])
+  a_ub = np.concatenate([r.input_coeffs for r in rows]
+                        + [np.zeros((0, len(in_lower)))])
   b_ub = -np.concatenate([r.constant for r in rows] + [np.zeros(0)])
   res = scipy.optimize.linprog(
       objective.input_coeffs, A_ub=a_ub if rows else None,

@@ -17,7 +17,7 @@ import optax
 from robust_prune.bounds import safety
 from robust_prune.bounds.backsub import backsubstitute
 from robust_prune.bounds.crown import margin_setup
-from robust_prune.bounds.relaxation import relu_relaxation
+from robust_prune.bounds import relaxation
 from robust_prune.network import Network
 
 
@@ -59,15 +59,17 @@ def _alpha_crown_margin_jax(weights, biases, lower, upper, lowers, uppers,
                             spec, steps, learning_rate, slack_logits):
   """Optimises one set of alphas per spec row (final spec only; the
   intermediate bounds stay the CROWN ones)."""
-  crown = [relu_relaxation(l, u) for l, u in zip(lowers[:-1], uppers[:-1])]
   rows = spec.shape[-2]
-  alphas = [jnp.broadcast_to(low[..., None, :],
-                             low.shape[:-1] + (rows, low.shape[-1]))
-            for low, _, _ in crown]
+  alphas = []
+  for l, u in zip(lowers[:-1], uppers[:-1]):
+    low, _, _ = relaxation.relu_relaxation(l, u)   # CROWN's slopes to start
+    alphas.append(jnp.broadcast_to(low[..., None, :],
+                                   low.shape[:-1] + (rows, low.shape[-1])))
 
   def bound_fn(alphas):
-    relaxations = [relu_relaxation(l[..., None, :], u[..., None, :], alpha=a)
-                   for l, u, a in zip(lowers[:-1], uppers[:-1], alphas)]
+    relaxations = [
+        relaxation.relu_relaxation(l[..., None, :], u[..., None, :], alpha=a)
+        for l, u, a in zip(lowers[:-1], uppers[:-1], alphas)]
     result = backsubstitute(spec, weights, biases, relaxations, lower, upper)
     return result.bound, result.vertex
 

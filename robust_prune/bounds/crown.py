@@ -15,7 +15,7 @@ from robust_prune.bounds import layers
 from robust_prune.bounds import safety
 from robust_prune.bounds.backsub import backsubstitute
 from robust_prune.bounds.interval import interval_layer
-from robust_prune.bounds.relaxation import relu_relaxation
+from robust_prune.bounds import relaxation
 from robust_prune.network import Network
 
 
@@ -49,7 +49,7 @@ def crown_jax(weights, biases, lower, upper, slacks):
     l, u = safety.widen(l, u, slacks[k])
     lowers.append(l)
     uppers.append(u)
-    relaxations.append(relu_relaxation(l, u))
+    relaxations.append(relaxation.relu_relaxation(l, u))
   return lowers, uppers
 
 
@@ -74,7 +74,8 @@ def margin_spec(label: int, targets: Sequence[int], num_classes: int):
 @jax.jit
 def _crown_margin_jax(weights, biases, lower, upper, lowers, uppers, spec,
                       slack_logits):
-  relaxations = [relu_relaxation(l, u) for l, u in zip(lowers[:-1], uppers[:-1])]
+  relaxations = [relaxation.relu_relaxation(l, u)
+                 for l, u in zip(lowers[:-1], uppers[:-1])]
   bound = backsubstitute(spec, weights, biases, relaxations, lower, upper).bound
   return safety.widen_margin(bound, slack_logits)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from robust_prune.bounds import safety
 from robust_prune.bounds.layers import LayerBounds
-from robust_prune.bounds.relaxation import relu_relaxation
+from robust_prune.bounds import relaxation
 from robust_prune.network import Network
 
 
@@ -119,7 +119,7 @@ def _layer_rows(j, w, b, l, u, offsets, num_cols):
   blocks = [(left[sel], b[sel], np.where(active[sel], b[sel], np.inf))]
   uns = np.flatnonzero(unstable)
   if uns.size:
-    _, slope, shift = relu_relaxation(l[uns], u[uns], xp=np)
+    _, slope, shift = relaxation.relu_relaxation(l[uns], u[uns], xp=np)
     chord = sp.hstack([sp.csr_matrix((uns.size, offsets[j])),
                        sp.csr_matrix(-w[:, uns].T * slope[:, None]),
                        sp.csr_matrix((np.ones(uns.size), (np.arange(uns.size), uns)),
