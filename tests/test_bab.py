@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from robust_prune import bab, bounds
+from robust_prune.bab import domain_bound
 from robust_prune.milp import verify
 from robust_prune.network import Network, forward
-from robust_prune.bab import domain_bound
-from testing import exact_min_margin, random_network, solve_targeted
+from testing import (exact_min_margin, exact_min_spec, random_network,
+                     solve_targeted)
 
 
 def _pre_activations(net, x):
@@ -319,3 +320,90 @@ def test_leaf_proof_allows_for_round_off_of_huge_cancelling_weights():
   assert leaf <= true_min
   result = bab.bab_margin(net, lower, upper, 0, 1, bab.BabConfig(time_limit=5))
   assert result.status != "robust" and result.lower_bound <= true_min
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_general_spec_is_bracketed_and_decided_soundly(seed):
+  """branch_and_bound_spec with c = a general vector over the logits (not a
+  margin): the bracket holds the exact minimum (region enumeration), the
+  objective is attained by x_best, and the decision matches its sign."""
+  net = random_network(seed, (3, 5, 4, 4))
+  rng = np.random.default_rng(70 + seed)
+  lower, upper = bounds.input_box(rng.uniform(0.2, 0.8, size=3), 0.3)
+  c = rng.normal(size=4)
+  exact, _ = exact_min_spec(net, lower, upper, c)
+  config = bab.BabConfig(time_limit=30.0, batch_size=16)
+  minimum = bab.branch_and_bound_spec(net, lower, upper, c, config,
+                                      minimize=True)
+  assert minimum.optimal
+  assert minimum.lower_bound <= exact + 1e-9
+  assert minimum.objective == pytest.approx(exact, abs=bab.OPTIMUM_TOLERANCE)
+  assert forward(net, minimum.x_best) @ c == pytest.approx(minimum.objective)
+  for shift in (exact - 0.05, exact + 0.05):
+    # c^T f - shift: the offset is one more logit, a constant output
+    shifted = Network(
+        (*net.weights[:-1], np.concatenate(
+            [net.weights[-1], np.zeros((4, 1), np.float32)], 1)),
+        (*net.biases[:-1], np.append(net.biases[-1], np.float32(-shift))))
+    c_shifted = np.append(c, 1.0)
+    decided = bab.branch_and_bound_spec(shifted, lower, upper, c_shifted,
+                                        config)
+    if shift < exact:
+      assert decided.status == "robust"
+      assert 0 < decided.lower_bound <= exact - shift + 1e-9
+    else:
+      assert decided.status == "adversarial" and decided.margin < 0
+      assert forward(shifted, decided.x_adv) @ c_shifted == pytest.approx(
+          decided.margin)
+
+
+def test_branch_and_bound_is_branch_and_bound_spec_of_the_margin():
+  net = random_network(4, (5, 12, 10, 4))
+  x = np.random.default_rng(54).uniform(0.2, 0.8, size=5)
+  lower, upper = bounds.input_box(x, 0.3)
+  config = bab.BabConfig(time_limit=30.0, batch_size=16)
+  by_margin = bab.bab_minimum(net, lower, upper, 0, 2, config)
+  by_spec = bab.branch_and_bound_spec(
+      net, lower, upper, bounds.margin_spec(0, [2], 4)[0], config,
+      minimize=True)
+  assert (by_margin.status, by_margin.domains, by_margin.objective) == \
+      (by_spec.status, by_spec.domains, by_spec.objective)
+  with pytest.raises(ValueError, match="spec c must be 4 finite numbers"):
+    bab.branch_and_bound_spec(net, lower, upper, np.ones(3), config)
+
+
+def test_branching_rules_are_swappable():
+  """`branching="babsr"` is the intercept score alone (the same search as
+  one candidate); filtered smart branching searches differently and both
+  reach the same optimum; an unknown rule is refused."""
+  net = random_network(2, (5, 12, 10, 4))
+  x = np.random.default_rng(52).uniform(0.2, 0.8, size=5)
+  lower, upper = bounds.input_box(x, 0.3)
+  runs = {name: bab.bab_minimum(net, lower, upper, 1, 3, bab.BabConfig(
+      time_limit=30.0, batch_size=16, **kw)) for name, kw in (
+          ("babsr", {"branching": "babsr"}), ("one", {"candidates": 1}),
+          ("fsb", {"branching": "fsb", "candidates": 4}))}
+  assert runs["babsr"].domains == runs["one"].domains
+  assert all(r.optimal for r in runs.values())
+  assert runs["fsb"].objective == pytest.approx(runs["babsr"].objective,
+                                                abs=bab.OPTIMUM_TOLERANCE)
+  assert runs["fsb"].domains != runs["babsr"].domains
+  with pytest.raises(ValueError, match="unknown branching rule"):
+    bab.BabConfig(branching="magic")
+
+
+def test_domain_pool_keeps_rows_together():
+  n = 3
+  pool = bab.DomainPool(
+      splits=np.array([[1, 0, 0], [0, -1, 0], [0, 0, 1]], np.int8),
+      alphas=np.arange(9, dtype=np.float32).reshape(3, n),
+      betas=np.ones((3, n), np.float32), lb=np.array([0.3, -0.2, 0.1]),
+      key=np.array([0.5, -0.1, 0.2]), scores=np.zeros((3, n)))
+  lowest, rest = pool.split_lowest(2)
+  np.testing.assert_array_equal(lowest.key, [-0.1, 0.2])
+  np.testing.assert_array_equal(lowest.splits, pool.splits[[1, 2]])
+  np.testing.assert_array_equal(rest.alphas, pool.alphas[[0]])
+  both = rest.concat(lowest.filter(lowest.lb > 0))
+  np.testing.assert_array_equal(both.lb, [0.3, 0.1])
+  np.testing.assert_array_equal(both.splits, pool.splits[[0, 2]])
+  assert len(both) == 2 and len(pool.take([])) == 0
