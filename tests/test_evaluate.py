@@ -497,3 +497,21 @@ def test_a_second_run_on_one_out_is_refused(network_path, tmp_path):
       errors[0], second.stderr[-2000:]
   lines = open(out).read().splitlines()
   assert len(lines) == len(evaluate.read_results(out))   # no pair twice
+
+
+def test_verify_is_the_binary_and_evaluate_its_alias(network_path, tmp_path):
+  verdicts = {}
+  for name in ("verify", "evaluate"):
+    out = str(tmp_path / f"{name}.jsonl")
+    proc = subprocess.run(
+        [sys.executable, "-m", f"robust_prune.{name}",
+         f"--network={network_path}", f"--out={out}", "--delta=0.02",
+         "--num_images=1", "--first_image=5", "--workers=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    verdicts[name] = [(r["target"], r["status"], r.get("decided_by"),
+                       r["objective"], r["best_bound"])
+                      for r in evaluate.read_results(out)]
+  assert len(verdicts["verify"]) == 9
+  assert verdicts["verify"] == verdicts["evaluate"]

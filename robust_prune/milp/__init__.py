@@ -6,7 +6,9 @@ form and the native solver layer shared with pruning.
   objective.py  the margin objective as a cvxpy Parameter (eq. 1)
   standard_form.py  the rows and columns every MILP reaches a solver as
                 built row by row (pruning) or compiled from cvxpy (verification)
-  solvers.py    SCIP / HiGHS / GLPK_MI through their own APIs, honest statuses
+  solvers.py    solve(): SCIP / HiGHS / GLPK_MI, honest statuses, re-checked points
+  statuses.py   the outcome statuses, gaps and tolerances every backend shares
+  backends.py   the native calls (highspy, pyscipopt, cvxopt.glpk)
   verify.py     moved to robust_prune.verify (kept as a re-export)
 """
 

@@ -11,14 +11,16 @@ import numpy as np
 from robust_prune.report.tables import NUM_CLASSES
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (no display needed)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   return plt
 
 
-def _png(plt, fig) -> bytes:
+def png_bytes(plt, fig) -> bytes:
+  """The figure as PNG bytes (laid out, then closed)."""
   buffer = io_lib.BytesIO()
   try:
     fig.tight_layout()
@@ -29,7 +31,7 @@ def _png(plt, fig) -> bytes:
 
 
 def plot_counts_and_transfer(summary: Mapping) -> bytes:
-  plt = _pyplot()
+  plt = pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
   nets = list(summary["networks"])
   axes[0].bar(nets, [summary["networks"][n]["counts"]["adversarial"]
@@ -45,11 +47,11 @@ def plot_counts_and_transfer(summary: Mapping) -> bytes:
     if a is None:  # no examples to test on: no bar, not a 0% bar
       axes[1].text(i, 1, "n/a\n(no examples)", ha="center", va="bottom")
   axes[1].set_title("reverse-testing accuracy (%)")
-  return _png(plt, fig)
+  return png_bytes(plt, fig)
 
 
 def plot_heatmaps(confusions: Mapping[str, np.ndarray]) -> bytes:
-  plt = _pyplot()
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(confusions), figsize=(5 * len(confusions), 4.3))
   axes = np.atleast_1d(axes)
   for ax, (net, counts) in zip(axes, confusions.items()):
@@ -65,13 +67,13 @@ def plot_heatmaps(confusions: Mapping[str, np.ndarray]) -> bytes:
     ax.set_yticks(range(NUM_CLASSES))
     ax.set_title(f"{net}: adversarial examples")
     fig.colorbar(im, ax=ax, fraction=0.046)
-  return _png(plt, fig)
+  return png_bytes(plt, fig)
 
 
 def plot_example_grid(records: Sequence[Mapping], images: np.ndarray,
                       max_rows: int = 8) -> bytes:
   """Original | adversarial | difference, with true and target labels."""
-  plt = _pyplot()
+  plt = pyplot()
   found = [r for r in records if r["status"] == "adversarial"][:max_rows]
   for r in found:
     if not 0 <= r["image_index"] < len(images):
@@ -95,4 +97,8 @@ def plot_example_grid(records: Sequence[Mapping], images: np.ndarray,
     row[2].set_title(f"difference (max {bound:.3f})", fontsize=8)
   if not found:
     axes[0, 1].text(0.5, 0.5, "no adversarial examples", ha="center")
-  return _png(plt, fig)
+  return png_bytes(plt, fig)
+
+
+# The names launch/ablations/run_ablation.py imports.
+_pyplot, _png = pyplot, png_bytes
