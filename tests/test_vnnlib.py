@@ -201,6 +201,24 @@ def test_a_tie_is_a_counterexample():
   assert verdict.result != "sat"      # no point has Y_1 > Y_0
 
 
+def test_a_conjunction_is_refuted_by_its_milp_when_no_row_alone_is():
+  # y0 = relu(x), y1 = relu(-x) on [-1, 1]: y0 >= 0.5 and y1 >= 0.5 are each
+  # feasible, together not; y0 >= 0.5 and y1 <= 0.1 together are
+  network = Network((np.array([[1.0, -1.0]]), np.eye(2)),
+                    (np.zeros(2), np.zeros(2)))
+  head = ("(declare-const X_0 Real)(declare-const Y_0 Real)"
+          "(declare-const Y_1 Real)(assert (>= X_0 -1))(assert (<= X_0 1))")
+  both = vnnlib.parse_vnnlib_text(
+      head + "(assert (and (>= Y_0 0.5) (>= Y_1 0.5)))")
+  verdict = decide.decide(network, both, time.monotonic() + 300, SMALL)
+  assert verdict.result == "unsat" and verdict.refuted_by == {0: "milp"}
+  feasible = vnnlib.parse_vnnlib_text(
+      head + "(assert (and (>= Y_0 0.5) (<= Y_1 0.1)))")
+  verdict = decide.decide(network, feasible, time.monotonic() + 300, SMALL)
+  assert verdict.result == "sat" and verdict.x[0] >= 0.5
+  assert feasible.disjuncts[0].holds_at(verdict.x, forward(network, verdict.x))
+
+
 def test_robustness_properties_for_mnist_images(tmp_path):
   from robust_prune import data  # pylint: disable=g-import-not-at-top
   from robust_prune.formats import __main__ as formats_main  # pylint: disable=g-import-not-at-top
