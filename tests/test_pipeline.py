@@ -247,6 +247,23 @@ OLD_QUICK_CONFIG = {
     "workers": 1, "learning_rate": 3e-3, "epsilon_warmup_epochs": 3}
 
 
+def test_folder_from_before_config_json_resumes(tmp_path):
+  """pipeline.json alone held the options: a rerun with the same flags
+  resumes (options added since count at their defaults)."""
+  stages = {n: {"complete": True, "seconds": 1.0}
+            for n in ("train", "prune", "accuracy")}
+  (tmp_path / "pipeline.json").write_text(json.dumps(
+      {"config": OLD_QUICK_CONFIG, "stages": stages, "evaluation": {}}))
+  config = configs.presets.quick(workers=1)
+  pipeline, ran = _stubbed(config, tmp_path)
+  pipeline.run()
+  assert ran == ["verify", "transfer", "report"]
+  assert io.read_json(tmp_path / "config.json") == config.to_json()
+  pipeline, ran = _stubbed(config.replace(epochs=4), tmp_path)
+  with pytest.raises(io.ConfigMismatchError):
+    pipeline.run()
+
+
 def _children(pid, command):
   """The children of `pid` running `command` (after their exec)."""
   try:
