@@ -122,33 +122,18 @@ def decide(network: Network, prop: Property, deadline: float,
     found = _attack(network, prop, box, config)
     if found is not None:
       return Verdict("sat", *found, message="pgd")
-  open_ = []
-  for box in boxes:
-    for i in box.members:
-      if any(box.row_bounds[r] > 0 for r in box.rows[i]):
-        verdict.refuted_by[i] = "crown"
-      else:
-        open_.append((box, i))
-  # easiest first: equal shares of the time left then grow for the rest
-  open_.sort(key=lambda bi: -max(bi[0].row_bounds[r] for r in bi[0].rows[bi[1]]))
-  milp = config.use_milp and _milp_fits(network, open_, end, config)
-  for stage in ("bab", "milp") if milp else ("bab",):
-    still = []
-    for n, (box, i) in enumerate(open_):
-      share = config.bab_share if stage == "bab" and milp else 1.0
-      budget = (end - time.monotonic()) * share / (len(open_) - n)
-      if budget < config.min_step:
-        still.append((box, i))
-        continue
-      step = _bab if stage == "bab" else _milp
-      outcome = step(network, prop, box, i, time.monotonic() + budget, config)
-      if isinstance(outcome, tuple):
-        return Verdict("sat", *outcome, message=stage)
-      if outcome:
-        verdict.refuted_by[i] = stage
-      else:
-        still.append((box, i))
-    open_ = still
+  open_ = _open_after_crown(boxes, verdict)
+  milp = config.use_milp and _milp_fits(network, open_, end,
+                                        1 - config.bab_share)
+  for stage in ("bab", "milp"):
+    if stage == "milp" and not (config.use_milp and _milp_fits(
+        network, open_, end, 1.0)):
+      break   # (re-checked: the branch and bound may have left time)
+    share = config.bab_share if stage == "bab" and milp else 1.0
+    open_, found = _stage(stage, network, prop, open_, end, share, verdict,
+                          config)
+    if found is not None:
+      return Verdict("sat", *found, message=stage)
   if not open_:
     verdict.result = "unsat"
   elif time.monotonic() >= end - config.min_step:
@@ -157,13 +142,49 @@ def decide(network: Network, prop: Property, deadline: float,
   return verdict
 
 
-def _milp_fits(network, open_, end: float, config: DecideConfig) -> bool:
+def _open_after_crown(boxes, verdict: Verdict) -> list:
+  """(box, disjunct) pairs no row's CROWN bound refutes, easiest first (so
+  the time the easy ones leave goes to the hard ones)."""
+  open_ = []
+  for box in boxes:
+    for i in box.members:
+      if any(box.row_bounds[r] > 0 for r in box.rows[i]):
+        verdict.refuted_by[i] = "crown"
+      else:
+        open_.append((box, i))
+  open_.sort(key=lambda bi: -max(bi[0].row_bounds[r]
+                                 for r in bi[0].rows[bi[1]]))
+  return open_
+
+
+def _stage(stage, network, prop, open_, end, share, verdict, config):
+  """Runs the branch and bound or the MILP on each open disjunct with an
+  equal part of `share` of the time left: (still open, counterexample or
+  None)."""
+  still = []
+  for n, (box, i) in enumerate(open_):
+    budget = (end - time.monotonic()) * share / (len(open_) - n)
+    if budget < config.min_step:
+      still.append((box, i))
+      continue
+    step = _bab if stage == "bab" else _milp
+    outcome = step(network, prop, box, i, time.monotonic() + budget, config)
+    if isinstance(outcome, tuple):
+      return still, outcome
+    if outcome:
+      verdict.refuted_by[i] = stage
+    else:
+      still.append((box, i))
+  return still, None
+
+
+def _milp_fits(network, open_, end: float, fraction: float) -> bool:
   """Whether each open disjunct's MILP is expected to build in half of its
-  share of the time the branch and bound leaves (else the branch and bound
-  gets all the time)."""
+  share of `fraction` of the time left (else the branch and bound gets all
+  the time)."""
   if not open_:
     return False
-  share = (end - time.monotonic()) * (1 - config.bab_share) / len(open_)
+  share = (end - time.monotonic()) * fraction / len(open_)
   return all(2 * conjunction_milp.expected_build_seconds(
       network, box.layer_bounds) <= share for box, _ in open_)
 
