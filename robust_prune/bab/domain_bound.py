@@ -30,8 +30,8 @@ def domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers, c,
                   track_magnitude: bool = False) -> bounds_lib.Backsub:
   """Lower bounds of c^T f over each domain, batched over the leading axis
   of the per-hidden-layer splits/alphas/betas (D, n_j); the Backsub also
-  holds the minimising input vertices and per hidden layer the coefficients
-  on its post-activations (for branching)."""
+  holds the input coefficients (the minimising vertex) and per hidden layer
+  the coefficients on its post-activations (for branching)."""
   relaxations = [relaxation.relu_relaxation(l, u, s, a, xp=xp)
                  for l, u, s, a in zip(lowers, uppers, splits, alphas)]
   spec = xp.broadcast_to(c, splits[0].shape[:1] + c.shape)
@@ -76,7 +76,8 @@ def optimise(weights, biases, in_lower, in_upper, lowers, uppers, c, splits,
 
   def bound_and_vertex(p):
     result = bound_fn(p["alpha"], p["beta"])
-    return result.bound, result.vertex
+    return result.bound, bounds_lib.minimising_vertex(result.input_coeffs,
+                                                      in_lower, in_upper)
 
   params, best, vertex = bounds_lib.projected_ascent(
       bound_and_vertex, {"alpha": alphas, "beta": betas}, _project, optimizer,
@@ -84,6 +85,7 @@ def optimise(weights, biases, in_lower, in_upper, lowers, uppers, c, splits,
   last = bound_fn(params["alpha"], params["beta"])
   better = last.bound > best
   best = jnp.where(better, last.bound, best)
-  vertex = jnp.where(better[:, None], last.vertex, vertex)
+  vertex = jnp.where(better[:, None], bounds_lib.minimising_vertex(
+      last.input_coeffs, in_lower, in_upper), vertex)
   return (params["alpha"], params["beta"], best, vertex,
           _forward_margin(weights, biases, c, vertex), last.hidden_coeffs)

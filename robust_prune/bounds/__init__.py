@@ -28,6 +28,7 @@ from robust_prune.bounds.alpha import alpha_crown_margin_lower_bounds
 from robust_prune.bounds.alpha import projected_ascent
 from robust_prune.bounds.backsub import Backsub
 from robust_prune.bounds.backsub import backsubstitute
+from robust_prune.bounds.backsub import minimising_vertex
 from robust_prune.bounds.crown import crown_bounds
 from robust_prune.bounds.crown import crown_margin_lower_bounds
 from robust_prune.bounds.crown import margin_spec
@@ -48,7 +49,8 @@ __all__ = [
     "BOUND_METHODS", "Backsub", "LayerBounds", "SAFETY_ABS", "SAFETY_REL",
     "alpha_crown_margin_lower_bounds", "backsubstitute", "crown_bounds",
     "crown_margin_lower_bounds", "input_box", "interval_bounds",
-    "layer_bounds", "lp_tighten", "margin_spec", "projected_ascent",
+    "layer_bounds", "lp_tighten", "margin_spec", "minimising_vertex",
+    "projected_ascent",
     "relu_relaxation", "roundoff_allowance", "safe_lp_lower_bound",
     "triangle_relaxation_lp",
 ]

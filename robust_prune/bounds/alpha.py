@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from robust_prune.bounds import safety
-from robust_prune.bounds.backsub import backsubstitute
+from robust_prune.bounds.backsub import backsubstitute, minimising_vertex
 from robust_prune.bounds.crown import margin_setup
 from robust_prune.bounds import relaxation
 from robust_prune.network import Network
@@ -71,7 +71,7 @@ def _alpha_crown_margin_jax(weights, biases, lower, upper, lowers, uppers,
         relaxation.relu_relaxation(l[..., None, :], u[..., None, :], alpha=a)
         for l, u, a in zip(lowers[:-1], uppers[:-1], alphas)]
     result = backsubstitute(spec, weights, biases, relaxations, lower, upper)
-    return result.bound, result.vertex
+    return result.bound, minimising_vertex(result.input_coeffs, lower, upper)
 
   _, best, _ = projected_ascent(bound_fn, alphas, clip_unit,
                                 optax.adam(learning_rate), steps)

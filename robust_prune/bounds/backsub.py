@@ -26,17 +26,30 @@ import jax.numpy as jnp
 
 
 class Backsub(NamedTuple):
-  bound: object        # (...,) lower bound of the objective over the box
-  vertex: object       # (..., n_in) the box vertex attaining it
+  bound: object         # (...,) lower bound of the objective over the box
   input_coeffs: object  # (..., n_in) the objective's coefficients on x
-  constant: object     # (...,) its constant term (bound = constant + min of x part)
-  hidden_coeffs: list  # per hidden layer j, coefficients on h_j (branching)
-  magnitude: object    # (...,) sum of |terms| (None unless track_magnitude)
+  constant: object      # (...,) their constant term
+  hidden_coeffs: list   # per hidden layer j, coefficients on h_j (branching)
+  magnitude: object     # (...,) sum of |terms| (None unless track_magnitude)
+
+
+def minimising_vertex(input_coeffs, in_lower, in_upper, xp=jnp):
+  """The box vertex where the back-substituted bound is attained."""
+  return xp.where(input_coeffs > 0, _like(in_lower, input_coeffs),
+                  _like(in_upper, input_coeffs))
 
 
 def _like(a, lam):
   """Per-neuron arrays (..., n) broadcast over spec rows of lam (..., m, n)."""
   return a if a.ndim >= lam.ndim else a[..., None, :]
+
+
+def _dot_last(a, v, xp):
+  """sum(a * v, axis=-1). numpy materialises the product, so there a 1-D v
+  goes through matmul; XLA fuses the product and the sum."""
+  if xp is not jnp and v.ndim == 1:
+    return a @ v
+  return xp.sum(a * _like(v, a), axis=-1)
 
 
 def _relax(lam, relaxation, beta, split, xp):
@@ -90,12 +103,10 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
     if track_magnitude:
       mag_const = mag_const + mag @ xp.abs(biases[j])
       mag = mag @ xp.abs(weights[j].T)
-  in_lower, in_upper = _like(in_lower, lam), _like(in_upper, lam)
-  bound = (const + xp.sum(xp.maximum(lam, 0) * in_lower, axis=-1)
-           + xp.sum(xp.minimum(lam, 0) * in_upper, axis=-1))
+  bound = (const + _dot_last(xp.maximum(lam, 0), in_lower, xp)
+           + _dot_last(xp.minimum(lam, 0), in_upper, xp))
   magnitude = None
   if track_magnitude:
-    magnitude = mag_const + xp.sum(
-        mag * xp.maximum(xp.abs(in_lower), xp.abs(in_upper)), axis=-1)
-  return Backsub(bound, xp.where(lam > 0, in_lower, in_upper), lam, const,
-                 hidden_coeffs, magnitude)
+    magnitude = mag_const + _dot_last(
+        mag, xp.maximum(xp.abs(in_lower), xp.abs(in_upper)), xp)
+  return Backsub(bound, lam, const, hidden_coeffs, magnitude)
