@@ -81,19 +81,28 @@ def test_input_box_clips_to_unit_interval():
   np.testing.assert_allclose(upper, [0.1, 0.6, 1.0])
 
 
+def _sampled_margins(net, rng, lower, upper, label):
+  """Per target, the least logit[label] - logit[target] over samples."""
+  logits = forward(net, sample_box(rng, lower, upper, 4000))
+  return (logits[:, label:label + 1] - logits).min(0)
+
+
+def _margin_case(seed, labels):
+  """A (10, 20, 20, 10) net and two boxes of radius 0.1."""
+  rng = np.random.default_rng(seed)
+  net = random_network(rng, (10, 20, 20, 10), bias_scale=0.1)
+  lower, upper = bounds.input_box(rng.uniform(size=(2, 10)), 0.1)
+  return rng, net, lower, upper, np.array(labels)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_crown_margin_bound_is_sound(seed):
-  rng = np.random.default_rng(20 + seed)
-  net = random_network(rng, (10, 20, 20, 10), bias_scale=0.1)
-  xs = rng.uniform(size=(2, 10))
-  labels = np.array([1, 7])
-  lower, upper = bounds.input_box(xs, 0.1)
+  rng, net, lower, upper, labels = _margin_case(20 + seed, [1, 7])
   margin = bounds.crown_margin_lower_bounds(net, lower, upper, labels)
   assert margin.shape == (2, 10)
   for i in range(2):
     assert np.isinf(margin[i, labels[i]])
-    logits = forward(net, sample_box(rng, lower[i], upper[i], 4000))
-    reached = (logits[:, labels[i]:labels[i] + 1] - logits).min(0)
+    reached = _sampled_margins(net, rng, lower[i], upper[i], labels[i])
     mask = np.arange(10) != labels[i]
     assert np.all(margin[i, mask] <= reached[mask])
 
@@ -106,18 +115,13 @@ def test_unknown_method():
 
 @pytest.mark.parametrize("seed", range(2))
 def test_alpha_crown_margin_is_sound_and_not_looser(seed):
-  rng = np.random.default_rng(30 + seed)
-  net = random_network(rng, (10, 20, 20, 10), bias_scale=0.1)
-  xs = rng.uniform(size=(2, 10))
-  labels = np.array([2, 5])
-  lower, upper = bounds.input_box(xs, 0.1)
+  rng, net, lower, upper, labels = _margin_case(30 + seed, [2, 5])
   crown = bounds.crown_margin_lower_bounds(net, lower, upper, labels)
   alpha = bounds.alpha_crown_margin_lower_bounds(net, lower, upper, labels,
                                                  steps=20)
   assert np.all(alpha >= crown - 1e-6)
   for i in range(2):
-    logits = forward(net, sample_box(rng, lower[i], upper[i], 4000))
-    reached = (logits[:, labels[i]:labels[i] + 1] - logits).min(0)
+    reached = _sampled_margins(net, rng, lower[i], upper[i], labels[i])
     mask = np.arange(10) != labels[i]
     assert np.all(alpha[i, mask] <= reached[mask])
 
@@ -186,7 +190,8 @@ def make_case(seed, sizes, delta, num_domains=6):
   c = bounds.margin_spec(label, [target], sizes[-1])[0]
   layer = bounds.crown_bounds(net, lower, upper)
   unstable = np.concatenate([(l < 0) & (u > 0) for l, u in layer.hidden])
-  signs = hidden_pattern_signs(net, sample_box(rng, lower, upper, 2 * num_domains))
+  signs = hidden_pattern_signs(
+      net, sample_box(rng, lower, upper, 2 * num_domains))
   signs = signs[rng.permutation(len(signs))[:num_domains]]
   chosen = rng.uniform(size=signs.shape) < 0.4
   n = len(unstable)

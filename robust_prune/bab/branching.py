@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 
-from robust_prune import bounds as bounds_lib
 from robust_prune.bounds import relaxation
 from robust_prune.bab.config import BabConfig
 from robust_prune.bab.domains import branch, DomainPool

@@ -15,7 +15,8 @@ from robust_prune.bab import proofs
 from robust_prune.bab.branching import intercept_scores
 from robust_prune.bab.config import SLACK32
 from robust_prune.bab.domain_bound import bounds_only, optimise
-from robust_prune.bab.domains import DomainPool, LayerSlices, pad_rows, padded_size
+from robust_prune.bab.domains import (DomainPool, LayerSlices, pad_rows,
+                                      padded_size)
 from robust_prune.network import forward
 
 
@@ -76,7 +77,8 @@ class Problem:
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     self._device = (tuple(f32(w) for w in network.weights),
                     tuple(f32(b) for b in network.biases), f32(in_lower),
-                    f32(in_upper), tuple(f32(l) for l in layer_bounds.lowers[:-1]),
+                    f32(in_upper),
+                    tuple(f32(l) for l in layer_bounds.lowers[:-1]),
                     tuple(f32(u) for u in layer_bounds.uppers[:-1]), f32(c))
 
   def _batch(self, splits, alphas, betas, batch_size):

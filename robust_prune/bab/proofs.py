@@ -39,7 +39,8 @@ def _leaf_pieces(network, in_lower, in_upper, layer_bounds, c, splits):
   weights, biases = _float64(network.weights), _float64(network.biases)
   splits = [np.asarray(s[0], np.float64) for s in splits]
   relaxations = [relaxation.relu_relaxation(l, u, s, xp=np) for l, u, s in
-                 zip(layer_bounds.lowers[:-1], layer_bounds.uppers[:-1], splits)]
+                 zip(layer_bounds.lowers[:-1], layer_bounds.uppers[:-1],
+                     splits)]
   if any(np.any((low != up) | (shift != 0)) for low, up, shift in relaxations):
     raise ValueError("leaf_minimum needs every unstable neuron split")
   backsub = lambda spec, k: bounds_lib.backsubstitute(

@@ -18,7 +18,8 @@ import numpy as np
 
 from robust_prune import bounds as bounds_lib
 from robust_prune.bab.branching import make_brancher
-from robust_prune.bab.config import BabConfig, BabResult, OPTIMUM_TOLERANCE, SLACK32
+from robust_prune.bab.config import (BabConfig, BabResult, OPTIMUM_TOLERANCE,
+                                     SLACK32)
 from robust_prune.bab.domains import branch, DomainPool
 from robust_prune.bab.problem import Incumbent, Problem
 from robust_prune.network import Network

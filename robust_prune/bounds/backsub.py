@@ -84,7 +84,8 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
   against the coefficients (per neuron, per domain or per spec row);
   betas/splits (optional) per hidden layer, like the relaxations."""
   lam = spec
-  const = xp.zeros(spec.shape[:-1], spec.dtype) if spec_bias is None else spec_bias
+  const = (xp.zeros(spec.shape[:-1], spec.dtype) if spec_bias is None
+           else spec_bias)
   mag = xp.abs(spec) if track_magnitude else None
   mag_const = xp.abs(const) if track_magnitude else None
   hidden_coeffs = [None] * (len(weights) - 1)

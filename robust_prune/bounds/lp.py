@@ -120,10 +120,10 @@ def _layer_rows(j, w, b, l, u, offsets, num_cols):
   uns = np.flatnonzero(unstable)
   if uns.size:
     _, slope, shift = relaxation.relu_relaxation(l[uns], u[uns], xp=np)
+    pick = sp.csr_matrix((np.ones(uns.size), (np.arange(uns.size), uns)),
+                         shape=(uns.size, n))
     chord = sp.hstack([sp.csr_matrix((uns.size, offsets[j])),
-                       sp.csr_matrix(-w[:, uns].T * slope[:, None]),
-                       sp.csr_matrix((np.ones(uns.size), (np.arange(uns.size), uns)),
-                                     shape=(uns.size, n)),
+                       sp.csr_matrix(-w[:, uns].T * slope[:, None]), pick,
                        sp.csr_matrix((uns.size, num_cols - offsets[j + 2]))])
     blocks.append((chord.tocsr(), np.full(uns.size, -np.inf),
                    shift + slope * b[uns]))
