@@ -5,7 +5,7 @@ r"""Naive vs default verification MILP, side by side on the same problems.
 
 Naive (Kolter & Madry tutorial): interval bounds, a binary for every hidden
 neuron, affine expressions inlined, a fresh cvxpy problem (bounds, build,
-compile) per target. Default: `robust_prune.milp.verify` in targeted mode
+compile) per target. Default: `robust_prune.verify.cascade` in targeted mode
 (CROWN bounds, PGD, then the optimum by alpha/beta-CROWN branch and bound to
 5e-5, and only if that does not settle it in --bab_time_limit the MILP with
 binaries only for unstable neurons, one compiled problem per image reused for
@@ -16,9 +16,9 @@ build and compile shared by an image's targets are split evenly among them).
 
 The two protocol timings use the evaluate binary and `--summarize`:
 
-  python -m robust_prune.evaluate --network=runs/pgd_300_100/network.npz \
+  python -m robust_prune.verify --network=runs/pgd_300_100/network.npz \
       --out=out/certify_300_100.jsonl --delta=0.05 --num_images=100 --mode=certify
-  python -m robust_prune.evaluate --network=runs/pgd_100_100/network.npz \
+  python -m robust_prune.verify --network=runs/pgd_100_100/network.npz \
       --out=out/paper_100_100.jsonl --delta=0.05 --num_images=100 --mode=targeted
   python launch/bench/bench_verify.py --summarize=out/paper_100_100.jsonl
 """
@@ -43,7 +43,7 @@ from robust_prune.milp import model as model_lib  # pylint: disable=wrong-import
 from robust_prune.milp import objective as objective_lib  # pylint: disable=wrong-import-position
 from robust_prune.milp import solvers as solvers_lib  # pylint: disable=wrong-import-position
 from robust_prune.milp import standard_form  # pylint: disable=wrong-import-position
-from robust_prune.milp import verify as verify_lib  # pylint: disable=wrong-import-position
+from robust_prune.verify import cascade as verify_lib  # pylint: disable=wrong-import-position
 from robust_prune.network import load_network, forward  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -95,7 +95,7 @@ def percentile_summary(values):
 
 
 def summarize(path):
-  from robust_prune.evaluate import read_results  # pylint: disable=g-import-not-at-top
+  from robust_prune.verify.records import read_results  # pylint: disable=g-import-not-at-top
   records = read_results(path)
   statuses = {}
   for r in records:

@@ -60,11 +60,7 @@ def adversarial_images(network: Network, images: np.ndarray,
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from robust_prune import attacks, models  # pylint: disable=g-import-not-at-top
-  from robust_prune.network import params_from_network  # pylint: disable=g-import-not-at-top
-  model = models.MLP(hidden=network.hidden_widths,
-                     num_classes=network.num_classes)
-  params = jax.tree.map(jnp.asarray, params_from_network(network))
-  adv = attacks.pgd(model.apply, params, jnp.asarray(images, jnp.float32),
+  adv = attacks.pgd(models.apply_fn(network), models.flax_params(network), jnp.asarray(images, jnp.float32),
                     jnp.asarray(labels, jnp.int32), epsilon=epsilon,
                     steps=steps, step_size=step_size,
                     key=jax.random.key(seed))

@@ -38,7 +38,7 @@ def accuracy_of(network: Network, test: data_lib.Split,
   """Clean and PGD test accuracy (the recipe's evaluation attack), widths
   and parameters of `network`: the accuracies a round is judged by."""
   start = time.perf_counter()
-  clean, robust = train_lib.evaluate_network(
+  clean, robust = train_lib.network_accuracy(
       network, test, epsilon=config.attack_epsilon,
       pgd_steps=config.eval_pgd_steps,
       pgd_step_size=config.eval_pgd_step_size, seed=config.seed)

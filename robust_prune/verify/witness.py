@@ -3,6 +3,8 @@ batched targeted PGD that proposes them."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ import numpy as np
 from robust_prune import attacks, models
 from robust_prune import bounds as bounds_lib
 from robust_prune.milp import objective as objective_lib
-from robust_prune.network import Network, forward, params_from_network
+from robust_prune.network import Network, forward
 from robust_prune.verify.config import BOX_TOLERANCE
 
 
@@ -40,10 +42,8 @@ def pgd_candidates(network: Network, image, label: int, targets, delta: float,
   x = jnp.broadcast_to(jnp.asarray(image, jnp.float32), (reps, len(image)))
   tgt = jnp.asarray(np.repeat(targets, restarts), jnp.int32)
   labels = jnp.full((reps,), label, jnp.int32)
-  apply_fn = models.MLP(hidden=network.hidden_widths,
-                        num_classes=network.num_classes).apply
-  x_adv = _jitted_pgd(attacks.pgd, apply_fn)(
-      params_from_network(network), x, labels, tgt, jnp.float32(delta),
+  x_adv = _jitted_pgd(network)(
+      models.flax_params(network), x, labels, tgt, jnp.float32(delta),
       jax.random.PRNGKey(seed), steps)
   x_adv = np.asarray(x_adv, np.float64)
   lower, upper = bounds_lib.input_box(image, delta)
@@ -57,20 +57,18 @@ def pgd_candidates(network: Network, image, label: int, targets, delta: float,
   return best
 
 
-_PGD_CACHE = {}
+@functools.lru_cache(maxsize=None)
+def _pgd_for_shape(hidden: tuple, num_classes: int):
+  """One jitted targeted PGD per network shape (the apply function is closed
+  over, so the shape is the whole cache key)."""
+  apply_fn = models.mlp(hidden, num_classes).apply
+
+  def run(params, x, labels, target, delta, key, steps):
+    return attacks.pgd(apply_fn, params, x, labels, epsilon=delta, steps=steps,
+                       step_size=delta / 4, key=key, target=target,
+                       random_start=True)
+  return jax.jit(run, static_argnums=(6,))
 
 
-def _jitted_pgd(pgd_fn, apply_fn):
-  key = id(apply_fn.__self__) if hasattr(apply_fn, "__self__") else id(apply_fn)
-  module = getattr(apply_fn, "__self__", None)
-  hidden = getattr(module, "hidden", None)
-  # The module's whole shape (not only its widths): apply_fn is closed over.
-  cache_key = ((tuple(hidden), getattr(module, "num_classes", None))
-               if hidden is not None else key)
-  if cache_key not in _PGD_CACHE:
-    def run(params, x, labels, target, delta, key, steps):
-      return pgd_fn(apply_fn, params, x, labels, epsilon=delta, steps=steps,
-                    step_size=delta / 4, key=key, target=target,
-                    random_start=True)
-    _PGD_CACHE[cache_key] = jax.jit(run, static_argnums=(6,))
-  return _PGD_CACHE[cache_key]
+def _jitted_pgd(network: Network):
+  return _pgd_for_shape(tuple(network.hidden_widths), network.num_classes)
