@@ -28,6 +28,7 @@ from robust_prune import bounds as bounds_lib
 from robust_prune import cli
 from robust_prune.milp import solvers as solvers_lib
 from robust_prune.network import NetworkFormatError, load_mnist_network
+from robust_prune.verify import engines
 from robust_prune.verify import runner
 from robust_prune.verify.config import MODES
 from robust_prune.verify.runner import EvaluateError
@@ -51,7 +52,14 @@ def define_flags():
   flags.DEFINE_float("time_limit", 60.0, "seconds per MILP.")
   flags.DEFINE_enum("bounds", "crown", list(bounds_lib.BOUND_METHODS),
                     "pre-activation bounds that fix stable neurons and big-Ms.")
-  flags.DEFINE_integer("workers", 2, "processes solving images in parallel.")
+  flags.DEFINE_integer("workers", 2, "processes solving images in parallel "
+                       "(engine local).")
+  flags.DEFINE_enum("engine", "local", list(engines.ENGINES),
+                    "local: this machine's process pool; ray: Ray tasks, one "
+                    "CPU each (a local Ray, or the cluster at --ray_address).")
+  flags.DEFINE_string("ray_address", None, "engine ray: 'auto' or host:port "
+                      "of a running cluster (else $RAY_ADDRESS); unset starts "
+                      "a local Ray sized to the machine.")
   flags.DEFINE_integer("pgd_steps", 50, "PGD steps (certify pre-pass / MIP "
                        "start in targeted mode); 0 disables PGD.")
   flags.DEFINE_float("bab_time_limit", 20.0, "seconds of alpha/beta-CROWN "
@@ -135,7 +143,8 @@ def main(argv):
   results = runner.verify_images(
       network, test.images[indices], test.labels[indices], indices,
       FLAGS.delta, FLAGS.mode, FLAGS.solver, FLAGS.time_limit, FLAGS.bounds,
-      FLAGS.out, FLAGS.workers, FLAGS.pgd_steps, FLAGS.bab_time_limit)
+      FLAGS.out, FLAGS.workers, FLAGS.pgd_steps, FLAGS.bab_time_limit,
+      engine=FLAGS.engine, ray_address=FLAGS.ray_address)
   wanted = set(indices)
   mine = [r for r in results if r.image_index in wanted]
   logging.info("done in %.1fs: %d records in %s: %s", time.time() - start,

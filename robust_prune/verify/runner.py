@@ -2,7 +2,7 @@
 file.
 
 Work is split into `WorkUnit`s (one image, its remaining targets) solved by
-the pure `solve_unit`, so a cluster engine can take the same units. With a
+the pure `solve_unit` on an engine (`engines.py`: local or Ray). With a
 results file, the run holds its lock (a second run on it is refused),
 validates every line before writing anything, skips finished pairs, retries
 `error` records, and appends each image's records as soon as they are done.
@@ -10,13 +10,8 @@ validates every line before writing anything, skips finished pairs, retries
 
 from __future__ import annotations
 
-import concurrent.futures as futures
-import contextlib
 import dataclasses
 import functools
-import multiprocessing
-import os
-import signal
 import time
 from typing import Sequence
 
@@ -25,21 +20,17 @@ import numpy as np
 
 from robust_prune import io
 from robust_prune import network as network_lib
-from robust_prune import processes
 from robust_prune.milp import solvers as solvers_lib
 from robust_prune.network import Network
-from robust_prune.verify import cascade
+from robust_prune.verify import engines
 from robust_prune.verify import records as records_lib
 from robust_prune.verify.config import VerifyConfig
+from robust_prune.verify.engines import WorkerDiedError, solve_unit  # pylint: disable=unused-import
 from robust_prune.verify.records import Verdict
 
 
 class EvaluateError(ValueError):
   """Bad input, reported as one line."""
-
-
-class WorkerDiedError(RuntimeError):
-  """A pool worker was killed; what was written stays, a rerun resumes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,74 +53,19 @@ def plan_work_units(labels: Sequence[int], indices: Sequence[int],
   return units
 
 
-def solve_unit(network: Network, image, unit: WorkUnit,
-               config: VerifyConfig) -> list[Verdict]:
-  """Pure: the records of one work unit (never raises; errors are records)."""
-  return cascade.verify_image(network, image, unit.label, unit.image_index,
-                              unit.targets, config)
-
-
-# Worker processes hold the network and images once (spawned, since JAX and
-# fork do not mix).
-_WORKER = {}
-
-
-def _worker_init(parent: int, weights, biases, images, config):
-  # A worker outliving a kill -9 of its parent would block on its pipe
-  # forever: it dies with the parent, even one that died before this ran.
-  processes.die_with_parent()
-  if os.getppid() != parent:
-    os._exit(1)  # pylint: disable=protected-access
-  # Ctrl-C reaches the whole process group; the parent stops the workers.
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  _WORKER.update(network=Network(weights, biases), images=images,
-                 config=config)
-
-
-def _worker_solve(unit: WorkUnit, position: int):
-  return solve_unit(_WORKER["network"], _WORKER["images"][position], unit,
-                    _WORKER["config"])
-
-
-@contextlib.contextmanager
-def _worker_pool(network: Network, images, workers: int,
-                 config: VerifyConfig):
-  pool = futures.ProcessPoolExecutor(
-      max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-      initializer=_worker_init,
-      initargs=(os.getpid(), network.weights, network.biases, images, config))
-  try:
-    yield pool
-  finally:
-    # On an interrupt, do not leave workers solving for nobody.
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-      if process.is_alive():
-        process.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _solve_units(network: Network, images, units: list[WorkUnit],
                  position: dict, config: VerifyConfig, workers: int,
-                 on_done) -> None:
-  """Solves every unit, calling on_done(verdicts) as each finishes."""
-  if workers <= 1 or len(units) <= 1:
-    for unit in units:
-      on_done(solve_unit(network, images[position[unit.image_index]], unit,
-                         config))
-    return
-  used = np.array([position[u.image_index] for u in units])
-  local = {int(p): k for k, p in enumerate(used)}
-  with _worker_pool(network, images[used], workers, config) as pool:
-    pending = [pool.submit(_worker_solve, u, local[position[u.image_index]])
-               for u in units]
-    try:
-      for future in futures.as_completed(pending):
-        on_done(future.result())
-    except futures.process.BrokenProcessPool as e:
-      raise WorkerDiedError(
-          "a verification worker process died (killed, or out of memory); "
-          "the records written so far are kept, rerun to resume") from e
+                 on_done, engine: str = "local",
+                 ray_address: str | None = None) -> None:
+  """Solves every unit on `engine`, calling on_done(verdicts) as each
+  finishes."""
+  unit_images = [images[position[u.image_index]] for u in units]
+  if engine == "ray":
+    engines.solve_on_ray(network, unit_images, units, config, ray_address,
+                         on_done)
+  else:
+    engines.solve_locally(network, np.asarray(unit_images), units, config,
+                          workers, on_done)
 
 
 class _Progress:
@@ -191,7 +127,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   out_path: str | None = None, workers: int = 2,
                   pgd_steps: int = 50, bab_time_limit: float = 20.0,
                   config: VerifyConfig | None = None,
-                  log_every: float = 10.0) -> list[Verdict]:
+                  log_every: float = 10.0, engine: str = "local",
+                  ray_address: str | None = None) -> list[Verdict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
   pairs are skipped and new records are appended and fsynced per image,
@@ -203,8 +140,11 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
         time_limit=float(time_limit), bounds=bounds, pgd_steps=pgd_steps,
         bab_time_limit=float(bab_time_limit))
   images, indices = _checked_inputs(network, images, labels, indices)
+  if engine not in engines.ENGINES:
+    raise EvaluateError(f"unknown engine {engine!r}; use one of "
+                        f"{', '.join(engines.ENGINES)}")
   run = functools.partial(_run, network, images, labels, indices, config,
-                          workers, log_every)
+                          (workers, engine, ray_address), log_every)
   if not out_path:
     return run([], None)
   limits = {"num_classes": network.num_classes,
@@ -222,15 +162,16 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
 
 
 def _run(network: Network, images, labels, indices, config: VerifyConfig,
-         workers: int, log_every: float, existing: Sequence[Verdict],
+         where: tuple, log_every: float, existing: Sequence[Verdict],
          writer: records_lib.ResultsWriter | None) -> list[Verdict]:
   network_id = network_lib.network_digest(network)
   done = records_lib.finished_pairs(existing)
   units = plan_work_units(labels, indices, done, network.num_classes)
   position = {i: p for p, i in enumerate(indices)}
   progress = _Progress(sum(len(u.targets) for u in units), log_every)
-  logging.info("%d pairs to verify (%d already done), %d workers",
-               progress.total, len(done), workers)
+  workers, engine, ray_address = where
+  logging.info("%d pairs to verify (%d already done), engine %s, %d workers",
+               progress.total, len(done), engine, workers)
   results = list(existing)
 
   def record(verdicts: Sequence[Verdict]):
@@ -241,5 +182,6 @@ def _run(network: Network, images, labels, indices, config: VerifyConfig,
     results.extend(verdicts)
     progress.update(len(verdicts), results)
 
-  _solve_units(network, images, units, position, config, workers, record)
+  _solve_units(network, images, units, position, config, workers, record,
+               engine, ray_address)
   return records_lib.latest_per_pair(results)

@@ -1,0 +1,152 @@
+"""Where work units are solved: in this process, in a local process pool, or
+on a Ray cluster. Every engine calls `on_done(verdicts)` in the driver as each
+unit finishes, so the driver alone appends and fsyncs records: an interrupted
+run (driver or worker killed) resumes with nothing lost or repeated.
+
+  local  the light default: serial for one worker, else a spawned process
+         pool whose workers die with the driver.
+  ray    Ray tasks (one CPU each); `address` None starts a local Ray sized to
+         the machine, "auto" or "host:port" joins a running cluster. A unit
+         whose worker is killed is retried once (Ray's `max_retries=1`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import contextlib
+import multiprocessing
+import os
+import signal
+from typing import Callable, Sequence
+
+import numpy as np
+
+from robust_prune import processes
+from robust_prune.network import Network
+from robust_prune.verify import cascade
+from robust_prune.verify.config import VerifyConfig
+
+ENGINES = ("local", "ray")
+OnDone = Callable[[list], None]
+
+
+class WorkerDiedError(RuntimeError):
+  """A worker was killed; what was written stays, a rerun resumes."""
+
+
+def solve_unit(network: Network, image, unit, config: VerifyConfig) -> list:
+  """Pure: the records of one work unit (never raises; errors are records)."""
+  return cascade.verify_image(network, image, unit.label, unit.image_index,
+                              unit.targets, config)
+
+
+# ------------------------------------------------------------------ local
+_WORKER = {}
+
+
+def _worker_init(parent: int, weights, biases, images, config):
+  # A worker outliving a kill -9 of its parent would block on its pipe
+  # forever: it dies with the parent, even one that died before this ran.
+  processes.die_with_parent()
+  if os.getppid() != parent:
+    os._exit(1)  # pylint: disable=protected-access
+  # Ctrl-C reaches the whole process group; the parent stops the workers.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  _WORKER.update(network=Network(weights, biases), images=images,
+                 config=config)
+
+
+def _worker_solve(unit, position: int):
+  return solve_unit(_WORKER["network"], _WORKER["images"][position], unit,
+                    _WORKER["config"])
+
+
+@contextlib.contextmanager
+def _worker_pool(network: Network, images, workers: int,
+                 config: VerifyConfig):
+  pool = futures.ProcessPoolExecutor(
+      max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+      initializer=_worker_init,
+      initargs=(os.getpid(), network.weights, network.biases, images, config))
+  try:
+    yield pool
+  finally:
+    # On an interrupt, do not leave workers solving for nobody.
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+      if process.is_alive():
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def solve_locally(network: Network, images, units: Sequence, config,
+                  workers: int, on_done: OnDone) -> None:
+  """images[k] is units[k]'s image."""
+  if workers <= 1 or len(units) <= 1:
+    for unit, image in zip(units, images):
+      on_done(solve_unit(network, image, unit, config))
+    return
+  with _worker_pool(network, images, workers, config) as pool:
+    pending = [pool.submit(_worker_solve, u, k) for k, u in enumerate(units)]
+    try:
+      for future in futures.as_completed(pending):
+        on_done(future.result())
+    except futures.process.BrokenProcessPool as e:
+      raise WorkerDiedError(
+          "a verification worker process died (killed, or out of memory); "
+          "the records written so far are kept, rerun to resume") from e
+
+
+# ------------------------------------------------------------------ ray
+def ray_address(address: str | None) -> str | None:
+  """The flag wins over $RAY_ADDRESS; empty means "start a local Ray"."""
+  return address or os.environ.get("RAY_ADDRESS") or None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None):
+  """Joins the cluster at `address`, or starts a local Ray for this run (and
+  stops it afterwards)."""
+  import ray  # pylint: disable=g-import-not-at-top
+  if ray.is_initialized():
+    yield ray
+    return
+  env = {"env_vars": {"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}}
+  ray.init(address=ray_address(address), include_dashboard=False,
+           log_to_driver=False, runtime_env=env,
+           logging_level="WARNING")
+  try:
+    yield ray
+  finally:
+    ray.shutdown()
+
+
+def _ray_solve(weights, biases, image, unit, config):
+  return solve_unit(Network(tuple(weights), tuple(biases)), image, unit,
+                    config)
+
+
+def solve_on_ray(network: Network, images, units: Sequence, config,
+                 address: str | None, on_done: OnDone, solve=_ray_solve
+                 ) -> None:
+  """One Ray task per unit (1 CPU each), results handed to `on_done` in the
+  driver as they finish; pending tasks are cancelled on an interrupt.
+  `solve(weights, biases, image, unit, config)` is the task's body."""
+  with ray_session(address) as ray:
+    task = ray.remote(num_cpus=1, max_retries=1)(solve)
+    weights = ray.put(list(network.weights))
+    biases = ray.put(list(network.biases))
+    pending = [task.remote(weights, biases, np.asarray(image), unit, config)
+               for unit, image in zip(units, images)]
+    try:
+      while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        on_done(ray.get(done[0]))
+    except (ray.exceptions.WorkerCrashedError,
+            ray.exceptions.NodeDiedError) as e:
+      raise WorkerDiedError(
+          f"a Ray worker died twice on one unit ({type(e).__name__}); the "
+          f"records written so far are kept, rerun to resume") from e
+    finally:
+      for ref in pending:
+        ray.cancel(ref, force=True)
