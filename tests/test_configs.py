@@ -3,7 +3,6 @@ dataclass fields, keep their historical names and defaults, and refuse bad
 values (NaN, inf, negatives, out-of-range images) before any work."""
 
 import dataclasses
-import importlib.util
 import math
 import os
 import subprocess
@@ -17,6 +16,7 @@ from robust_prune import pipeline as pipeline_lib
 from robust_prune import prune as prune_lib
 from robust_prune import train as train_lib
 from robust_prune.configs import bridge
+from testing import ablation_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,12 +180,7 @@ def test_pipeline_binary_refuses_bad_verification_flags_before_training(
 
 # ---------------------------------------------------------------- ablations
 def _ablation_module():
-  spec = importlib.util.spec_from_file_location(
-      "run_ablation", os.path.join(REPO, "launch", "ablations",
-                                   "run_ablation.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return ablation_module()
 
 
 def test_ablation_shares_training_only_under_every_equal_training_option(

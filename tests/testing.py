@@ -4,7 +4,10 @@ pytest puts the rootdir's tests/ folder on sys.path (rootdir conftest, no
 __init__.py), so test modules import these as `from testing import ...`.
 """
 
+import functools
+import importlib.util
 import itertools
+import os
 
 import numpy as np
 import scipy.optimize
@@ -106,3 +109,16 @@ def solve_targeted(net, x, delta, label, target, solver, method="crown",
   m.c.value = objective.margin_vector(label, target, net.num_classes)
   milp = standard_form.compile_model(m.problem)
   return m, milp, solvers.solve(milp, solver, time_limit=time_limit)
+
+
+@functools.lru_cache(maxsize=None)
+def ablation_module():
+  """launch/ablations/run_ablation.py, loaded once per test session (it
+  defines absl flags, which may be defined only once)."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+      "run_ablation", os.path.join(repo, "launch", "ablations",
+                                   "run_ablation.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -14,6 +14,11 @@ the base configuration the pipeline flags describe). Afterwards OUT/aggregate.{c
 plots of adversarial-example rate and verified robust accuracy vs number of
 hidden neurons, and clean accuracy vs robustness, are written.
 Rerunning resumes: finished variants are skipped.
+
+`--engine=ray` runs the variants as Ray tasks (`--variant_cpus`,
+`--variant_gpus` each; `--ray_address` or $RAY_ADDRESS joins a cluster,
+unset starts a local Ray): first one variant per distinct training, then one
+per distinct pruning, then the rest, so shared work is done once.
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ SWEEPS = configs.SWEEPS
 QUICK_SWEEPS = configs.QUICK_SWEEPS
 
 flags.DEFINE_enum("sweep", None, sorted(SWEEPS), "Which ablation.")
+flags.DEFINE_enum("engine", "local", ["local", "ray"], "local: variants one "
+                  "after another; ray: variants as Ray tasks (training and "
+                  "pruning shared by several variants done once, first).")
+flags.DEFINE_string("ray_address", None, "engine ray: 'auto' or host:port of a "
+                    "running cluster (else $RAY_ADDRESS); unset starts a local "
+                    "Ray sized to the machine.")
+flags.DEFINE_float("variant_cpus", 2.0, "engine ray: CPUs each variant asks for")
+flags.DEFINE_float("variant_gpus", 0.0, "engine ray: GPUs each variant asks "
+                   "for (training runs on it when JAX sees one)")
 pipeline_lib.define_flags()  # the base configuration; --out_dir is the sweep's
 flags.mark_flags_as_required(["sweep", "out_dir"])
 FLAGS = flags.FLAGS
@@ -84,6 +98,50 @@ def run_variant(base: configs.PipelineConfig, overrides, out_dir, manual_dir):
   print(f"=== variant {variant_name(overrides)} -> {run_dir}", flush=True)
   pipeline_lib.Pipeline(config, run_dir, manual_dir=manual_dir).run()
   return config, run_dir
+
+
+def _variant_task(base, overrides, out_dir, manual_dir):
+  """A Ray task: one variant's pipeline. A shared training or pruning folder
+  held by another variant's run is waited for, then resumed (finished)."""
+  import time  # pylint: disable=g-import-not-at-top
+  while True:
+    try:
+      return run_variant(base, overrides, out_dir, manual_dir)
+    except io.LockedError:
+      time.sleep(5.0)
+
+
+def _phases(base: configs.PipelineConfig, sweep, out_dir: str) -> list[list]:
+  """Variants in three waves: one per distinct training, then one per
+  distinct pruning, then the rest, so shared work is done once, first."""
+  waves, seen = [[], [], []], {"original": set(), "pruned": set()}
+  for overrides in sweep:
+    config = base.replace(**overrides)
+    keys = {kind: _shared_dir(out_dir, shared_options(config, kind), kind)
+            for kind in ("original", "pruned")}
+    wave = (0 if keys["original"] not in seen["original"] else
+            1 if keys["pruned"] not in seen["pruned"] else 2)
+    for kind, key in keys.items():
+      seen[kind].add(key)
+    waves[wave].append(overrides)
+  return [w for w in waves if w]
+
+
+def run_variants(base: configs.PipelineConfig, sweep, out_dir: str,
+                 manual_dir) -> list[tuple]:
+  """(overrides, config, run_dir) of every variant, run on FLAGS.engine."""
+  if FLAGS.engine == "local":
+    return [(o, *run_variant(base, o, out_dir, manual_dir)) for o in sweep]
+  from robust_prune.verify import engines  # pylint: disable=g-import-not-at-top
+  done = []
+  with engines.ray_session(FLAGS.ray_address) as ray:
+    task = ray.remote(num_cpus=FLAGS.variant_cpus,
+                      num_gpus=FLAGS.variant_gpus or None,
+                      max_retries=1)(_variant_task)
+    for wave in _phases(base, sweep, out_dir):
+      refs = [task.remote(base, o, out_dir, manual_dir) for o in wave]
+      done += [(o, *ray.get(ref)) for o, ref in zip(wave, refs)]
+  return done
 
 
 def aggregate_rows(variants) -> list[dict]:
@@ -151,11 +209,7 @@ def main(argv):
   sweep = (QUICK_SWEEPS if FLAGS.quick else {}).get(FLAGS.sweep,
                                                    SWEEPS[FLAGS.sweep])
   with io.locked_workdir(FLAGS.out_dir, "ablation sweep"):
-    variants = []
-    for overrides in sweep:
-      config, run_dir = run_variant(base, overrides, FLAGS.out_dir,
-                                    FLAGS.mnist_manual_dir)
-      variants.append((overrides, config, run_dir))
+    variants = run_variants(base, sweep, FLAGS.out_dir, FLAGS.mnist_manual_dir)
     write_aggregate(aggregate_rows(variants), FLAGS.out_dir)
   print(f"aggregate: {os.path.join(FLAGS.out_dir, 'aggregate.md')}")
 
