@@ -32,7 +32,8 @@ class LayerBounds:
 
 
 def input_box(x, delta: float):
-  """The verification box [max(0, x - delta), min(1, x + delta)]."""
+  """The verification box [max(0, x - delta), min(1, x + delta)]: the
+  paper's eq. 8-9 (|z_1 - x|_inf <= delta) clipped to the pixel range."""
   x = np.asarray(x, np.float64)
   return np.clip(x - delta, 0.0, 1.0), np.clip(x + delta, 0.0, 1.0)
 

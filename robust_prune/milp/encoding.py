@@ -67,7 +67,9 @@ def scatter(indices: np.ndarray, size: int) -> sp.csr_matrix:
 
 def relu_big_m(pre: cp.Expression, lower, upper, *, all_binary: bool = False,
                name: str = "") -> ReluEncoding:
-  """Exact MILP encoding of `relu(pre)` given sound bounds of `pre`.
+  """Exact MILP encoding of `relu(pre)` given sound bounds of `pre` (the
+  paper's eq. 2-5 and 7: z >= pre, z >= 0, z <= u v, z <= pre - l (1 - v), v
+  binary; Fischetti & Jo 2017, Tjeng et al. 2019).
 
   Vectorised: one cvxpy constraint per inequality family, never per neuron.
   For `all_binary`, bounds must still be sound (they become the big-Ms); a

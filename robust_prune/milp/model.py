@@ -62,7 +62,7 @@ def build_model(network: Network, box_lower, box_upper,
   start = time.perf_counter()
   box_lower = np.asarray(box_lower, np.float64)
   box_upper = np.asarray(box_upper, np.float64)
-  x = cp.Variable(network.input_dim, name="x", bounds=[box_lower, box_upper])
+  x = input_variable(box_lower, box_upper)
   constraints, layers, pre_vars, h = [], [], [], x
   for i in range(network.num_layers - 1):
     w = np.asarray(network.weights[i], np.float64)
@@ -81,8 +81,7 @@ def build_model(network: Network, box_lower, box_upper,
     constraints += enc.constraints
     layers.append(enc)
     h = enc.post
-  logits = (h @ np.asarray(network.weights[-1], np.float64)
-            + np.asarray(network.biases[-1], np.float64))
+  logits = affine_output(network, h)
   c, objective = objective_lib.margin_objective(logits)
   epsilon = None
   if center is not None:
@@ -101,6 +100,21 @@ def build_model(network: Network, box_lower, box_upper,
   problem = cp.Problem(objective, constraints)
   return VerificationModel(problem, x, logits, c, layers, layer_bounds,
                            time.perf_counter() - start, epsilon, pre_vars)
+
+
+def input_variable(box_lower: np.ndarray, box_upper: np.ndarray
+                   ) -> cp.Variable:
+  """The input z_1 with the paper's eq. 8-9 as column bounds:
+  x - delta <= z_1 <= x + delta, here clipped to the pixel range
+  ([max(0, x - delta), min(1, x + delta)], `bounds.input_box`)."""
+  return cp.Variable(len(box_lower), name="x", bounds=[box_lower, box_upper])
+
+
+def affine_output(network: Network, h: cp.Expression) -> cp.Expression:
+  """The logits z_{d+1} = W_d z_d + b_d (the paper's eq. 6: no ReLU on the
+  output layer), in float64."""
+  return (h @ np.asarray(network.weights[-1], np.float64)
+          + np.asarray(network.biases[-1], np.float64))
 
 
 def _pre_activation_variable(pre, h, w, b, lower, upper, all_binary, name):

@@ -20,7 +20,8 @@ def margin_vector(label: int, target: int, num_classes: int) -> np.ndarray:
 
 
 def margin_objective(logits: cp.Expression):
-  """(Parameter c, cvxpy Minimize(c^T logits)); set c.value per target."""
+  """The paper's eq. 1, min (e_y - e_target)^T z_{d+1}: (Parameter c, cvxpy
+  Minimize(c^T logits)); set c.value per target (`margin_vector`)."""
   c = cp.Parameter(logits.shape[0], name="margin")
   return c, cp.Minimize(c @ logits)
 
