@@ -27,6 +27,10 @@ class TrainConfig:
   epsilon_warmup_epochs: int = option(2, "Epochs of linear epsilon ramp-up.")
   pgd_steps: int = option(10, "PGD steps in training.")
   pgd_step_size: float = option(0.025, "PGD step in training.")
+  # Xiao et al. (ICLR 2019): verification-friendly training.
+  rs_weight: float = option(0.0, "Weight of the ReLU-stability regulariser "
+                            "(Xiao et al. 2019; 0 = off).")
+  l1_weight: float = option(0.0, "L1 weight decay on the kernels (0 = off).")
   seed: int = option(0, "Seed for init, data order and attacks.")
   max_train_examples: int = option(0, "Use only the first N training images "
                                    "(0 = all).")
@@ -48,7 +52,8 @@ class TrainConfig:
       raise ValueError("epsilon, pgd_steps and pgd_step_size must be >= 0")
     if self.epsilon > 0 and self.pgd_steps == 0:
       raise ValueError("adversarial training (epsilon > 0) needs pgd_steps > 0")
-    for name in ("max_train_examples", "epsilon_warmup_epochs",
+    for name in ("max_train_examples", "epsilon_warmup_epochs", "rs_weight",
+                 "l1_weight",
                  "eval_pgd_steps", "eval_pgd_step_size"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

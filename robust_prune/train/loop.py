@@ -68,7 +68,8 @@ def _train_epoch(state: TrainState, config: TrainConfig, images, labels,
                            batches[first:first + STEPS_PER_CALL], attack_rng,
                            first, epsilon,
                            config.pgd_steps if config.epsilon > 0 else 0,
-                           config.pgd_step_size)
+                           config.pgd_step_size, config.rs_weight,
+                           config.l1_weight)
     for k in sums:
       sums[k] += m[k]
     logging.log_every_n_seconds(

@@ -51,14 +51,49 @@ def cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-@jax.jit(static_argnames=("pgd_steps",))
+def _dense_layers(params) -> list[tuple[jax.Array, jax.Array]]:
+  """(kernel, bias) of Dense_0..Dense_L, in order."""
+  layers = params["params"]
+  return [(layers[f"Dense_{i}"]["kernel"], layers[f"Dense_{i}"]["bias"])
+          for i in range(len(layers))]
+
+
+def relu_stability_loss(params, images, epsilon):
+  """Xiao et al. (ICLR 2019), the ReLU-stability regulariser: for interval
+  bounds [l, u] of every hidden pre-activation over the L-inf ball of radius
+  `epsilon` (clipped to [0, 1]), sum_neurons -tanh(1 + l u), averaged over the
+  batch. It pushes neurons to be stably active or inactive on the ball, so
+  fewer need a branch or a binary in verification."""
+  lower = jnp.clip(images - epsilon, 0.0, 1.0)
+  upper = jnp.clip(images + epsilon, 0.0, 1.0)
+  loss = 0.0
+  for kernel, bias in _dense_layers(params)[:-1]:
+    center, radius = (upper + lower) / 2, (upper - lower) / 2
+    mid, spread = center @ kernel + bias, radius @ jnp.abs(kernel)
+    l, u = mid - spread, mid + spread
+    loss = loss + jnp.sum(-jnp.tanh(1.0 + l * u), axis=-1).mean()
+    lower, upper = jax.nn.relu(l), jax.nn.relu(u)
+  return loss
+
+
+def l1_penalty(params):
+  """The L1 weight decay Xiao et al. pair with the stability regulariser
+  (weights only, not biases)."""
+  return sum(jnp.sum(jnp.abs(kernel)) for kernel, _ in _dense_layers(params))
+
+
+@jax.jit(static_argnames=("pgd_steps", "rs_weight", "l1_weight"))
 def train_step(state: TrainState, images, labels, key, epsilon,
-               pgd_steps: int, pgd_step_size):
+               pgd_steps: int, pgd_step_size, rs_weight: float = 0.0,
+               l1_weight: float = 0.0):
   """One optimizer step on PGD adversarial examples (clean when pgd_steps=0).
 
   Madry et al.: the inner maximisation sees the current parameters but no
-  gradient flows through it into the update.
+  gradient flows through it into the update. `rs_weight` and `l1_weight`
+  (static: 0 adds nothing to the step) add the verification-friendly
+  regularisers of Xiao et al. 2019, bounds taken around the clean images.
   """
+  clean = images
   if pgd_steps > 0:
     images = jax.lax.stop_gradient(attacks.pgd(
         state.apply_fn, state.params, images, labels, epsilon=epsilon,
@@ -66,17 +101,22 @@ def train_step(state: TrainState, images, labels, key, epsilon,
 
   def loss_fn(params):
     logits = state.apply_fn(params, images)
-    return cross_entropy(logits, labels), logits
+    loss = cross_entropy(logits, labels)
+    if rs_weight:
+      loss = loss + rs_weight * relu_stability_loss(params, clean, epsilon)
+    if l1_weight:
+      loss = loss + l1_weight * l1_penalty(params)
+    return loss, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
   return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
 
 
-@jax.jit(static_argnames=("pgd_steps",))
+@jax.jit(static_argnames=("pgd_steps", "rs_weight", "l1_weight"))
 def train_steps(state: TrainState, images, labels, batch_indices,
                 attack_key, first_step, epsilon, pgd_steps: int,
-                pgd_step_size):
+                pgd_step_size, rs_weight: float = 0.0, l1_weight: float = 0.0):
   """`len(batch_indices)` train steps in one device call (`lax.scan`): step i
   trains on images[batch_indices[i]] with the attack key
   fold_in(attack_key, first_step + i). The data stay on the device and the
@@ -87,7 +127,7 @@ def train_steps(state: TrainState, images, labels, batch_indices,
     i, idx = xs
     return train_step(state, images[idx], labels[idx],
                       jax.random.fold_in(attack_key, first_step + i), epsilon,
-                      pgd_steps, pgd_step_size)
+                      pgd_steps, pgd_step_size, rs_weight, l1_weight)
   steps = jnp.arange(batch_indices.shape[0])
   state, metrics = jax.lax.scan(body, state, (steps, batch_indices))
   return state, jax.tree.map(jnp.sum, metrics)
