@@ -21,6 +21,7 @@ import dataclasses
 import time
 from typing import Sequence
 
+from absl import logging
 import numpy as np
 
 from robust_prune import bab
@@ -28,8 +29,8 @@ from robust_prune import bounds as bounds_lib
 from robust_prune.network import Network, forward
 from robust_prune.verify import milp_stage
 from robust_prune.verify.config import (  # pylint: disable=unused-import
-    BOX_TOLERANCE, CERTIFY_CUTOFF, MIN_DISTORTION_MARGIN, MODES, STATUSES,
-    ImageProblem, VerifyConfig)
+    BAB_OVERRUN_SECONDS, BOX_TOLERANCE, CERTIFY_CUTOFF, MIN_DISTORTION_MARGIN,
+    MIN_STEP_SECONDS, MODES, STATUSES, Deadline, ImageProblem, VerifyConfig)
 from robust_prune.verify.milp_stage import (adversarial, finite,  # pylint: disable=unused-import
                                             model_start, with_bound)
 from robust_prune.verify.records import Verdict
@@ -62,8 +63,10 @@ def verify_image(network: Network, image, label: int, image_index: int,
   verdicts = {int(t): start_verdict(image_index, label, t, config)
               for t in targets}
   start = time.perf_counter()
+  deadline = Deadline(config.image_time_limit)
   try:
-    _run_cascade(network, image, label, verdicts, config)
+    _run_cascade(network, image, label, verdicts, config, deadline)
+    _mark_out_of_time(verdicts, deadline)
   except Exception as e:  # pylint: disable=broad-except
     # A failure is a recorded status, never a lost batch.
     for t, v in verdicts.items():
@@ -73,9 +76,24 @@ def verify_image(network: Network, image, label: int, image_index: int,
   return [replace(v, image_seconds=seconds) for v in verdicts.values()]
 
 
-def _run_cascade(network, image, label, verdicts: dict, config: VerifyConfig):
+def _mark_out_of_time(verdicts: dict, deadline: Deadline) -> None:
+  """With an image budget, the pairs no step reached are `timeout`s with
+  the best bound proven before the budget ran out."""
+  if not deadline.enabled:
+    return
+  for t, v in verdicts.items():
+    if v.status == "error" and v.message is None:
+      verdicts[t] = replace(v, status="timeout",
+                            message=deadline.ran_out_message())
+
+
+def _run_cascade(network, image, label, verdicts: dict, config: VerifyConfig,
+                 deadline: Deadline):
   """Fills `verdicts` ({target: Verdict}) step by step; each step replaces
-  the Verdicts it settles, so a step that raises keeps the earlier ones."""
+  the Verdicts it settles, so a step that raises keeps the earlier ones.
+  CROWN and PGD run for all targets first; with an image budget the
+  branch and bound then shares `deadline` among the open targets and the
+  MILP gets what remains."""
   predicted = int(np.argmax(forward(network, image)))
   if predicted != label:
     for t, v in verdicts.items():
@@ -96,14 +114,29 @@ def _run_cascade(network, image, label, verdicts: dict, config: VerifyConfig):
   if config.mode == "certify":
     undecided = _certify_by_crown(problem, undecided, verdicts)
     undecided = _certify_by_pgd(problem, undecided, verdicts, config)
-    undecided = _certify_by_bab(problem, undecided, verdicts, config)
+    undecided = _certify_by_bab(problem, undecided, verdicts, config,
+                                deadline)
   if config.mode == "targeted" and config.warm_start and config.pgd_steps > 0:
     pgd = pgd_candidates(network, image, label, undecided, config.delta,
                          steps=config.pgd_steps, restarts=config.pgd_restarts,
                          seed=config.pgd_seed)
   if config.mode == "targeted":
-    undecided = _targeted_by_bab(problem, undecided, verdicts, config, pgd)
-  milp_stage.solve_milps(problem, undecided, verdicts, config, pgd)
+    undecided = _targeted_by_bab(problem, undecided, verdicts, config, pgd,
+                                 deadline)
+  milp_stage.solve_milps(problem, undecided, verdicts, config, pgd, deadline)
+
+
+def bab_time_limit(config: VerifyConfig, deadline: Deadline | None,
+                   open_left: int) -> float | None:
+  """Seconds for the next target's branch and bound: bab_time_limit, or
+  with an image budget an equal share of what remains among the `open_left`
+  targets (less its usual overrun); None when too little is left to start."""
+  if deadline is None or not deadline.enabled:
+    return config.bab_time_limit
+  share = deadline.share(open_left)
+  if share < MIN_STEP_SECONDS:
+    return None
+  return share - min(BAB_OVERRUN_SECONDS, share / 4)
 
 
 def _certify_by_crown(p: ImageProblem, targets, verdicts) -> list[int]:
@@ -151,15 +184,20 @@ def _certify_by_pgd(p: ImageProblem, targets, verdicts,
 
 
 def _certify_by_bab(p: ImageProblem, targets, verdicts,
-                    config: VerifyConfig) -> list[int]:
+                    config: VerifyConfig,
+                    deadline: Deadline | None = None) -> list[int]:
   """Branch and bound on what CROWN and PGD left open; returns the targets
   it could not decide in its time budget (the MILP's)."""
   if config.bab_time_limit <= 0 or not targets:
     return targets
   rest = []
-  for t in targets:
+  for i, t in enumerate(targets):
+    limit = bab_time_limit(config, deadline, len(targets) - i)
+    if limit is None:
+      rest.append(t)
+      continue
     result = bab.bab_margin(p.network, p.lower, p.upper, p.label, t,
-                            bab.BabConfig(time_limit=config.bab_time_limit),
+                            bab.BabConfig(time_limit=limit),
                             layer_bounds=p.layer_bounds)
     v = replace(verdicts[t], bab_domains=int(result.domains),
                 bab_seconds=float(result.seconds))
@@ -183,17 +221,22 @@ def _certify_by_bab(p: ImageProblem, targets, verdicts,
 
 
 def _targeted_by_bab(p: ImageProblem, targets, verdicts, config: VerifyConfig,
-                     pgd: dict) -> list[int]:
+                     pgd: dict, deadline: Deadline | None = None
+                     ) -> list[int]:
   """The targeted optimum by branch and bound (bab.bab_minimum, to within
   bab.OPTIMUM_TOLERANCE); returns the targets it could not settle, for the
   MILP, whose MIP start becomes the best point found."""
   if config.bab_time_limit <= 0 or config.all_binary or not targets:
     return targets
   rest = []
-  for t in targets:
+  for i, t in enumerate(targets):
+    limit = bab_time_limit(config, deadline, len(targets) - i)
+    if limit is None:
+      rest.append(t)
+      continue
     start = pgd[t][1] if t in pgd else None
     result = bab.bab_minimum(p.network, p.lower, p.upper, p.label, t,
-                             bab.BabConfig(time_limit=config.bab_time_limit),
+                             bab.BabConfig(time_limit=limit),
                              layer_bounds=p.layer_bounds, start=start)
     v = replace(verdicts[t], bab_domains=int(result.domains),
                 bab_seconds=float(result.seconds))
@@ -226,3 +269,58 @@ def _targeted_bab_verdict(p: ImageProblem, v: Verdict, result,
   if result.lower_bound > 0:
     return replace(v, status="robust", **settled)
   return None
+
+
+def warm_up(network: Network, image, config: VerifyConfig) -> float:
+  """Runs every jitted step once on `image` at the shapes a run meets
+  (CROWN, PGD for all targets, the branch and bound's padded batches), so
+  that the compile (or persistent-cache load) is paid here, once per
+  process, and not from an image's budget; returns its seconds. A failure
+  only costs the warm-up (the run compiles as it goes, as before)."""
+  t0 = time.perf_counter()
+  try:
+    image = np.asarray(image, np.float64).reshape(-1)
+    label = int(np.argmax(forward(network, image)))
+    targets = [t for t in range(network.num_classes) if t != label]
+    lower, upper = bounds_lib.input_box(image, config.delta)
+    layers = bounds_lib.layer_bounds(network, lower, upper, config.bounds)
+    bounds_lib.crown_margin_lower_bounds(network, lower[None], upper[None],
+                                         [label])
+    pgd_candidates(network, image, label, targets, config.delta,
+                   steps=config.pgd_steps, restarts=config.pgd_restarts,
+                   seed=config.pgd_seed)
+    if config.bab_time_limit > 0:
+      _warm_up_bab(network, lower, upper, layers, label, targets[0])
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("warm-up failed (%s: %s); compiling as the run goes",
+                    type(e).__name__, e)
+  return time.perf_counter() - t0
+
+
+def _warm_up_bab(network, lower, upper, layers, label, target):
+  """The branch and bound's jitted bounds at each padded batch shape
+  (bab.domains.padded_size: powers of 4 up to the batch, 4x for the
+  branching's one-pass bounds) and the root's step count."""
+  from robust_prune.bab.domains import padded_size  # pylint: disable=g-import-not-at-top
+  from robust_prune.bab.problem import Problem  # pylint: disable=g-import-not-at-top
+  config = bab.BabConfig()
+  c = bounds_lib.margin_spec(label, [target], network.num_classes)[0]
+  problem = Problem(network, lower, upper, layers, c, config)
+  n = problem.slices.num_neurons
+
+  def shapes(limit):
+    sizes, k = set(), 1
+    while k <= limit:
+      sizes.add(padded_size(k, limit))
+      k *= 4
+    return sorted(sizes | {padded_size(limit, limit)})
+
+  def zeros(size, dtype=np.float32):
+    return np.zeros((size, n), dtype)
+
+  problem.evaluate(zeros(1, np.int8), zeros(1), zeros(1), config.root_steps)
+  for size in shapes(config.batch_size):
+    problem.evaluate(zeros(size, np.int8), zeros(size), zeros(size),
+                     config.steps)
+  for size in shapes(4 * config.batch_size):
+    problem.one_pass_bound(zeros(size, np.int8), zeros(size), zeros(size))

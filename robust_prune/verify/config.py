@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,47 @@ class VerifyConfig:
   bab_time_limit: float = 20.0  # certify/targeted: seconds of alpha/beta-CROWN
                                 # branch and bound per target before the MILP
                                 # (0: MILP only)
+  # certify/targeted: seconds for all targets of one image (0: off, the
+  # per-target bab_time_limit and time_limit apply). With it, the branch and
+  # bound of each open target gets share = remaining / open targets left
+  # (bab_time_limit and time_limit are ignored, except bab_time_limit=0,
+  # which still means "no branch and bound"), the MILP what remains, in a
+  # child process killed at the deadline.
+  image_time_limit: float = 0.0
+
+
+# With an image budget: a step is not started with less than this left, and
+# the MILP's in-process build (cvxpy, uninterruptible; ~1-3 s on a 300-100
+# net) is not started with less than MILP_MIN_SECONDS left.
+MIN_STEP_SECONDS = 0.5
+MILP_MIN_SECONDS = 5.0
+# The branch and bound checks its time limit between batches: it is given
+# its share less this (up to a quarter of the share), its usual overrun.
+BAB_OVERRUN_SECONDS = 1.0
+
+
+class Deadline:
+  """One image's wall-clock budget; `seconds` <= 0 or inf means none."""
+
+  def __init__(self, seconds: float, clock=time.perf_counter):
+    self.seconds = float(seconds) if seconds and seconds > 0 else math.inf
+    self._clock = clock
+    self._end = clock() + self.seconds
+
+  @property
+  def enabled(self) -> bool:
+    return math.isfinite(self.seconds)
+
+  def remaining(self) -> float:
+    return self._end - self._clock()
+
+  def share(self, open_left: int) -> float:
+    """An equal share of what remains for each of `open_left` tasks."""
+    return max(self.remaining(), 0.0) / max(int(open_left), 1)
+
+  def ran_out_message(self) -> str:
+    return (f"the image budget of {self.seconds:g} s ran out (the bound is "
+            f"the best proven before)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,13 +17,16 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
 from typing import Callable, Sequence
 
+from absl import logging
 import numpy as np
 
 from robust_prune import processes
 from robust_prune.network import Network
 from robust_prune.verify import cascade
+from robust_prune.verify import milp_stage
 from robust_prune.verify.config import VerifyConfig
 
 ENGINES = ("local", "ray")
@@ -40,6 +43,37 @@ def solve_unit(network: Network, image, unit, config: VerifyConfig) -> list:
                               unit.targets, config)
 
 
+# ------------------------------------------------------------ warm-up
+def compilation_cache_dir() -> str:
+  root = os.environ.get("ROBUST_PRUNE_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "robust_prune")
+  return os.path.join(root, "jax")
+
+
+def enable_compilation_cache() -> None:
+  """JAX's persistent compilation cache, so that a process loads what an
+  earlier one compiled (every compile is kept: minimum time 0)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    os.makedirs(compilation_cache_dir(), exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", compilation_cache_dir())
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  except (OSError, AttributeError, ValueError) as e:
+    logging.warning("no persistent JAX compilation cache: %s", e)
+
+
+def prepare_process(network: Network, image, config: VerifyConfig
+                    ) -> float | None:
+  """Before a worker's first unit, with an image budget: the solver child
+  started and the jitted shapes compiled (or loaded from the persistent
+  cache), so that no image's budget pays for them; returns the seconds
+  that took (None without a budget: the first target pays, as before)."""
+  if config.image_time_limit <= 0:
+    return None
+  milp_stage.shared_solver_child().start()
+  return cascade.warm_up(network, image, config)
+
+
 # ------------------------------------------------------------------ local
 _WORKER = {}
 
@@ -53,13 +87,23 @@ def _worker_init(parent: int, weights, biases, images, config):
   # Ctrl-C reaches the whole process group; the parent stops the workers.
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  _WORKER.update(network=Network(weights, biases), images=images,
-                 config=config)
+  enable_compilation_cache()
+  network = Network(weights, biases)
+  _WORKER.update(network=network, images=images, config=config,
+                 compile_seconds=prepare_process(network, images[0], config))
 
 
 def _worker_solve(unit, position: int):
-  return solve_unit(_WORKER["network"], _WORKER["images"][position], unit,
-                    _WORKER["config"])
+  """(records, the worker's compile seconds on its first unit, else None)."""
+  records = solve_unit(_WORKER["network"], _WORKER["images"][position], unit,
+                       _WORKER["config"])
+  return records, _WORKER.pop("compile_seconds", None)
+
+
+def _log_compile(seconds: float | None) -> None:
+  if seconds is not None:
+    logging.info("worker warm-up: compile_seconds=%.1f (JIT compile or "
+                 "cache load, before any image's budget)", seconds)
 
 
 @contextlib.contextmanager
@@ -82,7 +126,10 @@ def _worker_pool(network: Network, images, workers: int,
 def solve_locally(network: Network, images, units: Sequence, config,
                   workers: int, on_done: OnDone) -> None:
   """images[k] is units[k]'s image."""
+  if not units:
+    return
   if workers <= 1 or len(units) <= 1:
+    _log_compile(prepare_process(network, images[0], config))
     for unit, image in zip(units, images):
       on_done(solve_unit(network, image, unit, config))
     return
@@ -90,7 +137,9 @@ def solve_locally(network: Network, images, units: Sequence, config,
     pending = [pool.submit(_worker_solve, u, k) for k, u in enumerate(units)]
     try:
       for future in futures.as_completed(pending):
-        on_done(future.result())
+        records, compile_seconds = future.result()
+        _log_compile(compile_seconds)
+        on_done(records)
     except futures.process.BrokenProcessPool as e:
       raise WorkerDiedError(
           "a verification worker process died (killed, or out of memory); "
@@ -121,9 +170,16 @@ def ray_session(address: str | None):
     ray.shutdown()
 
 
+_RAY_PREPARED = []
+
+
 def _ray_solve(weights, biases, image, unit, config):
-  return solve_unit(Network(tuple(weights), tuple(biases)), image, unit,
-                    config)
+  network = Network(tuple(weights), tuple(biases))
+  if not _RAY_PREPARED:   # once per Ray worker process (logged there)
+    _RAY_PREPARED.append(True)
+    enable_compilation_cache()
+    _log_compile(prepare_process(network, image, config))
+  return solve_unit(network, image, unit, config)
 
 
 def solve_on_ray(network: Network, images, units: Sequence, config,

@@ -4,7 +4,15 @@ a re-checked witness)."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -15,7 +23,9 @@ from robust_prune.milp import objective as objective_lib
 from robust_prune.milp import solvers as solvers_lib
 from robust_prune.milp import standard_form
 from robust_prune.network import Network, forward
-from robust_prune.verify.config import (CERTIFY_CUTOFF, MIN_DISTORTION_MARGIN,
+from robust_prune.verify.config import (CERTIFY_CUTOFF, MILP_MIN_SECONDS,
+                                        MIN_DISTORTION_MARGIN,
+                                        MIN_STEP_SECONDS, Deadline,
                                         ImageProblem, VerifyConfig)
 from robust_prune.verify.records import Verdict
 from robust_prune.verify.witness import check_witness
@@ -63,10 +73,15 @@ def model_start(model: model_lib.VerificationModel,
 
 
 def solve_milps(p: ImageProblem, targets, verdicts: dict,
-                config: VerifyConfig, pgd: dict) -> None:
+                config: VerifyConfig, pgd: dict,
+                deadline: Deadline | None = None) -> None:
   """One MILP per target (built once, its objective swapped per target);
-  replaces each target's Verdict in `verdicts`."""
-  if not targets:
+  replaces each target's Verdict in `verdicts`. With an enabled `deadline`
+  each solve gets an equal share of what remains and runs in a child
+  process killed when its share is over; targets reached with too little
+  left keep their Verdicts (the caller marks them)."""
+  budget = deadline is not None and deadline.enabled
+  if not targets or (budget and deadline.remaining() < MILP_MIN_SECONDS):
     return
   t0 = time.perf_counter()
   min_distortion = config.mode == "min_distortion"
@@ -80,6 +95,8 @@ def solve_milps(p: ImageProblem, targets, verdicts: dict,
   milp = standard_form.compile_model(model.problem)
   build_seconds = time.perf_counter() - t0
   for i, t in enumerate(targets):
+    if budget and deadline.share(len(targets) - i) < MIN_STEP_SECONDS:
+      return
     v = replace(verdicts[t], build_seconds=build_seconds if i == 0 else 0.0,
                 num_binaries=int(model.num_binaries), decided_by="milp")
     model.c.value = objective_lib.margin_vector(p.label, t, num_classes)
@@ -93,20 +110,43 @@ def solve_milps(p: ImageProblem, targets, verdicts: dict,
     if t in pgd and not min_distortion:
       start = model_start(model, milp, p.network, pgd[t][1])
     try:
-      outcome = solvers_lib.solve(
-          milp, config.solver, time_limit=config.time_limit,
-          cutoff=CERTIFY_CUTOFF if config.mode == "certify" else None,
-          stop_at_first=config.mode == "certify", useful_below=0.0,
-          start=start)
+      outcome = _solve(milp, config, start, deadline, len(targets) - i)
     except Exception as e:  # pylint: disable=broad-except
       verdicts[t] = replace(v, status="error",
                             message=f"{type(e).__name__}: {e}")
+      continue
+    if outcome is None:   # killed at the end of its share
+      verdicts[t] = replace(v, status="timeout", solver_status=KILLED,
+                            message=deadline.ran_out_message())
       continue
     x = outcome.x[milp.columns(model.x)] if outcome.x is not None else None
     if min_distortion:
       verdicts[t] = min_distortion_verdict(p, v, outcome, x, config)
     else:
       verdicts[t] = margin_verdict(p, v, outcome, x, config.delta)
+
+
+KILLED = "killed at the image deadline"
+# The child's solver is asked to stop this long before its share is over,
+# so that it usually ends by itself with its incumbent and bound.
+_CHILD_LEAD_SECONDS = 0.5
+
+
+def _solve(milp, config: VerifyConfig, start, deadline: Deadline | None,
+           open_left: int) -> solvers_lib.SolveOutcome | None:
+  """The solver outcome for the MILP's current cost: in this process
+  (config.time_limit), or with a deadline in the child (an equal share of
+  what remains; None when the child had to be killed)."""
+  options = dict(cutoff=CERTIFY_CUTOFF if config.mode == "certify" else None,
+                 stop_at_first=config.mode == "certify", useful_below=0.0,
+                 start=start)
+  if deadline is None or not deadline.enabled:
+    return solvers_lib.solve(milp, config.solver,
+                             time_limit=config.time_limit, **options)
+  share = deadline.share(open_left)
+  return shared_solver_child().solve(
+      milp.form(), *milp.cost_vector(), config.solver, wait=share,
+      time_limit=max(share - _CHILD_LEAD_SECONDS, 0.1), **options)
 
 
 def _outcome_fields(v: Verdict, outcome: solvers_lib.SolveOutcome) -> Verdict:
@@ -195,3 +235,119 @@ def _min_distortion_by_bab(p: ImageProblem, v: Verdict, outcome,
   return replace(v, status="timeout", message=(
       f"no input within delta has margin <= -{MIN_DISTORTION_MARGIN}, but "
       f"margin >= 0 is not proven ({result.reason})"))
+
+
+# --------------------------------------------------- the killable solver
+# The child imports the solver layer only (no JAX, no __main__ of the
+# parent, which multiprocessing's spawn would re-import: ~3-5 s of JAX and
+# cvxpy per start), dies with its parent, and answers one pickled
+# (form|None, c, offset, solver, options) per request on its fd 3 with a
+# length-prefixed pickled ("ok", SolveOutcome) or ("error", text).
+_CHILD_CODE = """
+import os, pickle, struct, sys
+from robust_prune import processes
+processes.die_with_parent()
+from robust_prune.milp import solvers
+
+class Fixed:
+  def __init__(self, form):
+    self._form, self.native, self.cost = form, {}, None
+  def form(self):
+    return self._form
+  def cost_vector(self):
+    return self.cost
+
+out, model = os.fdopen(int(sys.argv[1]), "wb"), None
+while True:
+  try:
+    form, c, offset, solver, options = pickle.load(sys.stdin.buffer)
+  except EOFError:
+    break
+  if form is not None:
+    model = Fixed(form)
+  model.cost = (c, offset)
+  try:
+    answer = ("ok", solvers.solve(model, solver, **options))
+  except Exception as e:
+    answer = ("error", f"{type(e).__name__}: {e}")
+  data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+  out.write(struct.pack("<Q", len(data)) + data)
+  out.flush()
+"""
+
+
+class SolverChild:
+  """A MILP solver in a child process, so that a solve (HiGHS's presolve
+  ignores its time limit: ~17 s on 1229 binaries) can be stopped at a
+  deadline. The standard form is sent once per model and kept there for
+  the following re-costed solves; a killed child is replaced at once, so
+  that the next image finds one started."""
+
+  def __init__(self):
+    self._proc = self._answers = None
+    self._sent = None   # the form the child holds
+
+  def start(self) -> None:
+    if self._proc is not None and self._proc.poll() is None:
+      return
+    read, write = os.pipe()
+    self._proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD_CODE, str(write)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(write,),
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    os.close(write)
+    self._answers, self._sent = os.fdopen(read, "rb"), None
+
+  def kill(self) -> None:
+    if self._proc is not None:
+      self._proc.kill()
+      self._proc.wait()
+      self._answers.close()
+    self._proc = self._answers = self._sent = None
+
+  def solve(self, form, c, offset, solver: str, *, wait: float,
+            **options) -> solvers_lib.SolveOutcome | None:
+    """solvers.solve(form with cost c, offset) in the child; None if no
+    answer came within `wait` seconds (the child is then killed and
+    restarted)."""
+    self.start()
+    request = (None if self._sent is form else form, c, offset, solver,
+               options)
+    self._sent = form
+    writer = threading.Thread(target=self._send, args=(self._proc, request),
+                              daemon=True)
+    writer.start()   # the child may still be importing: never block here
+    ready, _, _ = select.select([self._answers], [], [], max(wait, 0.0))
+    if not ready:
+      self.kill()
+      self.start()
+      return None
+    header = self._answers.read(8)
+    if len(header) < 8:
+      code = self._proc.poll()
+      self.kill()
+      raise RuntimeError(f"the solver's child process died (exit {code})")
+    kind, answer = pickle.loads(self._answers.read(
+        struct.unpack("<Q", header)[0]))
+    if kind != "ok":
+      raise RuntimeError(answer)
+    return answer
+
+  @staticmethod
+  def _send(proc, request) -> None:
+    try:
+      pickle.dump(request, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+      proc.stdin.flush()
+    except (BrokenPipeError, ValueError, OSError):
+      pass   # killed meanwhile: the reader has its answer (None)
+
+
+_SHARED = []
+
+
+def shared_solver_child() -> SolverChild:
+  """This process's solver child (started on first use)."""
+  if not _SHARED:
+    _SHARED.append(SolverChild())
+    atexit.register(_SHARED[0].kill)
+  return _SHARED[0]

@@ -128,17 +128,20 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   pgd_steps: int = 50, bab_time_limit: float = 20.0,
                   config: VerifyConfig | None = None,
                   log_every: float = 10.0, engine: str = "local",
-                  ray_address: str | None = None) -> list[Verdict]:
+                  ray_address: str | None = None,
+                  image_time_limit: float = 0.0) -> list[Verdict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
   pairs are skipped and new records are appended and fsynced per image,
-  under the file's lock. workers > 1 spawns processes: a calling script
+  under the file's lock. image_time_limit > 0: seconds for all targets of
+  one image (see VerifyConfig). workers > 1 spawns processes: a calling script
   needs the usual `if __name__ == "__main__":` guard."""
   if config is None:
     config = VerifyConfig(
         delta=float(delta), mode=mode, solver=solvers_lib.check_solver(solver),
         time_limit=float(time_limit), bounds=bounds, pgd_steps=pgd_steps,
-        bab_time_limit=float(bab_time_limit))
+        bab_time_limit=float(bab_time_limit),
+        image_time_limit=float(image_time_limit))
   images, indices = _checked_inputs(network, images, labels, indices)
   if engine not in engines.ENGINES:
     raise EvaluateError(f"unknown engine {engine!r}; use one of "
