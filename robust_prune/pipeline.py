@@ -1,16 +1,21 @@
 """The paper end to end (absl binary; `launch/reproduce_paper.sh` calls it).
 
-    python -m robust_prune.pipeline --out_dir=OUT [--delta=0.05] [--quick]
+    python -m robust_prune.pipeline --out_dir=OUT [--delta=0.1]
+        [--radii=0.02,0.05,0.1] [--quick]
 
 Stages, each writing into OUT and skipped when its output is complete, so an
 interrupted run resumes where it stopped:
   1. train      OUT/original/   PGD adversarial training of the original net
   2. prune      OUT/pruned/     MILP importance scores -> prune -> retrain
   3. accuracy   pipeline.json   clean and PGD-40 accuracy of both networks
-  4. verify     OUT/verify_{original,pruned}.jsonl   certify mode by default
-                (CROWN, PGD, branch and bound, then MILP; --mode=targeted
-                for the optima), first N test images x 9 targets
+  4. verify     both networks at every radius of the curve (--radii and the
+                paper radius --delta): OUT/verify_{original,pruned}.jsonl
+                at the paper radius, verify_{net}_delta{r}.jsonl at the
+                others; certify mode by default (CROWN, PGD, branch and
+                bound, then MILP; --mode=targeted for the optima), first N
+                test images x 9 targets
   5. transfer   OUT/transfer.json   each network on the other's examples
+                at the paper radius
   6. report     OUT/report.md (+ CSV, PNG)
 
 Every stage's options are checked before stage 1. OUT is locked for the run
@@ -48,6 +53,7 @@ STATE = "pipeline.json"
 CONFIG = "config.json"
 QUICK = configs.QUICK
 VERIFIER = "robust_prune.evaluate"
+ADDED_AFTER_CONFIG_JSON = ("radii",)
 
 
 def check_options(config: PipelineConfig) -> None:
@@ -124,15 +130,19 @@ class Pipeline:
     path = os.path.join(self.out_dir, CONFIG)
     if not os.path.exists(path) and "config" in self.state:
       # A folder from before config.json: options added since then were
-      # not flags yet, so they had their defaults.
-      io.atomic_write_json(path, {**PipelineConfig().to_json(),
-                                  **self.state["config"]})
+      # not flags yet, so they had their defaults (the curve's radii came
+      # later still: a rerun sets them).
+      defaults = {k: v for k, v in PipelineConfig().to_json().items()
+                  if k not in ADDED_AFTER_CONFIG_JSON}
+      io.atomic_write_json(path, {**defaults, **self.state["config"]})
     stored = io.read_json(path)
     new = self.config.to_json()
     fixed = {name for stage in self.state["stages"]
              for name in configs.options_of_stage(stage)}
-    changed = (set(io.config_diff(stored, new)) if isinstance(stored, dict)
-               else set(new))
+    # An option added since config.json was written (the curve's --radii)
+    # was never fixed by this folder's stages: a rerun sets it.
+    changed = ({k for k in io.config_diff(stored, new) if k in stored}
+               if isinstance(stored, dict) else set(new))
     io.guard_config(path, new, replaceable=not changed & fixed)
     self.state["config"] = new
 
@@ -201,15 +211,21 @@ class Pipeline:
     self.state["evaluation"] = results
     return {}
 
-  def verify_args(self, net: str) -> list[str]:
-    """The flags of the `evaluate` run that verifies network `net`; it
-    appends and resumes on its own, and `python -m robust_prune.evaluate`
-    with these flags is what a cluster job would run."""
+  def results_path(self, net: str, delta: float) -> str:
+    return self.path(report_lib.results_name(net, delta,
+                                             self.config.verify.delta))
+
+  def verify_args(self, net: str, delta: float | None = None) -> list[str]:
+    """The flags of the `evaluate` run that verifies network `net` at radius
+    `delta` (default: the paper radius); it appends and resumes on its own,
+    and `python -m robust_prune.evaluate` with these flags is what a cluster
+    job would run."""
     v = self.config.verify
+    delta = v.delta if delta is None else delta
     args = [
         f"--network={self.path(net, 'network.npz')}",
-        f"--out={self.path(f'verify_{net}.jsonl')}",
-        f"--delta={v.delta}", f"--num_images={v.num_images}",
+        f"--out={self.results_path(net, delta)}",
+        f"--delta={delta}", f"--num_images={v.num_images}",
         f"--first_image={v.first_image}", f"--mode={v.mode}",
         f"--solver={v.solver}", f"--time_limit={v.time_limit}",
         f"--bounds={v.bounds}", f"--bab_time_limit={v.bab_time_limit}",
@@ -218,19 +234,31 @@ class Pipeline:
       args.append(f"--mnist_manual_dir={self.manual_dir}")
     return args
 
+  def _radii_in_order(self) -> list[float]:
+    """The paper radius first (its tables need it), then the curve's."""
+    v = self.config.verify
+    return [v.delta] + [d for d in v.grid if d != v.delta]
+
   def verify(self):
-    counts = {}
-    for net in report_lib.NETWORKS:
-      args = self.verify_args(net)
-      print(f"  verifying {net}: -m {VERIFIER} {' '.join(args)}", flush=True)
-      returncode = run_child(VERIFIER, args)
-      out = self.path(f"verify_{net}.jsonl")
-      if returncode != 0:
-        raise RuntimeError(f"verification of the {net} network failed (exit "
-                           f"{returncode}); results so far are kept in "
-                           f"{out}, rerun to resume")
-      counts[net] = report_lib.status_counts(records_lib.read_results(out))
-    return {"counts": counts}
+    """Both networks on the same images at every radius of the grid, one
+    results file per (network, radius)."""
+    curve = {}
+    for delta in self._radii_in_order():
+      for net in report_lib.NETWORKS:
+        args = self.verify_args(net, delta)
+        print(f"  verifying {net} at delta {delta:g}: -m {VERIFIER} "
+              f"{' '.join(args)}", flush=True)
+        returncode = run_child(VERIFIER, args)
+        out = self.results_path(net, delta)
+        if returncode != 0:
+          raise RuntimeError(f"verification of the {net} network at delta "
+                             f"{delta:g} failed (exit {returncode}); results "
+                             f"so far are kept in {out}, rerun to resume")
+        curve.setdefault(net, {})[f"{delta:g}"] = report_lib.status_counts(
+            records_lib.read_results(out))
+    paper = f"{self.config.verify.delta:g}"
+    return {"counts": {net: curve[net][paper] for net in curve},
+            "curve_counts": curve, "radii": list(self.config.verify.grid)}
 
   def transfer(self):
     records = {net: records_lib.read_results(self.path(f"verify_{net}.jsonl"))
@@ -251,18 +279,29 @@ class Pipeline:
     report_lib.write_report(self.out_dir, images=self.splits[1].images)
     return {}
 
-  def _reopen_verify_with_errors(self):
-    """A finished verify stage whose results hold `error` records (a solver
-    crash, say) runs again, and so do the stages that read its results:
-    `evaluate` retries just those pairs and keeps every line written."""
-    if not self.state["stages"].get("verify", {}).get("complete"):
+  def _reopen_verify(self):
+    """A finished verify stage runs again, and so do the stages that read
+    its results, when its results hold `error` records (a solver crash,
+    say: `evaluate` retries just those pairs and keeps every line written)
+    or when a radius of the grid was not run (a folder from before the
+    curve: it had the paper radius only)."""
+    verify = self.state["stages"].get("verify", {})
+    if not verify.get("complete"):
       return
+    grid = self.config.verify.grid
+    done = verify.get("radii", [self.config.verify.delta])
+    missing = [d for d in grid if d not in done]
     errors = sum(r["status"] == "error"
-                 for net in report_lib.NETWORKS
+                 for net in report_lib.NETWORKS for delta in grid
+                 if delta not in missing
                  for r in records_lib.read_results(
-                     self.path(f"verify_{net}.jsonl")))
+                     self.results_path(net, delta)))
     if errors:
       print(f"verify: {errors} pairs ended in error; retrying them", flush=True)
+    if missing:
+      print(f"verify: radii {', '.join(f'{d:g}' for d in missing)} of the "
+            f"curve not run yet; running them", flush=True)
+    if errors or missing:
       for name in ("verify", "transfer", "report"):
         self.state["stages"].get(name, {})["complete"] = False
 
@@ -274,7 +313,7 @@ class Pipeline:
     with io.locked_workdir(self.out_dir, "pipeline"):
       self.state = self._load_state()
       self._guard_config()
-      self._reopen_verify_with_errors()
+      self._reopen_verify()
       for number, (name, fn) in enumerate(stages, 1):
         self.run_stage(name, fn, number, len(stages))
     return self.state

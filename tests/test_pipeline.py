@@ -16,6 +16,7 @@ from robust_prune import configs
 from robust_prune import io
 from robust_prune import network as network_lib
 from robust_prune import pipeline as pipeline_lib
+from robust_prune.analysis import stats
 from robust_prune.verify import records as records_lib
 
 # Large enough a radius that the small quick networks have adversarial
@@ -119,6 +120,68 @@ def test_reverse_testing_recomputed(quick_run):
       "no adversarial examples at all: reverse testing was not exercised")
 
 
+def _curve_files(out, config):
+  """{(net, delta): records} of every results file of the curve."""
+  paper = config.verify.delta
+  return {(net, d): records_lib.read_results(os.path.join(
+      out, f"verify_{net}.jsonl" if d == paper else
+      f"verify_{net}_delta{d:g}.jsonl"))
+          for net in ("original", "pruned") for d in config.verify.grid}
+
+
+def _image_verdict(statuses):
+  if "misclassified" in statuses:
+    return "misclassified"
+  if "adversarial" in statuses:
+    return "adversarial"
+  return "robust" if statuses == ["robust"] * 9 else "undecided"
+
+
+def test_curve_bands_match_result_files(quick_run):
+  """Both networks on the same images at every radius; the report's bands
+  recomputed from the files: they add up to the images, their Wilson CIs
+  follow from the counts, and the curve is consistent."""
+  out, config = quick_run
+  assert len(config.verify.grid) == 2 and QUICK_DELTA in config.verify.grid
+  with open(os.path.join(out, "summary.json")) as f:
+    summary = json.load(f)
+  files = _curve_files(out, config)
+  images = list(range(config.verify.num_images))
+  for (net, delta), records in files.items():
+    assert {r["delta"] for r in records} == {delta}
+    assert sorted({r["image_index"] for r in records}) == images
+    pairs = {(r["image_index"], r["target"]) for r in records}
+    assert len(pairs) == len(records) == len(images) * 9
+    by_image = {}
+    for r in sorted(records, key=lambda r: r["target"]):
+      by_image.setdefault(r["image_index"], []).append(r["status"])
+    verdicts = [_image_verdict(st) for st in by_image.values()]
+    row, = [b for b in summary["curve"]["bands"][net] if b["delta"] == delta]
+    for kind in ("robust", "adversarial", "undecided", "misclassified"):
+      assert row[kind] == verdicts.count(kind), (net, delta, kind)
+    assert row["images"] == len(images) == sum(
+        row[k] for k in ("robust", "adversarial", "undecided", "misclassified"))
+    wilson = stats.wilson_interval(row["robust"], row["images"])
+    assert row["lower_bound_ci"] == pytest.approx([wilson.low, wilson.high])
+    upper = stats.wilson_interval(row["robust"] + row["undecided"],
+                                  row["images"])
+    assert row["upper_bound_ci"] == pytest.approx([upper.low, upper.high])
+    assert row["robust_accuracy_ci"] == pytest.approx([wilson.low, upper.high])
+    assert row["lower_bound"] == pytest.approx(row["robust"] / row["images"])
+  assert summary["curve"]["radii"] == list(config.verify.grid)
+  assert summary["curve"]["violations"] == {"original": [], "pruned": []}
+  for net in ("original", "pruned"):  # robust at D -> robust below D
+    small, large = (files[(net, d)] for d in config.verify.grid)
+    robust_large = {(r["image_index"], r["target"]) for r in large
+                    if r["status"] == "robust"}
+    adversarial_small = {(r["image_index"], r["target"]) for r in small
+                         if r["status"] == "adversarial"}
+    assert not robust_large & adversarial_small
+  assert os.path.getsize(os.path.join(out, "fig5_curve.png")) > 0
+  with open(os.path.join(out, "curve_bands.csv")) as f:
+    assert len(f.read().strip().splitlines()) == 1 + 2 * len(config.verify.grid)
+
+
 def test_rerun_skips_finished_stages(quick_run, capsys, mnist_train, mnist_test):
   out, config = quick_run
   before = os.path.getmtime(os.path.join(out, "verify_original.jsonl"))
@@ -202,7 +265,8 @@ def test_rerun_may_change_options_of_stages_not_started(tmp_path):
   assert io.read_json(tmp_path / "pipeline.json")["config"] == (
       corrected.to_json())
   assert state["config"] == corrected.to_json()
-  pipeline, ran = _stubbed(corrected.replace(delta=0.1), tmp_path)
+  # (0.1 is the quick default now: another radius)
+  pipeline, ran = _stubbed(corrected.replace(delta=0.3), tmp_path)
   with pytest.raises(io.ConfigMismatchError):
     pipeline.run()  # verify has run: its radius is fixed now
   assert ran == []
@@ -262,6 +326,30 @@ def test_folder_from_before_config_json_resumes(tmp_path):
   pipeline, ran = _stubbed(config.replace(epochs=4), tmp_path)
   with pytest.raises(io.ConfigMismatchError):
     pipeline.run()
+
+
+def test_folder_from_before_the_curve_resumes(tmp_path):
+  """A folder whose verify stage ran the paper radius only (config.json
+  without --radii): a rerun with its options runs the curve's other radii
+  and the stages after them; a rerun may not change the radii once the
+  verify stage has started."""
+  old = configs.presets.quick(delta=0.05).to_json()
+  del old["radii"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  stages = {n: {"complete": True, "seconds": 1.0} for n in STAGES}
+  (tmp_path / "pipeline.json").write_text(json.dumps(
+      {"config": old, "stages": stages, "evaluation": {}}))
+  for net in ("original", "pruned"):
+    (tmp_path / f"verify_{net}.jsonl").write_text("")
+  config = configs.presets.quick(delta=0.05, radii=(0.02, 0.05))
+  pipeline, ran = _stubbed(config, tmp_path)
+  pipeline.run()
+  assert ran == ["verify", "transfer", "report"]
+  assert io.read_json(tmp_path / "config.json") == config.to_json()
+  pipeline, ran = _stubbed(config.replace(radii=(0.03,)), tmp_path)
+  with pytest.raises(io.ConfigMismatchError):
+    pipeline.run()
+  assert ran == []
 
 
 def _children(pid, command):

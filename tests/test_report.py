@@ -123,7 +123,8 @@ def test_report_writes_every_file(tmp_path):
   assert set(written) == {
       "report.md", "summary.json", "fig1_networks.csv", "fig3_by_label.csv",
       "fig3_by_target.csv", "fig4_statistics.csv", "fig1_counts.png",
-      "fig2_heatmap.png", "fig2_examples.png"}
+      "fig2_heatmap.png", "fig2_examples.png", "curve_bands.csv",
+      "fig5_curve.png"}
   assert path == str(folder / "report.md")
   summary = json.loads(written["summary.json"])
   assert summary["networks"]["pruned"]["counts"]["adversarial"] == 1

@@ -10,13 +10,14 @@ from robust_prune.configs.pipeline import PipelineConfig
 
 PAPER = PipelineConfig()
 
-# Quick mode: a small net that still learns in seconds, 5 images. PGD training
+# Quick mode: a small net that still learns in seconds, 5 images, a curve of
+# two radii (0.05 and the paper radius --delta). PGD training
 # of a narrow net from scratch collapses to a constant classifier unless
 # epsilon ramps up over the whole (short) run (measured: 14-9 net, 3 epochs:
 # 11% with a 2-epoch ramp, 76% with a 3-epoch ramp).
 QUICK = dict(hidden=(32, 16), epochs=3, epsilon_warmup_epochs=3,
              max_train_examples=12000, learning_rate=3e-3, num_images=5,
-             time_limit=30.0, prune_time_limit=20.0)
+             time_limit=30.0, prune_time_limit=20.0, radii=(0.05,))
 
 # Ablations (research questions 3-4): one pipeline run per variant, each
 # variant one {flag name: value} change of the base configuration.

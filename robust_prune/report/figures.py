@@ -100,5 +100,28 @@ def plot_example_grid(records: Sequence[Mapping], images: np.ndarray,
   return png_bytes(plt, fig)
 
 
+COLORS = {"original": "tab:blue", "pruned": "tab:orange"}
+
+
+def plot_curve(curve: Mapping) -> bytes:
+  """Both networks' robust-accuracy bands against delta: the proven lower
+  bound (verified robust), the upper bound (1 - proven non-robust), and
+  the undecided images between them shaded."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for net, rows in curve["bands"].items():
+    x = [r["delta"] for r in rows]
+    low = [100 * (r["lower_bound"] or 0.0) for r in rows]
+    high = [100 * (r["upper_bound"] or 0.0) for r in rows]
+    color = COLORS.get(net)
+    ax.fill_between(x, low, high, color=color, alpha=0.2)
+    ax.plot(x, low, "o-", color=color, label=f"{net}: proven robust")
+    ax.plot(x, high, "s--", color=color, label=f"{net}: 1 - proven adversarial")
+  ax.set(xlabel="delta (L-inf radius)", ylabel="robust accuracy (%)",
+         ylim=(0, 100), title="verified robustness curve")
+  ax.legend(fontsize=7)
+  return png_bytes(plt, fig)
+
+
 # The names launch/ablations/run_ablation.py imports.
 _pyplot, _png = pyplot, png_bytes

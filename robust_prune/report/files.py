@@ -14,7 +14,7 @@ import numpy as np
 
 from robust_prune import io
 from robust_prune import network as network_lib
-from robust_prune.report import figures, tables
+from robust_prune.report import figures, science, tables
 from robust_prune.report.markdown import render_markdown
 from robust_prune.verify import records as records_lib
 
@@ -33,16 +33,56 @@ def write_csv(rows: Sequence[Mapping], path: str):
   io.atomic_write(path, csv_text(rows))
 
 
+def results_name(net: str, delta: float, paper_delta: float | None) -> str:
+  """The results file of `net` at radius `delta`: verify_{net}.jsonl at the
+  paper radius (the name folders from before the curve have), else
+  verify_{net}_delta{delta:g}.jsonl."""
+  if paper_delta is None or delta == paper_delta:
+    return f"verify_{net}.jsonl"
+  return f"verify_{net}_delta{delta:g}.jsonl"
+
+
+def _read(path: str, what: str) -> list:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"missing {what} {path}; run the pipeline's "
+                            f"verify stage first")
+  return records_lib.read_results(path)
+
+
 def read_records(out_dir: str) -> dict[str, list]:
-  """{network: its verification records}, each file validated."""
-  records_by_net = {}
+  """{network: its verification records at the paper radius}, each file
+  validated."""
+  return {net: _read(os.path.join(out_dir, f"verify_{net}.jsonl"),
+                     "verification results")
+          for net in tables.NETWORKS}
+
+
+def curve_radii(config: Mapping) -> tuple[float | None, list[float]]:
+  """(paper radius, every radius of the curve) from the pipeline's stored
+  options: a folder from before the curve has its paper radius only, and
+  one without options none known (its records name their radius)."""
+  paper = config.get("delta")
+  radii = {float(d) for d in config.get("radii") or ()}
+  if paper is not None:
+    radii.add(float(paper))
+  return (None if paper is None else float(paper)), sorted(radii)
+
+
+def read_curve(out_dir: str, records_by_net: Mapping[str, list],
+               config: Mapping) -> dict[str, list]:
+  """{network: its records at every radius}; a record carries the radius
+  of its file where it does not name one."""
+  paper, radii = curve_radii(config)
+  curve = {}
   for net in tables.NETWORKS:
-    path = os.path.join(out_dir, f"verify_{net}.jsonl")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"missing verification results {path}; run the "
-                              f"pipeline's verify stage first")
-    records_by_net[net] = records_lib.read_results(path)
-  return records_by_net
+    mine = [dict(r, delta=r.get("delta", paper)) for r in records_by_net[net]]
+    for delta in radii:
+      if delta != paper:
+        mine += [dict(r, delta=r.get("delta", delta)) for r in _read(
+            os.path.join(out_dir, results_name(net, delta, paper)),
+            f"verification results at delta {delta:g}")]
+    curve[net] = [r for r in mine if r["delta"] is not None]
+  return curve
 
 
 def _network_summary(network, records: Sequence[Mapping], evaluation: Mapping,
@@ -65,11 +105,32 @@ def _network_summary(network, records: Sequence[Mapping], evaluation: Mapping,
   }
 
 
-def build_summary(out_dir: str) -> dict:
-  """Everything the report shows, as one dict (also saved as summary.json)."""
+def image_indices(config: Mapping) -> list[int] | None:
+  """The test images the verify stage ran on (None when not recorded)."""
+  if config.get("num_images") is None:
+    return None
+  first = int(config.get("first_image", 0))
+  return list(range(first, first + int(config["num_images"])))
+
+
+def _pixels(images: np.ndarray | None, curve: Mapping[str, list]
+            ) -> dict[int, np.ndarray] | None:
+  """image_index -> pixels of the images the records name (witnesses are
+  measured from them)."""
+  if images is None:
+    return None
+  named = {int(r["image_index"]) for rs in curve.values() for r in rs}
+  return {i: images[i] for i in named if 0 <= i < len(images)}
+
+
+def build_summary(out_dir: str, images: np.ndarray | None = None) -> dict:
+  """Everything the report shows, as one dict (also saved as summary.json);
+  `images` (the test set) lets witnesses be measured from the pixels."""
   records_by_net = read_records(out_dir)
   transfer = io.read_json(os.path.join(out_dir, "transfer.json")) or {}
   pipeline = io.read_json(os.path.join(out_dir, "pipeline.json")) or {}
+  config = pipeline.get("config", {})
+  curve = read_curve(out_dir, records_by_net, config)
   pruning = io.read_json(os.path.join(out_dir, "pruned", "pruning.json")) or {}
   summary = {"networks": {}, "pipeline": pipeline, "pruning": pruning}
   for net in tables.NETWORKS:
@@ -83,6 +144,8 @@ def build_summary(out_dir: str) -> dict:
   summary["statistics"] = tables.search_statistics(all_records)
   summary["confusion"] = {net: tables.confusion_counts(records_by_net[net]).tolist()
                           for net in tables.NETWORKS}
+  summary["curve"] = science.curve_summary(curve, image_indices(config),
+                                           _pixels(images, curve))
   summary["records_by_net"] = records_by_net
   return summary
 
@@ -101,6 +164,11 @@ def render_files(summary: Mapping, records_by_net: Mapping[str, Sequence],
           tables.statistics_rows(summary["statistics"])),
       "fig1_networks.csv": csv_text(
           [tables.network_row(n, s) for n, s in nets.items()]),
+      "curve_bands.csv": csv_text(
+          [{"network": net, **tables.flat_row(row)}
+           for net, rows in summary["curve"]["bands"].items()
+           for row in rows]),
+      "fig5_curve.png": figures.plot_curve(summary["curve"]),
       "fig1_counts.png": figures.plot_counts_and_transfer(summary),
       "fig2_heatmap.png": figures.plot_heatmaps(
           {n: np.asarray(c) for n, c in summary["confusion"].items()}),
@@ -112,11 +180,11 @@ def render_files(summary: Mapping, records_by_net: Mapping[str, Sequence],
 def write_report(out_dir: str, images: np.ndarray | None = None) -> str:
   """Writes report.md, CSVs and PNGs into out_dir; returns the report path.
   Every file is rendered before the first is written."""
-  summary = build_summary(out_dir)
-  records_by_net = summary.pop("records_by_net")
   if images is None:
     from robust_prune import data as data_lib  # pylint: disable=g-import-not-at-top
     images = data_lib.load_split("test").images
+  summary = build_summary(out_dir, images)
+  records_by_net = summary.pop("records_by_net")
   files = render_files(summary, records_by_net, images)
   for name, content in files.items():
     io.atomic_write(os.path.join(out_dir, name), content)

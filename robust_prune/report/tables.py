@@ -127,3 +127,14 @@ def statistics_rows(statistics: Mapping) -> list[dict]:
   return [{"searches": group, "quantity": quantity, **stats}
           for group, quantities in statistics.items()
           for quantity, stats in quantities.items()]
+
+
+def flat_row(row: Mapping) -> dict:
+  """A row for CSV: each [low, high] pair as two columns."""
+  flat = {}
+  for key, value in row.items():
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+      flat[f"{key}_low"], flat[f"{key}_high"] = value
+    else:
+      flat[key] = value
+  return flat
