@@ -89,6 +89,25 @@ def summarize(path: str, wall: float) -> dict:
   undecided_images = {r["image_index"] for r in records
                       if r["status"] not in ("robust", "adversarial",
                                              "misclassified")}
+  by_step = collections.defaultdict(list)
+  for r in records:
+    by_step[r.get("decided_by") or "-" if r["status"] in (
+        "robust", "adversarial", "misclassified") else "undecided"].append(
+            r.get("solve_seconds") or 0.0)
+  # an image is "decided by" the last step it needed (crown < pgd < bab <
+  # milp); one with an undecided pair is "undecided"
+  order = {"-": 0, "crown": 1, "pgd": 2, "bab": 3, "milp": 4}
+  image_step = {}
+  for r in records:
+    step = (r.get("decided_by") or "-") if r["status"] in (
+        "robust", "adversarial", "misclassified") else "undecided"
+    old = image_step.get(r["image_index"], "-")
+    if old != "undecided" and (step == "undecided"
+                               or order.get(step, 5) > order.get(old, 5)):
+      image_step[r["image_index"]] = step
+  images_by_step = collections.defaultdict(list)
+  for image, step in image_step.items():
+    images_by_step[step].append(per_image[image])
   return {
       "pairs": len(records), "images": len(per_image), "wall_s": wall,
       "images_per_s": len(per_image) / wall if wall else float("nan"),
@@ -100,6 +119,12 @@ def summarize(path: str, wall: float) -> dict:
                                     for r in records]),
       "image_seconds": _percentiles(list(per_image.values())),
       "images_fully_decided": len(per_image) - len(undecided_images),
+      "pair_seconds_by_step": {k: f"{len(v)} pairs, {_percentiles(v)}"
+                               for k, v in sorted(by_step.items())},
+      "image_seconds_by_last_step": {
+          k: f"{len(v)} images, {_percentiles(v)}"
+          for k, v in sorted(images_by_step.items())},
+      "max_image_seconds": max(per_image.values(), default=0.0),
   }
 
 
@@ -134,6 +159,10 @@ def main(argv):
             f"{summary['pairs']} pairs, {wall:.0f} s wall")
       for key, value in summary.items():
         print(f"  {key}: {value}")
+      if name == "current" and FLAGS.image_time_limit > 0:
+        held = summary["max_image_seconds"] <= FLAGS.image_time_limit + 2
+        print(f"  budget held (max image_seconds <= "
+              f"{FLAGS.image_time_limit:g} + 2 s): {held}")
   with open(os.path.join(FLAGS.out_dir, "summary.json"), "w") as f:
     json.dump(report, f, indent=2)
 

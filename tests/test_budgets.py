@@ -1,0 +1,199 @@
+"""Wall-clock budgets (issue 13): --image_time_limit holds whatever the MILP
+solver does, the branch and bound shares what remains among the open targets,
+no budget is today's behaviour, and witnesses are still re-checked."""
+
+import time
+
+import numpy as np
+import pytest
+
+from robust_prune import bab
+from robust_prune.network import forward
+from robust_prune.verify import cascade, engines, milp_stage, runner
+from robust_prune.verify.config import Deadline, VerifyConfig
+from testing import random_network
+
+# a 4-class net and a radius where CROWN proves nothing: every target
+# reaches the branch and bound or the MILP (PGD is off in these tests)
+_NET = random_network(25, [12, 16, 12, 4])
+_X = np.random.default_rng(1).uniform(0.3, 0.7, 12)
+_LABEL = int(np.argmax(forward(_NET, _X)))
+
+
+def _config(**kw):
+  kw.setdefault("pgd_steps", 0)
+  return VerifyConfig(delta=0.2, mode="certify", **kw)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled():
+  """JIT compiles paid before any budget is measured (as a worker's
+  warm-up does)."""
+  cascade.warm_up(_NET, _X, _config(bab_time_limit=0.0, pgd_steps=5))
+
+
+def _bab_stub(monkeypatch, decide):
+  """Replaces the branch and bound: decide(target, limit) -> BabResult;
+  returns the (target, time limit) of every call."""
+  calls = []
+
+  def stub(network, lower, upper, label, target, config, layer_bounds=None):
+    calls.append((target, config.time_limit))
+    return decide(target, config.time_limit)
+  monkeypatch.setattr(cascade.bab, "bab_margin", stub)
+  return calls
+
+
+def _open(lower_bound, seconds=0.0):
+  return bab.BabResult("unknown", lower_bound, None, None, 10, seconds,
+                       "time_limit")
+
+
+def test_the_crown_bound_leaves_every_target_open():
+  records = cascade.verify_image(_NET, _X, _LABEL, 0, None,
+                                 _config(bab_time_limit=0.0, time_limit=30))
+  assert len(records) == 3
+  assert {r.decided_by for r in records} == {"milp"}
+
+
+def test_a_solve_that_never_ends_is_killed_at_the_image_budget(monkeypatch):
+  # The child's solver sleeps far past any budget (as HiGHS's presolve
+  # ignores its time limit); the image still ends within budget + 2 s.
+  monkeypatch.setattr(milp_stage, "_CHILD_CODE", milp_stage._CHILD_CODE.replace(
+      "  try:\n    answer", "  __import__('time').sleep(600)\n  try:\n    answer"))
+  monkeypatch.setattr(milp_stage, "_SHARED", [])
+  budget = 8.0
+  t0 = time.perf_counter()
+  records = cascade.verify_image(
+      _NET, _X, _LABEL, 0, None,
+      _config(bab_time_limit=0.0, image_time_limit=budget))
+  elapsed = time.perf_counter() - t0
+  child = milp_stage.shared_solver_child()
+  child.kill()
+  assert elapsed <= budget + 2.0
+  assert {r.status for r in records} == {"timeout"}
+  killed = [r for r in records if r.solver_status == milp_stage.KILLED]
+  assert killed   # the first solve was started, and killed
+  for r in records:
+    assert r.best_bound is not None and r.best_bound < 0   # CROWN's, proven
+    assert "image budget" in r.message
+    assert max(r.image_seconds, elapsed) <= budget + 2.0
+
+
+def test_a_target_decided_early_leaves_its_time_to_the_others(monkeypatch):
+  decided_first = []
+
+  def decide(target, limit):
+    if not decided_first:
+      decided_first.append(target)
+      return bab.BabResult("robust", 0.5, None, None, 1, 0.0, "proved")
+    time.sleep(limit)
+    return _open(-0.01, limit)
+  calls = _bab_stub(monkeypatch, decide)
+  budget = 6.0
+  t0 = time.perf_counter()
+  records = cascade.verify_image(_NET, _X, _LABEL, 0, None,
+                                 _config(image_time_limit=budget))
+  elapsed = time.perf_counter() - t0
+  limits = [limit for _, limit in calls]
+  assert len(limits) == 3
+  # the first target's share was a third; the next one had half, not a third
+  assert limits[0] < budget / 3
+  assert limits[1] > 1.3 * limits[0]
+  assert limits[2] < limits[1] * 1.3
+  assert elapsed <= budget + 2.0
+  by_target = {r.target: r for r in records}
+  assert by_target[decided_first[0]].status == "robust"
+  for t, _ in calls[1:]:
+    r = by_target[t]
+    assert r.status == "timeout" and r.best_bound == -0.01
+    assert "image budget" in r.message
+
+
+def test_without_a_budget_every_target_gets_bab_time_limit(monkeypatch):
+  calls = _bab_stub(monkeypatch, lambda target, limit: _open(-1.0))
+  monkeypatch.setattr(milp_stage, "_SHARED", [])
+  records = cascade.verify_image(_NET, _X, _LABEL, 0, None,
+                                 _config(bab_time_limit=7.0, time_limit=30))
+  assert [limit for _, limit in calls] == [7.0, 7.0, 7.0]
+  assert not milp_stage._SHARED   # the MILP ran here, no child
+  assert {r.status for r in records} <= {"robust", "adversarial"}
+
+
+_TIMING = ("build_seconds", "bounds_seconds", "solve_seconds", "bab_seconds",
+           "image_seconds")
+
+
+def _untimed(records):
+  return sorted(({k: v for k, v in r.items() if k not in _TIMING}
+                 for r in records), key=lambda r: (r["image_index"],
+                                                   r["target"]))
+
+
+def _verdicts(records):
+  return sorted((r.image_index, r.target, r.status, r.decided_by)
+                for r in records)
+
+
+def test_a_generous_budget_gives_the_verdicts_of_no_budget(tmp_path):
+  # real computations: the branch and bound for some targets, the MILP (in
+  # the child, with a budget) for the rest
+  rng = np.random.default_rng(3)
+  images = rng.uniform(0.2, 0.8, (3, 12)).astype(np.float32)
+  labels = np.argmax(forward(_NET, images), axis=1)
+  kw = dict(delta=0.2, mode="certify", bab_time_limit=0.0, workers=1,
+            time_limit=30.0, pgd_steps=0)
+  plain = runner.verify_images(_NET, images, labels, [0, 1, 2], **kw)
+  flagged = runner.verify_images(_NET, images, labels, [0, 1, 2], **kw,
+                                 image_time_limit=0.0)
+  budget = runner.verify_images(_NET, images, labels, [0, 1, 2], **kw,
+                                image_time_limit=60.0)
+  assert _untimed(plain) == _untimed(flagged)
+  assert _verdicts(budget) == _verdicts(plain)
+  assert {r.status for r in plain} <= {"robust", "adversarial"}
+  assert "milp" in {r.decided_by for r in budget}
+  for a, b in zip(sorted(plain, key=lambda r: (r.image_index, r.target)),
+                  sorted(budget, key=lambda r: (r.image_index, r.target))):
+    if a.status == "adversarial":
+      assert b.witness_margin < 0
+    else:
+      assert b.best_bound >= 0
+
+
+def test_a_bab_witness_is_rechecked_under_a_budget(monkeypatch):
+  lower = np.clip(_X - 0.2, 0, 1)
+
+  def decide(target, limit):
+    # a "witness" whose float64 margin is not negative (the corner of the
+    # box, checked below), and a bound that decides nothing
+    return bab.BabResult("adversarial", -0.5, lower.copy(), -1.0, 5, 0.0,
+                         "witness")
+  margins = forward(_NET, lower)
+  _bab_stub(monkeypatch, decide)
+  records = cascade.verify_image(_NET, _X, _LABEL, 0, None,
+                                 _config(image_time_limit=3.0))
+  for r in records:
+    genuine = margins[_LABEL] - margins[r.target] < 0
+    assert (r.status == "adversarial") == genuine
+    if genuine:
+      assert r.witness_margin < 0 and r.decided_by == "bab"
+    else:
+      assert r.status == "timeout"
+
+
+def test_the_deadline_shares_what_remains():
+  now = [100.0]
+  deadline = Deadline(10.0, clock=lambda: now[0])
+  assert deadline.enabled and deadline.share(4) == 2.5
+  now[0] += 6.0
+  assert deadline.share(2) == 2.0
+  now[0] += 10.0
+  assert deadline.share(1) == 0.0 and deadline.remaining() < 0
+  assert not Deadline(0.0).enabled
+
+
+def test_warm_up_reports_its_seconds():
+  seconds = engines.prepare_process(
+      _NET, _X, _config(bab_time_limit=0.0, image_time_limit=10.0))
+  assert seconds is not None and seconds > 0
+  assert engines.prepare_process(_NET, _X, _config()) is None
