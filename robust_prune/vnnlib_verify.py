@@ -20,11 +20,14 @@ from absl import flags
 
 from robust_prune import cli
 from robust_prune import io as io_lib
-from robust_prune.formats import decide as decide_lib
-from robust_prune.formats import instance as instance_lib
+from robust_prune.formats import onnx_io, vnnlib
 from robust_prune.formats import results as results_lib
 
 FLAGS = flags.FLAGS
+# the instance's files are unusable: an `error` result (as
+# formats.instance.INPUT_ERRORS, without importing JAX for it)
+INPUT_ERRORS = (onnx_io.OnnxFormatError, vnnlib.VnnlibError, ValueError,
+                FileNotFoundError)
 flags.DEFINE_string("onnx", None, "The network (.onnx).")
 flags.DEFINE_string("vnnlib", None, "The property (.vnnlib).")
 flags.DEFINE_float("timeout", None, "Wall-clock seconds for the whole run.")
@@ -38,7 +41,10 @@ flags.DEFINE_bool("milp", True, "Try the conjunction MILP after the branch "
                   "and bound.")
 
 
-def config_from_flags() -> decide_lib.DecideConfig:
+def config_from_flags():
+  """The DecideConfig of the flags (JAX is imported only here and below, so
+  that bad flags fail fast)."""
+  from robust_prune.formats import decide as decide_lib
   return decide_lib.DecideConfig(pgd_restarts=FLAGS.pgd_restarts,
                                  pgd_steps=FLAGS.pgd_steps,
                                  solver=FLAGS.solver, use_milp=FLAGS.milp,
@@ -54,11 +60,14 @@ def main(argv):
   if not os.path.isdir(folder):
     raise ValueError(f"--out: folder {folder} does not exist")
   try:
-    instance_lib.check_timeout(FLAGS.timeout)
+    if not (FLAGS.timeout > 0 and FLAGS.timeout < float("inf")):
+      raise ValueError(f"--timeout must be a positive number of seconds, "
+                       f"got {FLAGS.timeout}")
+    from robust_prune.formats import instance as instance_lib
     outcome = instance_lib.run_instance(
         FLAGS.onnx, FLAGS.vnnlib, FLAGS.timeout, started=_STARTED,
         config=config_from_flags())
-  except instance_lib.INPUT_ERRORS as e:
+  except INPUT_ERRORS as e:
     io_lib.atomic_write(FLAGS.out, results_lib.result_text("error",
                                                            message=str(e)))
     raise
@@ -67,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, cli.USER_ERRORS + instance_lib.INPUT_ERRORS)
+  cli.run(main, cli.USER_ERRORS + INPUT_ERRORS)
