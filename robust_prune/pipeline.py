@@ -13,7 +13,8 @@ interrupted run resumes where it stopped:
                 at the paper radius, verify_{net}_delta{r}.jsonl at the
                 others; certify mode by default (CROWN, PGD, branch and
                 bound, then MILP; --mode=targeted for the optima), first N
-                test images x 9 targets
+                test images x 9 targets, --image_time_limit seconds per
+                image and radius
   5. transfer   OUT/transfer.json   each network on the other's examples
                 at the paper radius
   6. report     OUT/report.md (+ CSV, PNG)
@@ -53,7 +54,7 @@ STATE = "pipeline.json"
 CONFIG = "config.json"
 QUICK = configs.QUICK
 VERIFIER = "robust_prune.evaluate"
-ADDED_AFTER_CONFIG_JSON = ("radii",)
+ADDED_AFTER_CONFIG_JSON = ("radii", "image_time_limit")
 
 
 def check_options(config: PipelineConfig) -> None:
@@ -139,8 +140,8 @@ class Pipeline:
     new = self.config.to_json()
     fixed = {name for stage in self.state["stages"]
              for name in configs.options_of_stage(stage)}
-    # An option added since config.json was written (the curve's --radii)
-    # was never fixed by this folder's stages: a rerun sets it.
+    # An option added since config.json was written (the curve's --radii,
+    # --image_time_limit) was never fixed by this folder's stages: a rerun sets it.
     changed = ({k for k in io.config_diff(stored, new) if k in stored}
                if isinstance(stored, dict) else set(new))
     io.guard_config(path, new, replaceable=not changed & fixed)
@@ -230,6 +231,8 @@ class Pipeline:
         f"--solver={v.solver}", f"--time_limit={v.time_limit}",
         f"--bounds={v.bounds}", f"--bab_time_limit={v.bab_time_limit}",
         f"--workers={v.workers or os.cpu_count()}"]
+    if v.image_time_limit > 0:  # (0: not passed, the child's default)
+      args.append(f"--image_time_limit={v.image_time_limit}")
     if self.manual_dir:
       args.append(f"--mnist_manual_dir={self.manual_dir}")
     return args

@@ -1,6 +1,7 @@
 """Quick mode end to end: every stage runs, the report agrees with the result
 files, and a rerun skips every finished stage."""
 
+import csv
 import json
 import os
 import shutil
@@ -182,6 +183,75 @@ def test_curve_bands_match_result_files(quick_run):
     assert len(f.read().strip().splitlines()) == 1 + 2 * len(config.verify.grid)
 
 
+def test_distortion_rq3_and_transfer_tables_match_result_files(
+    quick_run, mnist_test):
+  """Minimum-distortion intervals, the paired table and reverse testing,
+  recomputed from the result files."""
+  out, config = quick_run
+  with open(os.path.join(out, "summary.json")) as f:
+    summary = json.load(f)
+  files = _curve_files(out, config)
+  with open(os.path.join(out, "distortion.csv")) as f:
+    rows = {(r["network"], int(r["image_index"])): r
+            for r in csv.DictReader(f)}
+  verdicts = {}
+  for net in ("original", "pruned"):
+    for image in range(config.verify.num_images):
+      mine = [r for d in config.verify.grid for r in files[(net, d)]
+              if r["image_index"] == image]
+      row = rows[(net, image)]
+      if any(r["status"] == "misclassified" for r in mine):
+        assert row["misclassified"] == "True"
+        continue
+      proven = {t: max([r["delta"] for r in mine if r["target"] == t
+                        and r["status"] == "robust"], default=0.0)
+                for t in range(10) if t != mine[0]["label"]}
+      witnesses = [float(np.abs(np.asarray(r["x_adv"])
+                                - mnist_test.images[image]).max())
+                   for r in mine if r["status"] == "adversarial"]
+      assert float(row["lower"]) == pytest.approx(min(proven.values()))
+      if witnesses:
+        assert float(row["upper"]) == pytest.approx(min(witnesses))
+      else:
+        assert row["upper"] == "inf"
+    for d in config.verify.grid:
+      by_image = {}
+      for r in sorted(files[(net, d)], key=lambda r: r["target"]):
+        by_image.setdefault(r["image_index"], []).append(r["status"])
+      verdicts[(net, d)] = {i: _image_verdict(st)
+                            for i, st in by_image.items()}
+  for row in summary["rq3"]["paired"]:
+    o, p = verdicts[("original", row["delta"])], verdicts[("pruned",
+                                                           row["delta"])]
+    robust = lambda v, i: v[i] == "robust"
+    assert row["both"] == sum(robust(o, i) and robust(p, i) for i in o)
+    assert row["only_original"] == sum(robust(o, i) and not robust(p, i)
+                                       for i in o)
+    assert row["only_pruned"] == sum(not robust(o, i) and robust(p, i)
+                                     for i in o)
+    assert row["images"] == config.verify.num_images
+  assert {row["delta"] for row in summary["rq3"]["paired"]} == set(
+      config.verify.grid)
+  assert summary["rq3"]["paragraph"].startswith("**RQ3")
+  with open(os.path.join(out, "transfer.json")) as f:
+    transfer = json.load(f)
+  other = {"original": "pruned", "pruned": "original"}
+  for net in ("original", "pruned"):
+    network = network_lib.load_network(os.path.join(out, net, "network.npz"))
+    found = [r for r in _records(out, other[net])
+             if r["status"] == "adversarial"]
+    s = summary["networks"][net]
+    if found:
+      predicted = network_lib.forward(
+          network, np.asarray([r["x_adv"] for r in found])).argmax(-1)
+      to_target = int(np.sum(predicted == [r["target"] for r in found]))
+      assert s["reverse_to_target"] == transfer[net]["to_target"] == to_target
+      wilson = stats.wilson_interval(s["reverse_correct"], len(found))
+      assert s["reverse_ci"] == pytest.approx([wilson.low, wilson.high])
+    else:
+      assert s["reverse_ci"] is None
+
+
 def test_rerun_skips_finished_stages(quick_run, capsys, mnist_train, mnist_test):
   out, config = quick_run
   before = os.path.getmtime(os.path.join(out, "verify_original.jsonl"))
@@ -270,6 +340,30 @@ def test_rerun_may_change_options_of_stages_not_started(tmp_path):
   with pytest.raises(io.ConfigMismatchError):
     pipeline.run()  # verify has run: its radius is fixed now
   assert ran == []
+
+
+def test_verify_args_name_one_file_per_network_and_radius(tmp_path):
+  config = configs.presets.quick(delta=0.1, radii=(0.02, 0.05))
+  pipeline = pipeline_lib.Pipeline(config, str(tmp_path))
+  assert config.verify.grid == (0.02, 0.05, 0.1)
+  files = set()
+  for net in ("original", "pruned"):
+    for delta in config.verify.grid:
+      args = dict(a[2:].split("=", 1)
+                  for a in pipeline.verify_args(net, delta))
+      assert float(args["delta"]) == delta
+      assert float(args["image_time_limit"]) == (
+          config.verify.image_time_limit) > 0
+      files.add(os.path.basename(args["out"]))
+  assert files == {"verify_original.jsonl", "verify_pruned.jsonl",
+                   "verify_original_delta0.02.jsonl",
+                   "verify_original_delta0.05.jsonl",
+                   "verify_pruned_delta0.02.jsonl",
+                   "verify_pruned_delta0.05.jsonl"}
+  no_budget = pipeline_lib.Pipeline(config.replace(image_time_limit=0.0),
+                                    str(tmp_path))
+  assert not [a for a in no_budget.verify_args("original")
+              if a.startswith("--image_time_limit")]
 
 
 def test_options_are_checked_before_stage_one(tmp_path):

@@ -124,7 +124,7 @@ def test_report_writes_every_file(tmp_path):
       "report.md", "summary.json", "fig1_networks.csv", "fig3_by_label.csv",
       "fig3_by_target.csv", "fig4_statistics.csv", "fig1_counts.png",
       "fig2_heatmap.png", "fig2_examples.png", "curve_bands.csv",
-      "fig5_curve.png"}
+      "fig5_curve.png", "distortion.csv", "fig6_distortion_cdf.png"}
   assert path == str(folder / "report.md")
   summary = json.loads(written["summary.json"])
   assert summary["networks"]["pruned"]["counts"]["adversarial"] == 1

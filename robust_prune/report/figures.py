@@ -123,5 +123,29 @@ def plot_curve(curve: Mapping) -> bytes:
   return png_bytes(plt, fig)
 
 
+def plot_distortion_cdf(bands: Mapping) -> bytes:
+  """Both networks' CDF bands of the minimum adversarial distortion: the
+  true empirical CDF lies between the fraction of images proven to have at
+  most that distortion (a witness) and the fraction not proven to have more
+  (no robustness proof that far)."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for net, band in bands.items():
+    if not len(band.grid):
+      continue
+    color = COLORS.get(net)
+    ax.step(band.grid, band.proven, where="post", color=color,
+            label=f"{net}: proven <= x ({band.images} images)")
+    ax.step(band.grid, band.possible, where="post", color=color,
+            linestyle="--", label=f"{net}: possibly <= x")
+    ax.fill_between(band.grid, band.proven, band.possible, step="post",
+                    color=color, alpha=0.15)
+  ax.set(xlabel="minimum adversarial L-inf distortion",
+         ylabel="fraction of images", ylim=(0, 1),
+         title="minimum distortion CDF (proven band)")
+  ax.legend(fontsize=7)
+  return png_bytes(plt, fig)
+
+
 # The names launch/ablations/run_ablation.py imports.
 _pyplot, _png = pyplot, png_bytes

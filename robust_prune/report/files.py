@@ -14,6 +14,7 @@ import numpy as np
 
 from robust_prune import io
 from robust_prune import network as network_lib
+from robust_prune.analysis import distortion
 from robust_prune.report import figures, science, tables
 from robust_prune.report.markdown import render_markdown
 from robust_prune.verify import records as records_lib
@@ -102,6 +103,10 @@ def _network_summary(network, records: Sequence[Mapping], evaluation: Mapping,
       "reverse_accuracy": transfer.get("accuracy"),
       "reverse_examples": transfer.get("examples"),
       "reverse_correct": transfer.get("correct"),
+      # with a 95% Wilson interval; and how many kept the attack's target
+      # label on this network (the example transfers as a targeted one)
+      "reverse_ci": science.reverse_ci(transfer),
+      "reverse_to_target": transfer.get("to_target"),
   }
 
 
@@ -142,16 +147,27 @@ def build_summary(out_dir: str, images: np.ndarray | None = None) -> dict:
   summary["by_label"] = tables.per_class_table(records_by_net, "label")
   summary["by_target"] = tables.per_class_table(records_by_net, "target")
   summary["statistics"] = tables.search_statistics(all_records)
+  summary["statistics_coverage"] = tables.statistics_coverage(records_by_net)
   summary["confusion"] = {net: tables.confusion_counts(records_by_net[net]).tolist()
                           for net in tables.NETWORKS}
-  summary["curve"] = science.curve_summary(curve, image_indices(config),
-                                           _pixels(images, curve))
+  indices, pixels = image_indices(config), _pixels(images, curve)
+  summary["curve"] = science.curve_summary(curve, indices, pixels)
+  intervals = {net: distortion.distortion_intervals(
+      curve[net], images=pixels, image_indices=indices)
+               for net in tables.NETWORKS}
+  summary["distortion"] = {net: science.distortion_summary(intervals[net])
+                           for net in tables.NETWORKS}
+  summary["rq3"] = science.rq3(curve, intervals, transfer, indices,
+                               curve_radii(config)[0],
+                               summary["curve"]["bands"])
   summary["records_by_net"] = records_by_net
+  summary["intervals_by_net"] = intervals
   return summary
 
 
 def render_files(summary: Mapping, records_by_net: Mapping[str, Sequence],
-                 images: np.ndarray) -> dict[str, bytes | str]:
+                 images: np.ndarray, intervals_by_net: Mapping[str, Mapping]
+                 ) -> dict[str, bytes | str]:
   """{file name: content} of every report file, nothing written yet."""
   nets = summary["networks"]
   examples = [{**r, "network": net} for net in tables.NETWORKS
@@ -169,6 +185,10 @@ def render_files(summary: Mapping, records_by_net: Mapping[str, Sequence],
            for net, rows in summary["curve"]["bands"].items()
            for row in rows]),
       "fig5_curve.png": figures.plot_curve(summary["curve"]),
+      "distortion.csv": csv_text(science.interval_rows(intervals_by_net)),
+      "fig6_distortion_cdf.png": figures.plot_distortion_cdf(
+          {net: distortion.cdf_band(iv.values())
+           for net, iv in intervals_by_net.items()}),
       "fig1_counts.png": figures.plot_counts_and_transfer(summary),
       "fig2_heatmap.png": figures.plot_heatmaps(
           {n: np.asarray(c) for n, c in summary["confusion"].items()}),
@@ -185,7 +205,8 @@ def write_report(out_dir: str, images: np.ndarray | None = None) -> str:
     images = data_lib.load_split("test").images
   summary = build_summary(out_dir, images)
   records_by_net = summary.pop("records_by_net")
-  files = render_files(summary, records_by_net, images)
+  intervals_by_net = summary.pop("intervals_by_net")
+  files = render_files(summary, records_by_net, images, intervals_by_net)
   for name, content in files.items():
     io.atomic_write(os.path.join(out_dir, name), content)
   return os.path.join(out_dir, "report.md")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
+from robust_prune.report import sections
 from robust_prune.report.tables import PAPER
 
 
@@ -40,46 +41,18 @@ def _setup(summary: Mapping) -> list[str]:
           "- pairs settled by (CROWN bound / PGD witness / branch and bound "
           "/ MILP): " + settled,
           f"- solver: {cfg.get('solver', 'n/a')}, bounds: "
-          f"{cfg.get('bounds', 'n/a')}, time limit {cfg.get('time_limit', 'n/a')} s",
+          f"{cfg.get('bounds', 'n/a')}, "
+          + (f"{cfg['image_time_limit']:g} s per image and radius (all "
+             f"targets)" if cfg.get("image_time_limit") else
+             f"time limit {cfg.get('time_limit', 'n/a')} s per MILP, "
+             f"{cfg.get('bab_time_limit', 'n/a')} s of branch and bound per "
+             f"target"),
           f"- machine: {pipe.get('machine', 'n/a')}; total wall time "
           f"{_fmt(pipe.get('total_seconds'), '.0f')} s", ""]
 
 
 def _ci(pair) -> str:
   return f"[{_pct(pair[0])}, {_pct(pair[1])}]"
-
-
-def _curve(curve: Mapping) -> list[str]:
-  """Per network and radius, as MIPVerify reports: proven robust (the lower
-  bound of robust accuracy), proven adversarial, undecided."""
-  lines = ["## Robustness curve (proven results)", "",
-           "Per image: robust = every target proven robust; adversarial = a "
-           "verified witness; undecided = neither (a time-out). Robust "
-           "accuracy lies between the proven-robust fraction and 1 - the "
-           "proven non-robust fraction; the 95% CIs are Wilson intervals of "
-           "those counts, the last column covering every reading of the "
-           "undecided images.", "",
-           "| network | delta | images | proven robust (lower bound; 95% CI) "
-           "| proven adversarial | misclassified | undecided | upper bound "
-           "(95% CI) | robust accuracy 95% CI |",
-           "|---|---|---|---|---|---|---|---|---|"]
-  for net, rows in curve["bands"].items():
-    for r in rows:
-      lines.append(
-          f"| {net} | {r['delta']:g} | {r['images']} | {r['robust']} "
-          f"({_pct(r['lower_bound'])}; {_ci(r['lower_bound_ci'])}) | "
-          f"{r['adversarial']} | {r['misclassified']} | {r['undecided']} "
-          f"({_pct(r['undecided_fraction'])}) | {_pct(r['upper_bound'])} "
-          f"({_ci(r['upper_bound_ci'])}) | {_ci(r['robust_accuracy_ci'])} |")
-  lines += ["", "![robustness curve](fig5_curve.png)", "",
-            "Consistency (a pair robust at delta is robust at every smaller "
-            "delta, a witness's distortion lies within its radius and below "
-            "every radius proven robust): " + "; ".join(
-                f"{net} {len(v)} violations" for net, v in
-                curve["violations"].items()) + "."]
-  lines += [f"- {v['message']}" for vs in curve["violations"].values()
-            for v in vs]
-  return lines + [""]
 
 
 def _networks(o: Mapping, p: Mapping) -> list[str]:
@@ -92,7 +65,7 @@ def _networks(o: Mapping, p: Mapping) -> list[str]:
           f"{_pct(p['clean_accuracy'])} | 97.05% | 97.11% |",
           f"| PGD-40 accuracy | {_pct(o['pgd_accuracy'])} | "
           f"{_pct(p['pgd_accuracy'])} | n/a | n/a |",
-          f"| verified robust accuracy (first "
+          f"| verified robust accuracy at the paper radius (first "
           f"{o['verified_robust_accuracy']['images']} images) | "
           f"{_pct(o['verified_robust_accuracy']['value'])} | "
           f"{_pct(p['verified_robust_accuracy']['value'])} | n/a | n/a |", ""]
@@ -104,7 +77,8 @@ def _searches(c: Mapping) -> str:
 
 
 def _figure1(o: Mapping, p: Mapping) -> list[str]:
-  return ["## Figure 1: adversarial examples and reverse testing", "",
+  return ["## Figure 1: adversarial examples and reverse testing (paper "
+          "radius)", "",
           "| | original | pruned | paper original | paper pruned |",
           "|---|---|---|---|---|",
           f"| adversarial examples | {o['counts']['adversarial']} | "
@@ -115,6 +89,13 @@ def _figure1(o: Mapping, p: Mapping) -> list[str]:
           f"examples) | {_pct(o['reverse_accuracy'])} ({o['reverse_correct']}/"
           f"{o['reverse_examples']}) | {_pct(p['reverse_accuracy'])} "
           f"({p['reverse_correct']}/{p['reverse_examples']}) | 14.39% | 22.30% |",
+          f"| reverse-testing accuracy, 95% Wilson CI | "
+          f"{_ci(o['reverse_ci']) if o['reverse_ci'] else 'n/a (no examples)'}"
+          f" | {_ci(p['reverse_ci']) if p['reverse_ci'] else 'n/a (no examples)'}"
+          f" | n/a | n/a |",
+          f"| the other's examples that keep their target label on this "
+          f"network | {o['reverse_to_target']}/{o['reverse_examples']} | "
+          f"{p['reverse_to_target']}/{p['reverse_examples']} | n/a | n/a |",
           "", "![counts](fig1_counts.png)", "",
           "## Figure 2: examples and (target, label) counts", "",
           "![examples](fig2_examples.png)", "", "![heatmap](fig2_heatmap.png)",
@@ -136,8 +117,26 @@ def _figure3(summary: Mapping) -> list[str]:
   return lines
 
 
-def _figure4(stats: Mapping) -> list[str]:
-  lines = ["## Figure 4: MILP statistics (both networks)", "",
+def _coverage(summary: Mapping) -> str:
+  """Exactly which pairs Figure 4's columns hold."""
+  cfg = summary.get("pipeline", {}).get("config", {})
+  parts = []
+  for net, c in summary["statistics_coverage"].items():
+    parts.append(
+        f"{net}: successful = the {c['successful']} pairs proven adversarial "
+        f"(a verified witness; {c['successful_with_objective']} with an "
+        f"objective value), unsuccessful = the {c['unsuccessful']} pairs "
+        f"proven robust ({c['unsuccessful_with_objective']} with an objective "
+        f"value); left out: {c['timeout']} time-outs, {c['misclassified']} "
+        f"pairs of misclassified images, {c['error']} errors")
+  return (f"Covers the (image, target) pairs searched at the paper radius "
+          f"delta {cfg.get('delta', 'n/a')} on both networks, pooled. "
+          + "; ".join(parts) + ". Objective statistics are over the pairs "
+          "with a value; seconds over all pairs of the column.")
+
+
+def _figure4(stats: Mapping, coverage: str) -> list[str]:
+  lines = ["## Figure 4: MILP statistics (both networks)", "", coverage, "",
            "| | successful: objective | successful: seconds | unsuccessful: "
            "objective | unsuccessful: seconds |", "|---|---|---|---|---|"]
   for stat in ("count", "mean", "std", "min", "25%", "50%", "75%", "max"):
@@ -178,8 +177,12 @@ def render_markdown(summary: Mapping) -> str:
   lines = ["# Reproduction report", "",
            "Generated by `python -m robust_prune.report` from the result files "
            "in this folder.", ""]
-  lines += _setup(summary) + _networks(o, p) + _curve(summary["curve"])
+  lines += _setup(summary) + _networks(o, p)
+  lines += sections.curve(summary["curve"])
+  lines += sections.rq3(summary["rq3"]) + sections.distortion(summary)
+  lines += sections.findings(summary["rq3"])
   lines += _figure1(o, p)
-  lines += _figure3(summary) + _figure4(summary["statistics"])
+  lines += _figure3(summary) + _figure4(summary["statistics"],
+                                        _coverage(summary))
   lines += _pruning(summary.get("pruning") or {})
   return "\n".join(lines)

@@ -76,7 +76,9 @@ def distortion_summary(intervals: Mapping[int, distortion.DistortionInterval]
           "inconsistent": s.inconsistent, "exact": s.exact,
           "unbounded": s.unbounded,
           "median_bounds": [finite(v) for v in s.median_bounds],
-          "median_ci": [finite(v) for v in s.median_interval],
+          # None: too few images for the confidence (n <= 5 at 95%)
+          "median_ci": (None if s.lower.low_rank is None else
+                        [finite(v) for v in s.median_interval]),
           "lower": _median_json(s.lower), "upper": _median_json(s.upper)}
 
 
@@ -123,6 +125,15 @@ def paired_rows(curve: Mapping[str, Sequence[Mapping]],
         table, delta=delta, paper_claim=(PAPER_ROBUSTNESS_CLAIM
                                          if delta == paper_delta else None)))
   return rows, found
+
+
+def reverse_ci(transfer: Mapping) -> list[float] | None:
+  """95% Wilson interval of one network's reverse-testing accuracy (None
+  without examples)."""
+  if not transfer.get("examples"):
+    return None
+  p = stats.wilson_interval(transfer["correct"], transfer["examples"])
+  return [p.low, p.high]
 
 
 def transfer_finding(transfer: Mapping[str, Mapping]) -> findings.Finding:

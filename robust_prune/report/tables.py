@@ -105,6 +105,26 @@ def search_statistics(records: Sequence[Mapping]) -> dict[str, dict]:
           for name, group in groups.items()}
 
 
+def statistics_coverage(records_by_net: Mapping[str, Sequence[Mapping]]
+                        ) -> dict[str, dict[str, int]]:
+  """Which pairs Figure 4 covers, per network: the successful (adversarial)
+  and unsuccessful (proven robust) searches, how many of each carry an
+  objective value, and the pairs it leaves out."""
+  coverage = {}
+  for net, records in records_by_net.items():
+    counts = status_counts(records)
+    valued = {s: sum(r["status"] == s and r.get("objective") is not None
+                     for r in records) for s in ("adversarial", "robust")}
+    coverage[net] = {"successful": counts["adversarial"],
+                     "successful_with_objective": valued["adversarial"],
+                     "unsuccessful": counts["robust"],
+                     "unsuccessful_with_objective": valued["robust"],
+                     "timeout": counts["timeout"],
+                     "misclassified": counts["misclassified"],
+                     "error": counts["error"]}
+  return coverage
+
+
 def confusion_counts(records: Sequence[Mapping]) -> np.ndarray:
   """counts[target, label] of adversarial examples (the paper's Figure 2b)."""
   counts = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
