@@ -141,7 +141,8 @@ class Pipeline:
     fixed = {name for stage in self.state["stages"]
              for name in configs.options_of_stage(stage)}
     # An option added since config.json was written (the curve's --radii,
-    # --image_time_limit) was never fixed by this folder's stages: a rerun sets it.
+    # --image_time_limit) was never fixed by this folder's stages: a rerun
+    # sets it.
     changed = ({k for k in io.config_diff(stored, new) if k in stored}
                if isinstance(stored, dict) else set(new))
     io.guard_config(path, new, replaceable=not changed & fixed)

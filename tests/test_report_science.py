@@ -42,8 +42,9 @@ def _image(image, delta, verdict, *, target=3, witness=None):
     status = {"robust": "robust", "misclassified": "misclassified",
               "adversarial": "adversarial" if t == target else "robust",
               "undecided": "timeout" if t == target else "robust"}[verdict]
+    found = status == "adversarial"
     records.append(_record(image, t, status, delta,
-                           witness=witness if status == "adversarial" else None))
+                           witness=witness if found else None))
   return records
 
 

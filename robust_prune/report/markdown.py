@@ -55,6 +55,11 @@ def _ci(pair) -> str:
   return f"[{_pct(pair[0])}, {_pct(pair[1])}]"
 
 
+def _reverse_ci(stats: Mapping) -> str:
+  return _ci(stats["reverse_ci"]) if stats["reverse_ci"] else (
+      "n/a (no examples)")
+
+
 def _networks(o: Mapping, p: Mapping) -> list[str]:
   return ["## Networks", "",
           "| | original | pruned | paper original | paper pruned |",
@@ -90,9 +95,7 @@ def _figure1(o: Mapping, p: Mapping) -> list[str]:
           f"{o['reverse_examples']}) | {_pct(p['reverse_accuracy'])} "
           f"({p['reverse_correct']}/{p['reverse_examples']}) | 14.39% | 22.30% |",
           f"| reverse-testing accuracy, 95% Wilson CI | "
-          f"{_ci(o['reverse_ci']) if o['reverse_ci'] else 'n/a (no examples)'}"
-          f" | {_ci(p['reverse_ci']) if p['reverse_ci'] else 'n/a (no examples)'}"
-          f" | n/a | n/a |",
+          f"{_reverse_ci(o)} | {_reverse_ci(p)} | n/a | n/a |",
           f"| the other's examples that keep their target label on this "
           f"network | {o['reverse_to_target']}/{o['reverse_examples']} | "
           f"{p['reverse_to_target']}/{p['reverse_examples']} | n/a | n/a |",

@@ -84,9 +84,10 @@ def rq3(rq: Mapping) -> list[str]:
            "| neither | original - pruned (95% CI) | exact McNemar p |",
            "|---|---|---|---|---|---|---|---|"]
   for r in rq["paired"]:
+    low, high = r["difference_ci"]
     diff = ("n/a" if r["difference"] is None else
-            f"{100 * r['difference']:+.1f} points [{100 * r['difference_ci'][0]:+.1f}, "
-            f"{100 * r['difference_ci'][1]:+.1f}]")
+            f"{100 * r['difference']:+.1f} points [{100 * low:+.1f}, "
+            f"{100 * high:+.1f}]")
     lines.append(f"| {r['delta']:g} | {r['images']} | {r['both']} | "
                  f"{r['only_original']} | {r['only_pruned']} | {r['neither']} "
                  f"| {diff} | {r['mcnemar_p']:.3g} |")
