@@ -105,10 +105,14 @@ class Pipeline:
 
   def __init__(self, config: PipelineConfig, out_dir: str,
                manual_dir: str | None = None, *,
-               splits: tuple[data_lib.Split, data_lib.Split] | None = None):
+               splits: tuple[data_lib.Split, data_lib.Split] | None = None,
+               engine: str = "local", ray_address: str | None = None):
     self.config = config
     self.out_dir = out_dir
     self.manual_dir = manual_dir
+    # Where verification runs changes no result, so it is not configuration
+    # (a rerun may move to a cluster).
+    self.engine, self.ray_address = engine, ray_address
     self.state_path = os.path.join(out_dir, STATE)
     self.state: dict[str, Any] = {}
     self._splits = splits
@@ -236,6 +240,10 @@ class Pipeline:
       args.append(f"--image_time_limit={v.image_time_limit}")
     if self.manual_dir:
       args.append(f"--mnist_manual_dir={self.manual_dir}")
+    if self.engine != "local":
+      args.append(f"--engine={self.engine}")
+      if self.ray_address:
+        args.append(f"--ray_address={self.ray_address}")
     return args
 
   def _radii_in_order(self) -> list[float]:
@@ -332,6 +340,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
                     "(explicitly given flags still win).",
                     flag_values=flag_values)
   configs.define_data_flags(flag_values)
+  flags.DEFINE_enum("engine", "local", ["local", "ray"], "Where the verify "
+                    "stage solves its work units: this machine's process pool, "
+                    "or Ray tasks (a local Ray, or --ray_address).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("ray_address", None, "engine ray: 'auto' or host:port "
+                      "of a running cluster (else $RAY_ADDRESS).",
+                      flag_values=flag_values)
 
 
 def config_from_flags(f: flags.FlagValues = flags.FLAGS) -> PipelineConfig:
@@ -345,7 +360,8 @@ def main(argv):
   del argv
   f = flags.FLAGS
   config = config_from_flags(f)
-  Pipeline(config, f.out_dir, manual_dir=f.mnist_manual_dir).run()
+  Pipeline(config, f.out_dir, manual_dir=f.mnist_manual_dir,
+           engine=f.engine, ray_address=f.ray_address).run()
   print(f"report: {os.path.join(f.out_dir, 'report.md')}")
 
 

@@ -42,8 +42,10 @@ OLD_TRAIN_DEFAULTS = dict(
     epsilon=0.1, epsilon_warmup_epochs=2, pgd_steps=10, pgd_step_size=0.025,
     seed=0, max_train_examples=0, eval_epsilon=-1.0, eval_pgd_steps=40,
     eval_pgd_step_size=0.01, eval_pgd_examples=1000)
+# The paper radius moved from 0.05 to the training epsilon 0.1 (issue 15);
+# 0.05 stays on the robustness curve (--radii).
 OLD_PIPELINE_DEFAULTS = dict(
-    delta=0.05, num_images=100, first_image=0, hidden=["300", "100"],
+    delta=0.1, num_images=100, first_image=0, hidden=["300", "100"],
     train_epsilon=0.1, epochs=20, max_train_examples=0, seed=0,
     learning_rate=1e-3, epsilon_warmup_epochs=2, threshold=0.001,
     images_per_class=1, retrain="finetune", solver="HIGHS", mode="certify",

@@ -366,6 +366,19 @@ def test_verify_args_name_one_file_per_network_and_radius(tmp_path):
               if a.startswith("--image_time_limit")]
 
 
+def test_the_engine_reaches_the_verification_child_but_not_the_config(
+    tmp_path):
+  config = configs.presets.quick()
+  local = pipeline_lib.Pipeline(config, str(tmp_path))
+  assert not [a for a in local.verify_args("original")
+              if a.startswith(("--engine", "--ray_address"))]
+  on_ray = pipeline_lib.Pipeline(config, str(tmp_path), engine="ray",
+                                 ray_address="auto")
+  args = on_ray.verify_args("original")
+  assert "--engine=ray" in args and "--ray_address=auto" in args
+  assert "engine" not in json.dumps(config.to_json())
+
+
 def test_options_are_checked_before_stage_one(tmp_path):
   pipeline, ran = _stubbed(configs.presets.quick(solver="NO_SUCH_SOLVER"),
                            tmp_path)

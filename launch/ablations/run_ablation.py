@@ -42,16 +42,13 @@ SWEEPS = configs.SWEEPS
 QUICK_SWEEPS = configs.QUICK_SWEEPS
 
 flags.DEFINE_enum("sweep", None, sorted(SWEEPS), "Which ablation.")
-flags.DEFINE_enum("engine", "local", ["local", "ray"], "local: variants one "
-                  "after another; ray: variants as Ray tasks (training and "
-                  "pruning shared by several variants done once, first).")
-flags.DEFINE_string("ray_address", None, "engine ray: 'auto' or host:port of a "
-                    "running cluster (else $RAY_ADDRESS); unset starts a local "
-                    "Ray sized to the machine.")
 flags.DEFINE_float("variant_cpus", 2.0, "engine ray: CPUs each variant asks for")
 flags.DEFINE_float("variant_gpus", 0.0, "engine ray: GPUs each variant asks "
                    "for (training runs on it when JAX sees one)")
-pipeline_lib.define_flags()  # the base configuration; --out_dir is the sweep's
+# The base configuration; --out_dir is the sweep's. The pipeline's --engine
+# and --ray_address say where the variants run here (local: one after
+# another; ray: as Ray tasks), each variant verifying on its own machine.
+pipeline_lib.define_flags()
 flags.mark_flags_as_required(["sweep", "out_dir"])
 FLAGS = flags.FLAGS
 
