@@ -32,3 +32,20 @@ def test_one_variant_per_sweep_when_nothing_is_shared(tmp_path):
   sweep = configs.QUICK_SWEEPS["widths"]
   waves = ablation._phases(base, sweep, str(tmp_path))  # pylint: disable=protected-access
   assert waves == [list(sweep)]
+
+
+def test_rq4_variants_are_valid_and_named_by_every_changed_option():
+  ablation = _ablation_module()
+  base = configs.presets.quick()
+  names = set()
+  for sweep in (configs.SWEEPS["rq4"], configs.QUICK_SWEEPS["rq4"]):
+    for overrides in sweep:
+      config = base.replace(**overrides)
+      assert config.train.hidden == tuple(overrides["hidden"])
+      assert config.train.rs_weight == overrides.get("rs_weight", 0.0)
+      names.add(ablation.variant_name(overrides))
+  assert len(names) == len(configs.SWEEPS["rq4"]) + len(
+      configs.QUICK_SWEEPS["rq4"])
+  assert ablation.variant_name(dict(hidden=(300, 100))) == "hidden_300-100"
+  assert ablation.variant_name(dict(train_epsilon=0.1, rs_weight=0.002)) == (
+      "train_epsilon_0.1__rs_weight_0.002")

@@ -4,7 +4,9 @@
     python launch/ablations/run_ablation.py --sweep=widths --quick ...
 
 Sweeps: delta, widths (width/depth), threshold, training (standard vs PGD),
-retrain (scratch / finetune / rewind). Each variant is a full
+retrain (scratch / finetune / rewind), and RQ4's architectures, recipes
+(standard, PGD, PGD with Xiao et al.'s ReLU-stability regulariser) and rq4
+(every architecture under every recipe). Each variant is a full
 `robust_prune.pipeline` run in OUT/<variant>/ (resumable like the main job);
 variants that share the original network's training (and pruning) reuse it
 through a symlink instead of retraining (every training option decides the
@@ -53,11 +55,13 @@ flags.mark_flags_as_required(["sweep", "out_dir"])
 FLAGS = flags.FLAGS
 
 
+def _text(value) -> str:
+  return "-".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def variant_name(overrides: dict) -> str:
-  (key, value), = overrides.items()
-  if isinstance(value, tuple):
-    value = "-".join(map(str, value))
-  return f"{key}_{value}"
+  """`key_value` per changed option, joined by `__` (hidden_300-100)."""
+  return "__".join(f"{k}_{_text(v)}" for k, v in overrides.items())
 
 
 def shared_options(config: configs.PipelineConfig, kind: str
@@ -146,12 +150,13 @@ def aggregate_rows(variants) -> list[dict]:
   for overrides, config, run_dir in variants:
     with open(os.path.join(run_dir, "summary.json")) as f:
       summary = json.load(f)
-    (key, value), = overrides.items()
+    key = ",".join(overrides)
+    value = ",".join(_text(v) for v in overrides.values())
     for net, s in summary["networks"].items():
       counts = s["counts"]
       rows.append({
           "variant": variant_name(overrides), "swept": key,
-          "value": "-".join(map(str, value)) if isinstance(value, tuple) else value,
+          "value": value,
           "network": net, "hidden_widths": "-".join(map(str, s["hidden_widths"])),
           "hidden_neurons": sum(s["hidden_widths"]),
           "parameters": s["parameters"], "delta": config.verify.delta,
