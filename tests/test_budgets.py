@@ -59,8 +59,10 @@ def test_the_crown_bound_leaves_every_target_open():
 def test_a_solve_that_never_ends_is_killed_at_the_image_budget(monkeypatch):
   # The child's solver sleeps far past any budget (as HiGHS's presolve
   # ignores its time limit); the image still ends within budget + 2 s.
+  solve_line = "  try:\n    answer"
+  assert solve_line in milp_stage._CHILD_CODE
   monkeypatch.setattr(milp_stage, "_CHILD_CODE", milp_stage._CHILD_CODE.replace(
-      "  try:\n    answer", "  __import__('time').sleep(600)\n  try:\n    answer"))
+      solve_line, "  __import__('time').sleep(600)\n" + solve_line))
   monkeypatch.setattr(milp_stage, "_SHARED", [])
   budget = 8.0
   t0 = time.perf_counter()

@@ -9,6 +9,13 @@ MILP (robust_prune.verify.milp_stage), in three modes:
                   remainder;
   min_distortion  the smallest adversarial radius <= delta per target.
 
+With an image budget (VerifyConfig.image_time_limit) one `Deadline` covers
+all targets of the image: CROWN and PGD run for all of them, the branch and
+bound gives each open target an equal share of what remains (a target
+decided early leaves its time to the others), the MILP gets the rest in a
+child process killed at the deadline, and a pair left open is a `timeout`
+with its best proven bound.
+
 Each step turns the `Verdict`s of the targets it settles into new ones
 (dataclasses.replace); the rest go on to the next step. An unproven value is
 never reported as optimal (`optimal` says which are), and a witness failing
