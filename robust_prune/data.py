@@ -19,6 +19,7 @@ import struct
 import warnings
 import zipfile
 
+from absl import logging
 import numpy as np
 
 from robust_prune import io
@@ -152,16 +153,38 @@ def fetch_archives(manual_dir: str | None = None,
   download_dir = download_dir or os.path.join(default_cache_dir(), "downloads")
   manager = tfds.download.DownloadManager(
       download_dir=download_dir, manual_dir=manual_dir, url_infos=url_infos)
+  # tfds' progress bars and per-file log lines would bury a one-line error.
+  tfds.display_progress_bar(False)
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.WARNING)
   try:
     paths = manager.download(urls)
   except download_manager.NonMatchingChecksumError as e:
-    raise MnistDataError(f"MNIST checksum mismatch: {e}") from e
+    raise MnistDataError(_checksum_message(manual_dir) or
+                         f"MNIST checksum mismatch: {e}") from e
   except Exception as e:  # network errors come in many types
     raise MnistDataError(
         f"could not download MNIST from {MNIST_URL} ({type(e).__name__}: {e}); "
         f"offline, point --mnist_manual_dir or ${MANUAL_DIR_ENV} at a folder "
         f"holding {', '.join(MNIST_FILES)}") from e
+  finally:
+    logging.set_verbosity(verbosity)
   return {name: os.fspath(path) for name, path in paths.items()}
+
+
+def _checksum_message(manual_dir: str | None) -> str | None:
+  """One line naming each manual-dir archive whose sha256 is not MNIST's."""
+  if manual_dir is None:
+    return None
+  wrong = []
+  for name, (size, sha) in MNIST_FILES.items():
+    path = os.path.join(manual_dir, name)
+    with open(path, "rb") as f:
+      got = hashlib.sha256(f.read()).hexdigest()
+    if got != sha:
+      wrong.append(f"{path} has sha256 {got[:16]}... ({os.path.getsize(path)}"
+                   f" bytes), expected {sha[:16]}... ({size} bytes)")
+  return ("MNIST checksum mismatch: " + "; ".join(wrong)) if wrong else None
 
 
 def _content_digest(images: np.ndarray, labels: np.ndarray) -> str:

@@ -72,6 +72,24 @@ def test_corrupt_archive_fails_checksum_with_its_path(tmp_path):
   with pytest.raises(data_lib.MnistDataError, match="checksum") as e:
     data_lib.load_split("test", str(manual), cache_dir=str(tmp_path / "cache"))
   assert "t10k-labels-idx1-ubyte.gz" in str(e.value)
+  # one line naming only the damaged file (tfds printed ~12 lines)
+  assert "\n" not in str(e.value)
+  assert "t10k-images" not in str(e.value)
+
+
+def test_a_checksum_error_prints_nothing_but_its_line(tmp_path, capfd):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  shared = os.environ["MNIST_MANUAL_DIR"]
+  for name in data_lib.MNIST_FILES:
+    shutil.copy(os.path.join(shared, name), manual / name)
+  with open(manual / "t10k-images-idx3-ubyte.gz", "ab") as f:
+    f.write(b"corrupt")
+  capfd.readouterr()
+  with pytest.raises(data_lib.MnistDataError):
+    data_lib.load_split("test", str(manual), cache_dir=str(tmp_path / "cache"))
+  out, err = capfd.readouterr()
+  assert "Dl Size" not in out + err and "Skipping download" not in err
 
 
 def test_canonical_test_order(mnist_test):
