@@ -475,7 +475,7 @@ def test_overlap_test_against_hypergeometric_sums():
 
 
 def test_verify_records_verdicts_are_read_as_records():
-  records = pytest.importorskip("robust_prune.verify.records")
+  from robust_prune.verify import records  # pylint: disable=g-import-not-at-top
   raw = _curve()
   # Verdict checks a witness's length against MNIST's 784 inputs
   verdicts = [records.Verdict.from_json(

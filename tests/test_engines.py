@@ -6,12 +6,11 @@ import os
 
 import numpy as np
 import pytest
+import ray
 
 from robust_prune.network import forward
 from robust_prune.verify import engines, runner
 from testing import random_network
-
-ray = pytest.importorskip("ray")
 
 # Timing fields differ from run to run; everything else must be identical.
 _TIMING = {"build_seconds", "bounds_seconds", "solve_seconds", "bab_seconds",
