@@ -61,14 +61,20 @@ def test_missing_files_name_all_four_and_the_folder(tmp_path):
     assert name in message
 
 
-def test_corrupt_archive_fails_checksum_with_its_path(tmp_path):
+def _manual_dir_with_damaged(tmp_path, damaged: str):
+  """A copy of the MNIST manual dir whose archive `damaged` has extra bytes."""
   manual = tmp_path / "manual"
   manual.mkdir()
   shared = os.environ["MNIST_MANUAL_DIR"]
   for name in data_lib.MNIST_FILES:
     shutil.copy(os.path.join(shared, name), manual / name)
-  with open(manual / "t10k-labels-idx1-ubyte.gz", "ab") as f:
+  with open(manual / damaged, "ab") as f:
     f.write(b"corrupt")
+  return manual
+
+
+def test_corrupt_archive_fails_checksum_with_its_path(tmp_path):
+  manual = _manual_dir_with_damaged(tmp_path, "t10k-labels-idx1-ubyte.gz")
   with pytest.raises(data_lib.MnistDataError, match="checksum") as e:
     data_lib.load_split("test", str(manual), cache_dir=str(tmp_path / "cache"))
   assert "t10k-labels-idx1-ubyte.gz" in str(e.value)
@@ -78,13 +84,7 @@ def test_corrupt_archive_fails_checksum_with_its_path(tmp_path):
 
 
 def test_a_checksum_error_prints_nothing_but_its_line(tmp_path, capfd):
-  manual = tmp_path / "manual"
-  manual.mkdir()
-  shared = os.environ["MNIST_MANUAL_DIR"]
-  for name in data_lib.MNIST_FILES:
-    shutil.copy(os.path.join(shared, name), manual / name)
-  with open(manual / "t10k-images-idx3-ubyte.gz", "ab") as f:
-    f.write(b"corrupt")
+  manual = _manual_dir_with_damaged(tmp_path, "t10k-images-idx3-ubyte.gz")
   capfd.readouterr()
   with pytest.raises(data_lib.MnistDataError):
     data_lib.load_split("test", str(manual), cache_dir=str(tmp_path / "cache"))

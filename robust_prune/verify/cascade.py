@@ -190,6 +190,19 @@ def _certify_by_pgd(p: ImageProblem, targets, verdicts,
   return rest
 
 
+def _bab_shares(config: VerifyConfig, deadline: Deadline | None, targets,
+                rest: list):
+  """(target, branch-and-bound seconds) in order, each share computed when
+  its turn comes (so time left by an early decision passes on); a target
+  with no time left goes straight to `rest`."""
+  for i, t in enumerate(targets):
+    limit = bab_time_limit(config, deadline, len(targets) - i)
+    if limit is None:
+      rest.append(t)
+    else:
+      yield t, limit
+
+
 def _certify_by_bab(p: ImageProblem, targets, verdicts,
                     config: VerifyConfig,
                     deadline: Deadline | None = None) -> list[int]:
@@ -198,11 +211,7 @@ def _certify_by_bab(p: ImageProblem, targets, verdicts,
   if config.bab_time_limit <= 0 or not targets:
     return targets
   rest = []
-  for i, t in enumerate(targets):
-    limit = bab_time_limit(config, deadline, len(targets) - i)
-    if limit is None:
-      rest.append(t)
-      continue
+  for t, limit in _bab_shares(config, deadline, targets, rest):
     result = bab.bab_margin(p.network, p.lower, p.upper, p.label, t,
                             bab.BabConfig(time_limit=limit),
                             layer_bounds=p.layer_bounds)
@@ -236,11 +245,7 @@ def _targeted_by_bab(p: ImageProblem, targets, verdicts, config: VerifyConfig,
   if config.bab_time_limit <= 0 or config.all_binary or not targets:
     return targets
   rest = []
-  for i, t in enumerate(targets):
-    limit = bab_time_limit(config, deadline, len(targets) - i)
-    if limit is None:
-      rest.append(t)
-      continue
+  for t, limit in _bab_shares(config, deadline, targets, rest):
     start = pgd[t][1] if t in pgd else None
     result = bab.bab_minimum(p.network, p.lower, p.upper, p.label, t,
                              bab.BabConfig(time_limit=limit),
