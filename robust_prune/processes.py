@@ -16,15 +16,18 @@ import threading
 import time
 
 _PR_SET_PDEATHSIG = 1
+# Loaded once: die_with_parent may run in a fork's child (a preexec_fn),
+# where the less work the better.
+_LIBC = (ctypes.CDLL(None, use_errno=True)
+         if sys.platform.startswith("linux") else None)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
   """Makes this process receive `sig` when its parent exits. Call it first
   thing in a child (a pool initializer, a subprocess's preexec_fn)."""
   parent = os.getppid()
-  if sys.platform.startswith("linux"):
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+  if _LIBC is not None:
+    _LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
   else:
     threading.Thread(target=_watch_parent, args=(parent, sig),
                      daemon=True).start()
