@@ -19,6 +19,11 @@ from robust_prune.configs.train import TrainConfig
 MODES = ("targeted", "certify")
 BOUNDS = ("interval", "crown", "lp")
 RETRAIN_MODES = ("scratch", "finetune", "rewind")
+# How the prune stage ranks neurons: the importance MILP on the clean batch
+# (the paper), on a batch with the PGD versions of its images too (keeps the
+# neurons that keep those classified), its LP relaxation (what the
+# reference implementation's experiments ran), weight magnitude, or random.
+PRUNE_METHODS = ("milp", "robust_milp", "lp", "magnitude", "random")
 
 
 def _check_finite_fields(config) -> None:
@@ -43,9 +48,31 @@ class PruneStage:
   lam: float = option(0.0, "Hinge-penalty weight of the pruning MILP (0 = "
                       "hard margin).")
   time_limit: float = option(60.0, "Seconds for the pruning MILP.")
+  method: str = option("milp", "How neurons are ranked for removal.",
+                       choices=PRUNE_METHODS)
+  # Methods are compared at equal per-layer widths: the sweep gives every
+  # method the widths the MILP's threshold chose.
+  widths: tuple[int, ...] = option(
+      (), "Neurons to keep per hidden layer, e.g. 138,70 (empty: the "
+      "method's scores and --threshold decide; magnitude and random need "
+      "it).")
 
   def __post_init__(self):
     _check_finite_fields(self)
+    object.__setattr__(self, "widths", _parse_kept_widths(self.widths))
+
+
+def _parse_kept_widths(value) -> tuple[int, ...]:
+  if isinstance(value, str) and not value.strip():
+    return ()
+  if not isinstance(value, str) and len(value) == 0:
+    return ()
+  try:
+    return tuple(int(w) for w in (value.split(",") if isinstance(value, str)
+                                  else value) if str(w).strip())
+  except (TypeError, ValueError):
+    raise ValueError(f"--prune_widths must be integers like 138,70, got "
+                     f"{value!r}") from None
 
 
 def parse_radii(value) -> tuple[float, ...]:
@@ -151,7 +178,8 @@ class PipelineConfig:
   prune: PruneStage = option(
       default_factory=PruneStage,
       rename={"margin": "prune_margin", "lam": "prune_lambda",
-              "time_limit": "prune_time_limit"})
+              "time_limit": "prune_time_limit", "method": "prune_method",
+              "widths": "prune_widths"})
   verify: VerifyStage = option(default_factory=VerifyStage)
 
   def to_json(self) -> dict[str, Any]:
