@@ -3,7 +3,8 @@ the one flag bridge that turns dataclass fields into absl flags.
 
   TrainConfig                 train.py    `python -m robust_prune.train`
   PipelineConfig              pipeline.py train / prune / verify, nested
-  PAPER, QUICK, SWEEPS        presets.py  named configurations
+  PAPER, QUICK                presets.py  named configurations
+  SWEEPS, QUICK_SWEEPS        sweeps.py   the ablation sweeps
   bridge                      bridge.py   flags <-> dataclasses
 """
 
@@ -17,8 +18,8 @@ from robust_prune.configs.pipeline import PruneStage
 from robust_prune.configs.pipeline import VerifyStage
 from robust_prune.configs.presets import PAPER
 from robust_prune.configs.presets import QUICK
-from robust_prune.configs.presets import QUICK_SWEEPS
-from robust_prune.configs.presets import SWEEPS
+from robust_prune.configs.sweeps import QUICK_SWEEPS
+from robust_prune.configs.sweeps import SWEEPS
 from robust_prune.configs.train import TrainConfig
 
 TRAIN_FLAGS = bridge.flag_specs(TrainConfig)
