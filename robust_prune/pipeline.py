@@ -8,16 +8,23 @@ interrupted run resumes where it stopped:
   1. train      OUT/original/   PGD adversarial training of the original net
   2. prune      OUT/pruned/     MILP importance scores -> prune -> retrain
   3. accuracy   pipeline.json   clean and PGD-40 accuracy of both networks
-  4. verify     both networks at every radius of the curve (--radii and the
+  4. critical   OUT/critical.json   RQ1/RQ2: importance scores of both
+                networks on one batch, clean and under PGD; critical sets
+                and their Jaccard overlaps (robust_prune/stages/critical.py)
+  5. verify     both networks at every radius of the curve (--radii and the
                 paper radius --delta): OUT/verify_{original,pruned}.jsonl
                 at the paper radius, verify_{net}_delta{r}.jsonl at the
                 others; certify mode by default (CROWN, PGD, branch and
                 bound, then MILP; --mode=targeted for the optima), first N
                 test images x 9 targets, --image_time_limit seconds per
                 image and radius
-  5. transfer   OUT/transfer.json   each network on the other's examples
-                at the paper radius
-  6. report     OUT/report.md (+ CSV, PNG)
+  6. transfer   OUT/transfer.json   each network on the other's examples
+                at the paper radius, >= --transfer_examples per side (more
+                test images when needed: robust_prune/stages/transfer.py)
+  7. ablation   OUT/ablation.json   the original without its most
+                accuracy-critical / robustness-critical / random neurons:
+                clean, PGD and verified accuracy (stages/ablation_stage.py)
+  8. report     OUT/report.md (+ CSV, PNG)
 
 Every stage's options are checked before stage 1. OUT is locked for the run
 (a second pipeline on it is refused), OUT/config.json holds the options, and
@@ -28,8 +35,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -45,7 +50,10 @@ from robust_prune import processes
 from robust_prune import prune as prune_lib
 from robust_prune import report as report_lib
 from robust_prune import train as train_lib
-from robust_prune import transfer as transfer_lib
+from robust_prune.stages import ablation_stage
+from robust_prune.stages.child import run_child
+from robust_prune.stages import critical as critical_stage
+from robust_prune.stages import transfer as transfer_stage
 from robust_prune.configs import bridge
 from robust_prune.configs import PipelineConfig
 from robust_prune.verify import records as records_lib
@@ -54,7 +62,10 @@ STATE = "pipeline.json"
 CONFIG = "config.json"
 QUICK = configs.QUICK
 VERIFIER = "robust_prune.evaluate"
-ADDED_AFTER_CONFIG_JSON = ("radii", "image_time_limit")
+ADDED_AFTER_CONFIG_JSON = ("radii", "image_time_limit") + tuple(
+    s.name for s in configs.PIPELINE_FLAGS if s.path[0] == "analysis")
+STAGES = ("train", "prune", "accuracy", "critical", "verify", "transfer",
+          "ablation", "report")
 
 
 def check_options(config: PipelineConfig) -> None:
@@ -63,34 +74,6 @@ def check_options(config: PipelineConfig) -> None:
   their own fields; the pruning options are checked as the prune stage
   will build them (solver installed, margin, ...)."""
   prune_lib.pipeline_prune_options(config)
-
-
-# The child arms its parent-death signal itself, first thing after exec: a
-# preexec_fn would run Python between fork and exec in this multithreaded
-# (JAX) process, which can deadlock. If this process died before the signal
-# was armed, the child sees another parent and exits at once.
-_DIE_WITH_PARENT_THEN_RUN = (
-    "import os, runpy, sys\n"
-    "from robust_prune import processes\n"
-    "processes.die_with_parent()\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "  os._exit(1)\n"
-    "sys.argv = sys.argv[2:]\n"
-    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
-
-
-def run_child(module: str, args: Sequence[str]) -> int:
-  """Runs `python -m module args` to its end; its exit status. The child
-  dies with this process (a kill -9 included), so a rerun never races an
-  old child on the same results file; interrupted, it is stopped first."""
-  child = subprocess.Popen([sys.executable, "-c", _DIE_WITH_PARENT_THEN_RUN,
-                            str(os.getpid()), module, *args])
-  try:
-    return child.wait()
-  finally:
-    if child.poll() is None:
-      child.terminate()   # it stops its own workers on SIGTERM
-      child.wait(timeout=60)
 
 
 def _machine() -> str:
@@ -228,16 +211,25 @@ class Pipeline:
     job would run."""
     v = self.config.verify
     delta = v.delta if delta is None else delta
+    return self.evaluate_args(self.path(net, "network.npz"),
+                              self.results_path(net, delta), delta,
+                              v.num_images, v.mode, v.image_time_limit)
+
+  def evaluate_args(self, network: str, out: str, delta: float,
+                    num_images: int, mode: str,
+                    image_time_limit: float) -> list[str]:
+    """The `evaluate` flags for one network and results file (the other
+    options are the verify stage's)."""
+    v = self.config.verify
     args = [
-        f"--network={self.path(net, 'network.npz')}",
-        f"--out={self.results_path(net, delta)}",
-        f"--delta={delta}", f"--num_images={v.num_images}",
-        f"--first_image={v.first_image}", f"--mode={v.mode}",
+        f"--network={network}", f"--out={out}",
+        f"--delta={delta}", f"--num_images={num_images}",
+        f"--first_image={v.first_image}", f"--mode={mode}",
         f"--solver={v.solver}", f"--time_limit={v.time_limit}",
         f"--bounds={v.bounds}", f"--bab_time_limit={v.bab_time_limit}",
         f"--workers={v.workers or os.cpu_count()}"]
-    if v.image_time_limit > 0:  # (0: not passed, the child's default)
-      args.append(f"--image_time_limit={v.image_time_limit}")
+    if image_time_limit > 0:  # (0: not passed, the child's default)
+      args.append(f"--image_time_limit={image_time_limit}")
     if self.manual_dir:
       args.append(f"--mnist_manual_dir={self.manual_dir}")
     if self.engine != "local":
@@ -272,20 +264,29 @@ class Pipeline:
     return {"counts": {net: curve[net][paper] for net in curve},
             "curve_counts": curve, "radii": list(self.config.verify.grid)}
 
+  def critical(self):
+    return critical_stage.run_critical(self.config, self.path(),
+                                       self.splits[0])
+
   def transfer(self):
-    records = {net: records_lib.read_results(self.path(f"verify_{net}.jsonl"))
-               for net in report_lib.NETWORKS}
-    networks = {net: network_lib.load_network(self.path(net, "network.npz"))
-                for net in report_lib.NETWORKS}
-    result = {
-        # Keyed by the network being tested, on the other network's examples.
-        "original": transfer_lib.transfer_accuracy(networks["original"],
-                                                   records["pruned"]),
-        "pruned": transfer_lib.transfer_accuracy(networks["pruned"],
-                                                 records["original"]),
-    }
-    io.atomic_write_json(self.path("transfer.json"), result)
-    return {}
+    return transfer_stage.run_transfer(self.config, self.path(),
+                                       self.splits[1])
+
+  def ablation(self):
+    def verify(network: str, out: str):
+      a = self.config.analysis
+      args = self.evaluate_args(network, out, self.config.verify.delta,
+                                a.ablation_images, "certify",
+                                a.ablation_image_time_limit)
+      print(f"  verifying {os.path.relpath(network, self.path())} for the "
+            f"ablation: -m {VERIFIER} {' '.join(args)}", flush=True)
+      returncode = run_child(VERIFIER, args)
+      if returncode != 0:
+        raise RuntimeError(f"verification for the ablation failed (exit "
+                           f"{returncode}); results so far are kept in {out}"
+                           f", rerun to resume")
+    return ablation_stage.run_ablation(self.config, self.path(),
+                                       self.splits[1], verify)
 
   def report(self):
     report_lib.write_report(self.out_dir, images=self.splits[1].images)
@@ -314,18 +315,31 @@ class Pipeline:
       print(f"verify: radii {', '.join(f'{d:g}' for d in missing)} of the "
             f"curve not run yet; running them", flush=True)
     if errors or missing:
-      for name in ("verify", "transfer", "report"):
+      for name in ("verify", "transfer", "ablation", "report"):
         self.state["stages"].get(name, {})["complete"] = False
+
+  def _reopen_later_stages(self):
+    """A finished transfer stage from before the extension (or short of
+    --transfer_examples with images left) runs again; the report runs
+    again whenever a stage before it is to run (a folder from before the
+    critical and ablation stages gets them, and a report with them)."""
+    stages = self.state["stages"]
+    if (stages.get("transfer", {}).get("complete")
+        and transfer_stage.needs_rerun(self.path(), self.config)):
+      print("transfer: fewer examples than --transfer_examples or a file "
+            "from before the extension; running it again", flush=True)
+      stages["transfer"]["complete"] = False
+    if any(not stages.get(n, {}).get("complete") for n in STAGES[:-1]):
+      stages.get("report", {})["complete"] = False
 
   def run(self) -> dict[str, Any]:
     check_options(self.config)
-    stages = [("train", self.train), ("prune", self.prune),
-              ("accuracy", self.accuracy), ("verify", self.verify),
-              ("transfer", self.transfer), ("report", self.report)]
+    stages = [(name, getattr(self, name)) for name in STAGES]
     with io.locked_workdir(self.out_dir, "pipeline"):
       self.state = self._load_state()
       self._guard_config()
       self._reopen_verify()
+      self._reopen_later_stages()
       for number, (name, fn) in enumerate(stages, 1):
         self.run_stage(name, fn, number, len(stages))
     return self.state

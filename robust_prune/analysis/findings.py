@@ -266,6 +266,70 @@ def compare_min_distortion(paired: distortion.PairedDistortion, *,
       f"{figures}: a difference is not supported: {reason}.", paper_claim))
 
 
+def compare_paired_counts(what: str, both: int, only_first: int,
+                          only_second: int, neither: int, *,
+                          names: Sequence[str] = ("original", "pruned"),
+                          paper_claim: str | None = None,
+                          confidence: float = 0.95,
+                          alpha: float = 0.05) -> Finding:
+  """Two networks' success rates on the same items from their 2x2 table
+  (e.g. clean accuracy on the test set): exact McNemar test and Newcombe's
+  paired interval of the difference (first - second)."""
+  first, second = names
+  n = both + only_first + only_second + neither
+  if n == 0:
+    return Finding(NOT_DECIDED, _with_paper(f"{what}: not decided: no "
+                                            f"items.", paper_claim))
+  test = stats.mcnemar_exact(only_first, only_second)
+  diff = stats.paired_difference(both, only_first, only_second, neither,
+                                 confidence)
+  rates = (f"{first} {percent((both + only_first) / n)}, {second} "
+           f"{percent((both + only_second) / n)} of {n}")
+  figures = (f"{what}: {rates}; {first} minus {second} "
+             f"{points(diff.estimate)} ({_level(confidence)} CI "
+             f"[{points(diff.low)}, {points(diff.high)}]; exact McNemar "
+             f"p = {test.p_value:.3g} on {only_first} vs {only_second} "
+             f"discordant)")
+  if _excludes_zero(diff) and test.p_value < alpha:
+    higher = first if diff.estimate > 0 else second
+    return Finding(SUPPORTED, _with_paper(
+        f"{figures}: higher for the {higher} network.", paper_claim))
+  return Finding(NOT_SUPPORTED, _with_paper(
+      f"{figures}: a difference is not supported: {_reason(diff, alpha)}.",
+      paper_claim))
+
+
+def describe_overlap(what: str, sizes: Sequence[int], both: int,
+                     population: int, p_value: float | None, *,
+                     names: Sequence[str] = ("clean", "adversarial"),
+                     alpha: float = 0.05) -> Finding:
+  """Two critical sets of one layer: their sizes, Jaccard index, and
+  whether they share more neurons than two random sets of those sizes
+  would (one-sided hypergeometric test, stats.overlap_test). Overlap beyond
+  chance is claimed only with p < alpha; identical sets are reported as
+  such (on the one batch they were computed on)."""
+  a, b = sizes
+  union = a + b - both
+  head = (f"{what}: {a} {names[0]}, {b} {names[1]}, {both} in both of "
+          f"{population} neurons")
+  if a == 0 or b == 0 or p_value is None:
+    return Finding(NOT_DECIDED, f"{head}: overlap not decided (an empty "
+                   f"set).")
+  jaccard = both / union if union else 1.0
+  expected = a * b / population
+  figures = (f"{head} (Jaccard {jaccard:.2f}; random sets of these sizes "
+             f"would share {expected:.1f}; hypergeometric p = "
+             f"{p_value:.3g})")
+  if a == b == both:
+    return Finding(REPORTED, f"{figures}: the two sets are identical.")
+  if p_value < alpha:
+    return Finding(SUPPORTED, f"{figures}: they overlap more than chance, "
+                   f"but are not the same set ({union - both} neurons in "
+                   f"one only).")
+  return Finding(NOT_SUPPORTED, f"{figures}: an overlap beyond chance is "
+                 f"not supported (p >= {alpha:g}).")
+
+
 def paragraph(question: str, findings: Sequence[Finding]) -> str:
   """One report paragraph: the question, then its findings' sentences."""
   return " ".join([f"**{question}**"] + [f.text for f in findings])

@@ -16,6 +16,7 @@ from robust_prune.configs.pipeline import options_of_stage
 from robust_prune.configs.pipeline import PipelineConfig
 from robust_prune.configs.pipeline import PruneStage
 from robust_prune.configs.pipeline import VerifyStage
+from robust_prune.configs.pipeline import AnalysisStage
 from robust_prune.configs.presets import PAPER
 from robust_prune.configs.presets import QUICK
 from robust_prune.configs.sweeps import QUICK_SWEEPS

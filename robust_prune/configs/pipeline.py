@@ -172,6 +172,56 @@ class VerifyStage:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnalysisStage:
+  """The research-question stages after pruning: `critical` (RQ1/RQ2:
+  critical neurons of both networks on one batch), `transfer` (reverse
+  testing, extended to more test images) and `ablation` (the causal test)."""
+  # The four importance MILPs of the critical stage (two networks x clean /
+  # PGD batch) take the prune stage's options; 0 here means its time limit.
+  critical_time_limit: float = option(
+      0.0, "Seconds per importance MILP of the critical stage (0: "
+      "--prune_time_limit).")
+  ablation_fraction: float = option(
+      0.1, "Fraction of each hidden layer the ablation stage removes (the "
+      "most accuracy-critical, most robustness-critical, or random).")
+  # Default cost on 300-100, 2 cores: 4 networks x 30 images x 3 s / 2
+  # workers plus one child start each, about 5 minutes (BUILD_NOTES).
+  ablation_images: int = option(
+      30, "Test images (from --first_image) verified at the paper radius "
+      "for each ablated network.")
+  ablation_image_time_limit: float = option(
+      3.0, "Seconds per image of the ablation stage's verification.")
+  transfer_examples: int = option(
+      100, "Verified adversarial examples per network for reverse testing: "
+      "when the verify stage's images give fewer, targeted PGD (witnesses "
+      "re-checked) runs on the next test images.")
+  transfer_max_images: int = option(
+      2000, "At most this many extra test images per network for reverse "
+      "testing.")
+
+  def __post_init__(self):
+    _check_finite_fields(self)
+    if self.critical_time_limit < 0:
+      raise ValueError(f"--critical_time_limit must be >= 0 seconds (0: "
+                       f"--prune_time_limit), got {self.critical_time_limit}")
+    if not 0 < self.ablation_fraction < 1:
+      raise ValueError(f"--ablation_fraction must lie in (0, 1), got "
+                       f"{self.ablation_fraction}")
+    if self.ablation_images < 1:
+      raise ValueError(f"--ablation_images must be >= 1, got "
+                       f"{self.ablation_images}")
+    if not self.ablation_image_time_limit > 0:
+      raise ValueError(f"--ablation_image_time_limit must be > 0 seconds, "
+                       f"got {self.ablation_image_time_limit}")
+    if self.transfer_examples < 0:
+      raise ValueError(f"--transfer_examples must be >= 0, got "
+                       f"{self.transfer_examples}")
+    if self.transfer_max_images < 0:
+      raise ValueError(f"--transfer_max_images must be >= 0, got "
+                       f"{self.transfer_max_images}")
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   train: TrainConfig = option(
       default_factory=TrainConfig, rename={"epsilon": "train_epsilon"})
@@ -181,6 +231,7 @@ class PipelineConfig:
               "time_limit": "prune_time_limit", "method": "prune_method",
               "widths": "prune_widths"})
   verify: VerifyStage = option(default_factory=VerifyStage)
+  analysis: AnalysisStage = option(default_factory=AnalysisStage)
 
   def to_json(self) -> dict[str, Any]:
     """{flag name: value}, the form pipeline.json and the report keep."""
@@ -205,4 +256,11 @@ def options_of_stage(stage: str) -> tuple[str, ...]:
   earlier stages'): a rerun may change them only before the stage starts.
   The pruning MILP also uses the verification's --solver."""
   names = tuple(s.name for s in FLAGS if s.path[0] == stage)
+  names += tuple(s.name for s in FLAGS if s.path[0] == "analysis"
+                 and s.name.startswith(_ANALYSIS_PREFIX.get(stage, "-")))
   return names + (("solver",) if stage == "prune" else ())
+
+
+# The analysis stages' options, by name prefix.
+_ANALYSIS_PREFIX = {"critical": "critical_", "ablation": "ablation_",
+                    "transfer": "transfer_"}

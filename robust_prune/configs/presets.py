@@ -17,7 +17,12 @@ PAPER = PipelineConfig()
 # 11% with a 2-epoch ramp, 76% with a 3-epoch ramp).
 QUICK = dict(hidden=(32, 16), epochs=3, epsilon_warmup_epochs=3,
              max_train_examples=12000, learning_rate=3e-3, num_images=5,
-             time_limit=30.0, prune_time_limit=20.0, radii=(0.05,))
+             time_limit=30.0, prune_time_limit=20.0, radii=(0.05,),
+             # the analysis stages within the quick test's minute: 5 s per
+             # importance MILP, 3 images per ablated network, 20 examples
+             critical_time_limit=5.0, ablation_images=3,
+             ablation_image_time_limit=1.0, transfer_examples=20,
+             transfer_max_images=200)
 
 def quick(**overrides) -> PipelineConfig:
   """The quick configuration, with {flag name: value} overrides."""

@@ -15,7 +15,7 @@ import numpy as np
 from robust_prune import io
 from robust_prune import network as network_lib
 from robust_prune.analysis import distortion
-from robust_prune.report import figures, science, tables
+from robust_prune.report import figures, rq12, science, tables
 from robust_prune.report.markdown import render_markdown
 from robust_prune.verify import records as records_lib
 
@@ -160,6 +160,9 @@ def build_summary(out_dir: str, images: np.ndarray | None = None) -> dict:
   summary["rq3"] = science.rq3(curve, intervals, transfer, indices,
                                curve_radii(config)[0],
                                summary["curve"]["bands"])
+  summary["rq12"] = rq12.rq12_summary(
+      io.read_json(os.path.join(out_dir, "critical.json")),
+      io.read_json(os.path.join(out_dir, "ablation.json")), transfer)
   summary["records_by_net"] = records_by_net
   summary["intervals_by_net"] = intervals
   return summary
@@ -189,12 +192,56 @@ def render_files(summary: Mapping, records_by_net: Mapping[str, Sequence],
       "fig6_distortion_cdf.png": figures.plot_distortion_cdf(
           {net: distortion.cdf_band(iv.values())
            for net, iv in intervals_by_net.items()}),
+      "critical.csv": csv_text(critical_csv_rows(summary["rq12"])),
+      "ablation.csv": csv_text(ablation_csv_rows(summary["rq12"])),
       "fig1_counts.png": figures.plot_counts_and_transfer(summary),
       "fig2_heatmap.png": figures.plot_heatmaps(
           {n: np.asarray(c) for n, c in summary["confusion"].items()}),
       "fig2_examples.png": figures.plot_example_grid(examples, images),
       "report.md": render_markdown(summary),
   }
+
+
+def critical_csv_rows(rq: Mapping) -> list[dict]:
+  """critical.csv: per layer and comparison, the two set sizes, their
+  intersection, Jaccard and the overlap test."""
+  rows = []
+  for layer in (rq["critical"] or {}).get("layers", []):
+    for what, names in (("original", ("clean", "adversarial")),
+                        ("pruned", ("clean", "adversarial")),
+                        ("consistency_clean", ("original", "pruned")),
+                        ("consistency_adversarial", ("original", "pruned"))):
+      o = layer[what]
+      rows.append({"layer": layer["layer"], "comparison": what,
+                   "first": names[0], "second": names[1],
+                   "num_first": o[f"num_{names[0]}"],
+                   "num_second": o[f"num_{names[1]}"],
+                   "num_both": o["num_both"], "jaccard": o["jaccard"],
+                   "population": o["population"],
+                   "expected_both": o["expected_both"],
+                   "overlap_p": o["overlap_p"]})
+  return rows
+
+
+def ablation_csv_rows(rq: Mapping) -> list[dict]:
+  """ablation.csv: one row per network of the causal test."""
+  rows = []
+  for r in (rq["ablation"] or {}).get("rows", []):
+    v = r["verified"]
+    row = {"network": r["network"],
+           "hidden_widths": "-".join(map(str, r["hidden_widths"])),
+           "removed": "-".join(map(str, r["removed"])),
+           "clean_correct": r["clean"]["correct"], "test_images": r["clean"]["n"],
+           "pgd_correct": r["pgd"]["correct"],
+           **{f"verified_{k}": v[k] for k in ("images", "robust",
+                                              "adversarial", "undecided",
+                                              "misclassified")}}
+    for key in ("clean", "pgd", "verified"):
+      change = (r.get("change") or {}).get(key) or {}
+      row[f"{key}_change"] = change.get("difference")
+      row[f"{key}_mcnemar_p"] = change.get("mcnemar_p")
+    rows.append(row)
+  return rows
 
 
 def write_report(out_dir: str, images: np.ndarray | None = None) -> str:

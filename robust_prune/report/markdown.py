@@ -6,6 +6,7 @@ import json
 from typing import Mapping
 
 from robust_prune.report import sections
+from robust_prune.report import sections_rq12
 from robust_prune.report.tables import PAPER
 
 
@@ -183,8 +184,11 @@ def render_markdown(summary: Mapping) -> str:
   lines += _setup(summary) + _networks(o, p)
   lines += sections.curve(summary["curve"])
   lines += sections.rq3(summary["rq3"]) + sections.distortion(summary)
+  lines += sections_rq12.critical(summary["rq12"])
+  lines += sections_rq12.ablation(summary["rq12"])
   lines += sections.findings(summary["rq3"])
-  lines += _figure1(o, p)
+  lines += sections_rq12.findings(summary["rq12"])
+  lines += _figure1(o, p) + sections_rq12.transfer_sources(summary["rq12"])
   lines += _figure3(summary) + _figure4(summary["statistics"],
                                         _coverage(summary))
   lines += _pruning(summary.get("pruning") or {})
