@@ -4,7 +4,8 @@
         --workdir=runs/pruned_300_100 [--threshold=0.001] [--images_per_class=1]
         [--solver=HIGHS] [--time_limit=60] [--margin=3] [--lambda=0]
         [--retrain=scratch|finetune|rewind] [--rounds=1]
-        [--baseline=milp|random|magnitude] [--max_accuracy_drop=0.01]
+        [--baseline=milp|robust_milp|lp|magnitude|random]
+        [--prune_widths=138,70] [--max_accuracy_drop=0.01]
         [--critical] [--mnist_manual_dir=DIR] [training flags]
 
 writes DIR/network.npz (pruned, retrained), DIR/scores.json, DIR/pruning.json
@@ -36,7 +37,7 @@ run_pruning = loop.run_pruning
 
 # PruneOptions (pruning/options.py) carries no flag metadata: its flags'
 # names (where they differ from the fields) and help texts.
-FLAG_NAMES = {"lam": "lambda", "seed": "prune_seed"}
+FLAG_NAMES = {"lam": "lambda", "seed": "prune_seed", "widths": "prune_widths"}
 FLAG_HELP = {
     "threshold": "Remove neurons scored below this (in [0, 1]).",
     "images_per_class": "Correctly classified training images per class in "
@@ -56,8 +57,13 @@ FLAG_HELP = {
                "or rewind them to their initial values.",
     "rounds": "Prune-retrain rounds (stops early when nothing falls below "
               "the threshold).",
-    "baseline": "milp = prune by MILP score; random/magnitude remove the "
-                "same number of neurons per layer by another rule.",
+    "baseline": "How neurons are ranked: milp = MILP score on the clean "
+                "batch; robust_milp = on it plus its PGD versions; lp = the "
+                "MILP's LP relaxation; magnitude, random (without "
+                "--prune_widths these remove as many neurons per layer as "
+                "the MILP's threshold).",
+    "widths": "Neurons to keep per hidden layer, e.g. 138,70: the "
+              "top-ranked by the method (empty: --threshold decides).",
     "max_accuracy_drop": "Stop iterating when clean test accuracy falls "
                          "more than this fraction below the input network's.",
     "seed": "Seed of the random baseline.",
@@ -66,18 +72,22 @@ FLAG_HELP = {
 }
 PRUNE_FLAGS = bridge.flag_specs(
     PruneOptions, rename=FLAG_NAMES, help=FLAG_HELP,
-    choices={"retrain": loop.RETRAIN_MODES, "baseline": loop.BASELINES})
+    choices={"retrain": loop.RETRAIN_MODES, "baseline": loop.METHODS})
 
 
 def pipeline_prune_options(config: configs.PipelineConfig) -> PruneOptions:
   """The pruning options of a PipelineConfig (ValueError if bad: the
   pipeline checks them before it trains anything). The pipeline prunes with
-  its verification solver and its training seed."""
+  its verification solver and its training seed; --prune_method is the
+  options' `baseline` (the ranking method)."""
   p = config.prune
+  # Checked against the widths the train stage will give the network.
+  loop.check_widths(p.widths, config.train.hidden)
   return PruneOptions(
       threshold=p.threshold, images_per_class=p.images_per_class,
       solver=config.verify.solver, time_limit=p.time_limit,
-      retrain=p.retrain, seed=config.train.seed, margin=p.margin, lam=p.lam)
+      retrain=p.retrain, seed=config.train.seed, margin=p.margin, lam=p.lam,
+      baseline=p.method, widths=p.widths)
 
 
 def run_pruning_stage(network_path: str, workdir: str, options: PruneOptions,

@@ -35,7 +35,7 @@ from robust_prune.pruning import critical as critical_lib
 from robust_prune.pruning import rounds
 # Re-exported: the prune binary and the pipeline know them as loop.X.
 from robust_prune.pruning.options import (  # pylint: disable=unused-import
-    BASELINES, RETRAIN_MODES, PruneOptions)
+    BASELINES, METHODS, RETRAIN_MODES, PruneOptions, check_widths)
 
 # Keys of options.json that a rerun may not change once round 1 has scores.
 _RECIPE_KEYS = ("network", "network_sha256", "train_config")
@@ -68,6 +68,7 @@ def run_pruning(network_path: str, workdir: str,
   original = network_lib.load_mnist_network(network_path)
   if original.num_layers < 2:
     raise ValueError(f"{network_path} has no hidden layer to prune")
+  check_widths(options.widths, original.hidden_widths)
   config = train_config_for(network_path, train_overrides)
   os.makedirs(workdir, exist_ok=True)
   _guard_options(workdir, network_path, options, config,
@@ -161,6 +162,18 @@ def _critical_for(workdir, original, final_network, final_kept, train,
   return value
 
 
+def _guarded_options(options: PruneOptions) -> dict[str, Any]:
+  """The options a workdir is locked to; no widths (the default) is left
+  out, so workdirs from before --prune_widths resume."""
+  out = {k: v for k, v in dataclasses.asdict(options).items()
+         if k not in ("rounds", "critical")}
+  if not options.widths:
+    del out["widths"]
+  else:
+    out["widths"] = list(options.widths)
+  return out
+
+
 def _guard_options(workdir, network_path, options, config, network_sha256):
   """A workdir belongs to one (network, options, recipe): resuming with
   others would silently mix results. The network counts by content too (a
@@ -170,8 +183,7 @@ def _guard_options(workdir, network_path, options, config, network_sha256):
   path = os.path.join(workdir, "options.json")
   current = {"network": os.path.abspath(network_path),
              "network_sha256": network_sha256,
-             "options": {k: v for k, v in dataclasses.asdict(options).items()
-                         if k not in ("rounds", "critical")},
+             "options": _guarded_options(options),
              "train_config": config.to_json()}
   previous = io.read_json(path)
   if isinstance(previous, dict) and "network_sha256" not in previous:

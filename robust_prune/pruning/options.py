@@ -9,7 +9,12 @@ from robust_prune.pruning import importance as importance_lib
 from robust_prune.pruning import structure
 
 RETRAIN_MODES = ("scratch", "finetune", "rewind")
-BASELINES = ("milp", "random", "magnitude")
+# How neurons are ranked for removal (`methods`): the importance MILP on the
+# clean batch (the paper), on the clean batch plus its PGD adversarial
+# versions, its LP relaxation, or no MILP at all (random, magnitude).
+METHODS = ("milp", "robust_milp", "lp", "magnitude", "random")
+SCORED_METHODS = ("milp", "robust_milp", "lp")
+BASELINES = METHODS  # the field keeps its historical name, `baseline`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +38,11 @@ class PruneOptions:
   lam: float = 0.0
   retrain: str = "scratch"
   rounds: int = 1
-  baseline: str = "milp"
+  baseline: str = "milp"  # the ranking method, one of METHODS
+  # Neurons kept per hidden layer of the input network (the top-ranked by
+  # the method, see `methods.keep_masks`); () = the scores and the threshold
+  # decide (random and magnitude then remove as many as the MILP would).
+  widths: tuple[int, ...] = ()
   # Stop iterating once clean test accuracy is more than this (a fraction,
   # 0.01 = one point) below the input network's. A later round that drops
   # that far is rejected (the previous round's network is kept); the first
@@ -55,20 +64,23 @@ class PruneOptions:
     if self.retrain not in RETRAIN_MODES:
       raise ValueError(f"retrain must be one of {RETRAIN_MODES}, got "
                        f"{self.retrain!r}")
-    if self.baseline not in BASELINES:
-      raise ValueError(f"baseline must be one of {BASELINES}, got "
+    if self.baseline not in METHODS:
+      raise ValueError(f"baseline must be one of {METHODS}, got "
                        f"{self.baseline!r}")
+    object.__setattr__(self, "widths", check_widths(self.widths))
     if self.rounds < 1:
       raise ValueError(f"rounds must be >= 1, got {self.rounds}")
     # Scratch retraining draws fresh weights at the same seed, so only the
     # widths survive pruning: every rule that removes as many neurons per
     # layer gives the same network, and a retrained neuron is unrelated to
     # the original neuron of the same index.
-    if self.retrain == "scratch" and self.baseline != "milp":
+    fixed_widths = (self.baseline not in SCORED_METHODS
+                    or (self.widths and self.baseline != "milp"))
+    if self.retrain == "scratch" and fixed_widths:
       raise ValueError(
           f"baseline {self.baseline!r} with retrain 'scratch' measures "
           f"nothing (scratch keeps only the widths, the same for every "
-          f"baseline); use retrain 'finetune' or 'rewind'")
+          f"method); use retrain 'finetune' or 'rewind'")
     if self.retrain == "scratch" and self.critical:
       raise ValueError(
           "the critical-neuron analysis maps the pruned network's neurons "
@@ -76,3 +88,31 @@ class PruneOptions:
           "retrain 'finetune' or 'rewind'")
     if not self.max_accuracy_drop >= 0:
       raise ValueError("max_accuracy_drop must be >= 0")
+
+
+def check_widths(widths, layer_widths=None) -> tuple[int, ...]:
+  """`widths` as a tuple of ints, each >= 1 and, given the network's hidden
+  `layer_widths`, one per hidden layer and at most its width; else a
+  ValueError naming --prune_widths."""
+  if isinstance(widths, str):  # the list flag's comma-joined text
+    widths = [w for w in widths.split(",") if w.strip()]
+  try:
+    widths = tuple(int(w) for w in widths)
+  except (TypeError, ValueError):
+    raise ValueError(f"--prune_widths must be integers like 138,70, got "
+                     f"{widths!r}") from None
+  if any(w < 1 for w in widths):
+    raise ValueError(f"--prune_widths must be >= 1 per layer (a layer is "
+                     f"never emptied), got {list(widths)}")
+  if widths and layer_widths is not None:
+    layer_widths = tuple(int(w) for w in layer_widths)
+    if len(widths) != len(layer_widths):
+      raise ValueError(
+          f"--prune_widths needs one width per hidden layer "
+          f"({len(layer_widths)}: {list(layer_widths)}), got {list(widths)}")
+    wider = [l for l, (w, n) in enumerate(zip(widths, layer_widths)) if w > n]
+    if wider:
+      raise ValueError(
+          f"--prune_widths {list(widths)} keeps more neurons than hidden "
+          f"layers {wider} have ({list(layer_widths)})")
+  return widths

@@ -10,7 +10,6 @@ import os
 import time
 from typing import Any
 
-from absl import logging
 import numpy as np
 
 from robust_prune import data as data_lib
@@ -19,12 +18,11 @@ from robust_prune import network as network_lib
 from robust_prune import train as train_lib
 from robust_prune.milp import solvers
 from robust_prune.network import Network
-from robust_prune.pruning import batch as batch_lib
-from robust_prune.pruning import importance as importance_lib
+from robust_prune.pruning import methods
 from robust_prune.pruning import structure
 from robust_prune.pruning.options import PruneOptions
 
-USABLE_STATUSES = (solvers.OPTIMAL, solvers.TIME_LIMIT)
+USABLE_STATUSES = (solvers.OPTIMAL, solvers.TIME_LIMIT, methods.NO_MILP)
 
 
 def write_json(path: str, payload: Any):
@@ -51,35 +49,19 @@ def accuracy_of(network: Network, test: data_lib.Split,
 
 
 def compute_scores(network: Network, train: data_lib.Split,
-                   options: PruneOptions) -> dict[str, Any]:
-  """Batch selection + importance MILP; a JSON-able record."""
-  images, labels, indices = batch_lib.select_batch(
-      network, train.images, train.labels,
-      images_per_class=options.images_per_class,
-      min_margin=options.margin if options.lam == 0 else 0.0)
-  result = importance_lib.importance_scores(
-      network, images, labels, margin=options.margin, lam=options.lam,
-      solver=options.solver, time_limit=options.time_limit,
-      mip_gap=options.mip_gap, descent=options.descent_start)
-  logging.info("importance MILP (%s): %s, objective %s, bound %s, %.1f s",
-               result.solver, result.status, result.objective, result.bound,
-               result.solve_seconds)
-  return {**result.to_json(), "batch_indices": indices.tolist(),
-          "threshold": options.threshold}
+                   options: PruneOptions,
+                   config: train_lib.TrainConfig | None = None
+                   ) -> dict[str, Any]:
+  """The method's batch and scores (`methods.compute_scores`); `config`
+  (the recipe: robust_milp's attack) defaults to TrainConfig()."""
+  return methods.compute_scores(network, train, options,
+                                config or train_lib.TrainConfig())
 
 
 def masks_for(record: dict[str, Any], network: Network,
               options: PruneOptions, seed: int):
-  """Keep masks: MILP scores >= threshold, or a baseline removing as many
-  neurons per layer."""
-  scores = [np.asarray(s) for s in record["scores"]]
-  masks = structure.keep_masks_from_scores(scores, options.threshold)
-  if options.baseline == "milp":
-    return masks
-  removed = structure.removed_counts(masks)
-  if options.baseline == "random":
-    return structure.random_masks(network.hidden_widths, removed, seed=seed)
-  return structure.magnitude_masks(network, removed)
+  """Keep masks of the method (`methods.keep_masks`)."""
+  return methods.keep_masks(record, network, options, seed)
 
 
 def retrain_init(mode: str, pruned: Network, kept_original, original_widths,
@@ -142,6 +124,8 @@ def _round(run: Run, k: int, current: Network, kept, done: Rounds
   """Round k on `current` (original indices `kept`); records it in `done`
   and returns why the rounds stop after it, or None."""
   options = run.options
+  if options.widths and tuple(current.hidden_widths) == options.widths:
+    return f"round {k}: the network has --prune_widths {list(options.widths)}"
   scores, stop = _round_scores(run, k, current, done)
   if scores is None:
     return stop
@@ -177,7 +161,8 @@ def _round_scores(run: Run, k: int, current: Network, done: Rounds):
   try:
     cached = io.read_json(scores_path)
     scores = (cached if cached is not None
-              else compute_scores(current, run.train, run.options))
+              else compute_scores(current, run.train, run.options,
+                                  run.config))
   except ValueError as e:
     if k == 1:
       raise

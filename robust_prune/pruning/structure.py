@@ -110,14 +110,19 @@ def magnitude_masks(network: Network,
   for l, r in enumerate(removed):
     width = network.hidden_widths[l]
     _check_count(width, r)
-    incoming = (np.abs(network.weights[l]).sum(0)
-                + np.abs(network.biases[l])).astype(np.float64)
-    outgoing = np.abs(network.weights[l + 1]).sum(1).astype(np.float64)
-    magnitude = incoming * outgoing
     m = np.ones(width, bool)
-    m[np.argsort(magnitude, kind="stable")[:r]] = False
+    m[np.argsort(neuron_magnitudes(network, l), kind="stable")[:r]] = False
     masks.append(m)
   return tuple(masks)
+
+
+def neuron_magnitudes(network: Network, layer: int) -> np.ndarray:
+  """Per neuron of hidden layer `layer`: the L1 norm of its incoming weights
+  plus bias, times that of its outgoing weights."""
+  incoming = (np.abs(network.weights[layer]).sum(0)
+              + np.abs(network.biases[layer])).astype(np.float64)
+  outgoing = np.abs(network.weights[layer + 1]).sum(1).astype(np.float64)
+  return incoming * outgoing
 
 
 def _check_count(width: int, removed: int):
