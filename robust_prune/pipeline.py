@@ -273,20 +273,8 @@ class Pipeline:
                                        self.splits[1])
 
   def ablation(self):
-    def verify(network: str, out: str):
-      a = self.config.analysis
-      args = self.evaluate_args(network, out, self.config.verify.delta,
-                                a.ablation_images, "certify",
-                                a.ablation_image_time_limit)
-      print(f"  verifying {os.path.relpath(network, self.path())} for the "
-            f"ablation: -m {VERIFIER} {' '.join(args)}", flush=True)
-      returncode = run_child(VERIFIER, args)
-      if returncode != 0:
-        raise RuntimeError(f"verification for the ablation failed (exit "
-                           f"{returncode}); results so far are kept in {out}"
-                           f", rerun to resume")
     return ablation_stage.run_ablation(self.config, self.path(),
-                                       self.splits[1], verify)
+                                       self.splits[1])
 
   def report(self):
     report_lib.write_report(self.out_dir, images=self.splits[1].images)
@@ -315,7 +303,7 @@ class Pipeline:
       print(f"verify: radii {', '.join(f'{d:g}' for d in missing)} of the "
             f"curve not run yet; running them", flush=True)
     if errors or missing:
-      for name in ("verify", "transfer", "ablation", "report"):
+      for name in ("verify", "transfer", "report"):
         self.state["stages"].get(name, {})["complete"] = False
 
   def _reopen_later_stages(self):

@@ -48,7 +48,7 @@ def transfer_accuracy(network: Network, records: Iterable[Mapping]) -> dict:
 # budget far below the MILP's minimum, so a pair PGD does not break is a
 # `timeout`: not searched further, never counted either way.
 EXTENSION_IMAGE_SECONDS = 1e-3
-EXTENSION_CHUNK = 25
+EXTENSION_CHUNK = 10
 
 
 def count_examples(records: Iterable[Mapping], below: int | None = None

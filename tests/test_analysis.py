@@ -482,3 +482,35 @@ def test_verify_records_verdicts_are_read_as_records():
       dict(r, x_adv=[0.5] * 784) if "x_adv" in r else r) for r in raw]
   assert curves.robustness_bands(verdicts) == curves.robustness_bands(raw)
   assert curves.check_consistency(verdicts) == []
+
+
+# ------------------------------------------------------- RQ1/RQ2 findings
+def test_paired_counts_finding_claims_only_an_interval_excluding_zero():
+  same = findings.compare_paired_counts("Clean accuracy", 50, 3, 2, 45,
+                                        names=("a", "b"))
+  assert same.verdict == findings.NOT_SUPPORTED
+  assert "includes 0" in same.text and "not supported" in same.text
+  diff = stats.paired_difference(50, 3, 2, 45)
+  assert diff.low < 0 < diff.high
+  clear = findings.compare_paired_counts("Clean accuracy", 800, 150, 10, 40,
+                                         names=("a", "b"))
+  assert clear.verdict == findings.SUPPORTED
+  assert "higher for the a network" in clear.text
+  assert "+14.0 points" in clear.text   # (950 - 810) / 1000
+  none = findings.compare_paired_counts("x", 0, 0, 0, 0)
+  assert none.verdict == findings.NOT_DECIDED
+
+
+def test_overlap_finding_against_chance():
+  identical = findings.describe_overlap("L0", (4, 4), 4, 10, 0.005)
+  assert identical.verdict == findings.REPORTED and "identical" in identical.text
+  p = stats.overlap_test({0, 1, 2, 3}, {0, 1, 2, 4}, 10).p_value
+  beyond = findings.describe_overlap("L0", (4, 4), 3, 10, p)
+  assert (beyond.verdict == findings.SUPPORTED) == (p < 0.05)
+  chance = findings.describe_overlap("L0", (5, 5), 3, 10,
+                                     stats.overlap_test(range(5), range(2, 7),
+                                                        10).p_value)
+  assert chance.verdict == findings.NOT_SUPPORTED
+  assert "Jaccard 0.43" in chance.text and "share 2.5" in chance.text
+  empty = findings.describe_overlap("L0", (0, 3), 0, 10, None)
+  assert empty.verdict == findings.NOT_DECIDED

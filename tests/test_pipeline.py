@@ -37,6 +37,25 @@ def _records(out, net):
   return records_lib.read_results(os.path.join(out, f"verify_{net}.jsonl"))
 
 
+def _examples(out, net):
+  """`net`'s adversarial examples used for reverse testing: the verify
+  stage's, then the extension's on the images transfer.json names."""
+  with open(os.path.join(out, "transfer.json")) as f:
+    transfer = json.load(f)
+  tested = "pruned" if net == "original" else "original"
+  source = transfer[tested]["sources"]
+  assert transfer[tested]["examples_of"] == net
+  first, stop = source["extension_images"]
+  extra = []
+  if stop > first:
+    extra = [r for r in records_lib.read_results(
+        os.path.join(out, f"transfer_extra_{net}.jsonl"))
+             if r["image_index"] < stop]
+    assert {r["image_index"] for r in extra} == set(range(first, stop))
+  return [r for r in _records(out, net) + extra
+          if r["status"] == "adversarial"]
+
+
 def test_every_stage_wrote_its_output(quick_run):
   out, config = quick_run
   for name in ("original/network.npz", "pruned/network.npz",
@@ -44,7 +63,8 @@ def test_every_stage_wrote_its_output(quick_run):
                "verify_pruned.jsonl", "transfer.json", "report.md",
                "summary.json", "fig1_counts.png", "fig2_examples.png",
                "fig2_heatmap.png", "fig3_by_label.csv", "fig3_by_target.csv",
-               "fig4_statistics.csv"):
+               "fig4_statistics.csv", "critical.json", "ablation.json",
+               "critical.csv", "ablation.csv"):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   for net in ("original", "pruned"):
     records = _records(out, net)
@@ -108,7 +128,7 @@ def test_reverse_testing_recomputed(quick_run):
   other = {"original": "pruned", "pruned": "original"}
   for net in ("original", "pruned"):
     network = network_lib.load_network(os.path.join(out, net, "network.npz"))
-    found = [r for r in _records(out, other[net]) if r["status"] == "adversarial"]
+    found = _examples(out, other[net])
     reported = summary["networks"][net]
     assert reported["reverse_examples"] == len(found)
     if found:
@@ -238,8 +258,7 @@ def test_distortion_rq3_and_transfer_tables_match_result_files(
   other = {"original": "pruned", "pruned": "original"}
   for net in ("original", "pruned"):
     network = network_lib.load_network(os.path.join(out, net, "network.npz"))
-    found = [r for r in _records(out, other[net])
-             if r["status"] == "adversarial"]
+    found = _examples(out, other[net])
     s = summary["networks"][net]
     if found:
       predicted = network_lib.forward(
@@ -252,12 +271,140 @@ def test_distortion_rq3_and_transfer_tables_match_result_files(
       assert s["reverse_ci"] is None
 
 
+def test_critical_tables_match_result_files(quick_run):
+  """RQ1/RQ2: one batch for both networks; the critical sets follow from
+  the scores; the report's per-layer counts and Jaccard from the sets."""
+  out, config = quick_run
+  critical = io.read_json(os.path.join(out, "critical.json"))
+  summary = io.read_json(os.path.join(out, "summary.json"))["rq12"]
+  kept = io.read_json(os.path.join(out, "pruned", "pruning.json"))[
+      "kept_original_indices"]
+  batch = critical["batch_indices"]
+  assert len(batch) == 10 * config.prune.images_per_class
+  assert critical["original"]["batch_indices"] == batch
+  assert critical["pruned"]["batch_indices"] == batch
+  assert summary["critical"]["batch_indices"] == batch
+  sets = {}
+  for net in ("original", "pruned"):
+    for kind in ("clean", "adversarial"):
+      entry = critical[net][kind]
+      mine = []
+      for l, scores in enumerate(entry["scores"]):
+        idx = [i for i, s in enumerate(scores) if s >= critical["threshold"]]
+        mine.append(set(kept[l][i] for i in idx) if net == "pruned"
+                    else set(idx))
+      assert [set(c) for c in entry["critical"]] == mine
+      sets[(net, kind)] = mine
+      assert summary["critical"]["solves"][f"{net}/{kind}"]["proven"] == (
+          entry["status"] == "optimal")
+  for row in summary["critical"]["layers"]:
+    l = row["layer"]
+    for net in ("original", "pruned"):
+      a, b = sets[(net, "clean")][l], sets[(net, "adversarial")][l]
+      r = row[net]
+      assert (r["num_clean"], r["num_adversarial"], r["num_both"]) == (
+          len(a), len(b), len(a & b))
+      if a | b:
+        assert r["jaccard"] == pytest.approx(len(a & b) / len(a | b))
+    for kind in ("clean", "adversarial"):
+      a, b = sets[("original", kind)][l], sets[("pruned", kind)][l]
+      r = row[f"consistency_{kind}"]
+      assert (r["num_original"], r["num_pruned"], r["num_both"]) == (
+          len(a), len(b), len(a & b))
+      assert b <= set(kept[l])
+      if a and b:
+        p = stats.overlap_test(a, b, row["width_original"]).p_value
+        assert r["overlap_p"] == pytest.approx(p)
+  with open(os.path.join(out, "report.md")) as f:
+    report = f.read()
+  assert f"indices {batch}" in report
+  assert "**RQ1:" in report and "**RQ2:" in report
+
+
+def _masked(network, x, removed):
+  h = np.asarray(x, np.float64)
+  for l, (w, b) in enumerate(zip(network.weights, network.biases)):
+    h = h @ np.asarray(w, np.float64) + b
+    if l < network.num_layers - 1:
+      h = np.maximum(h, 0.0)
+      h[:, removed[l]] = 0.0
+  return h
+
+
+def test_ablation_table_matches_result_files(quick_run, mnist_test):
+  """The causal test: each ablated network is the original without exactly
+  its named neurons; accuracies, verified bands and paired changes
+  recomputed from the files."""
+  out, config = quick_run
+  ablation = io.read_json(os.path.join(out, "ablation.json"))
+  rows = {r["network"]: r for r in io.read_json(
+      os.path.join(out, "summary.json"))["rq12"]["ablation"]["rows"]}
+  original = network_lib.load_network(os.path.join(out, "original",
+                                                   "network.npz"))
+  widths = original.hidden_widths
+  k = [int(np.floor(config.analysis.ablation_fraction * w + 0.5))
+       for w in widths]
+  assert ablation["removed_per_layer"] == k
+  x = mnist_test.images[:200]
+  correct = {}
+  for name, net in ablation["networks"].items():
+    folder = os.path.join(out, "ablation", name)
+    with np.load(os.path.join(folder, "correct.npz")) as stored:
+      correct[name] = (stored["clean"], stored["pgd"])
+    path = (os.path.join(out, "original", "network.npz")
+            if name == "original" else os.path.join(folder, "network.npz"))
+    network = network_lib.load_network(path)
+    clean_np = network_lib.forward(network, mnist_test.images).argmax(-1) == (
+        mnist_test.labels)
+    assert np.sum(clean_np != correct[name][0]) <= 3  # float32 near-ties
+    row = rows[name]
+    for key, index in (("clean", 0), ("pgd", 1)):
+      n_correct = int(np.sum(correct[name][index]))
+      assert net[key] == {"correct": n_correct, "n": len(mnist_test.labels)}
+      wilson = stats.wilson_interval(n_correct, len(mnist_test.labels))
+      assert row[key]["ci"] == pytest.approx([wilson.low, wilson.high])
+    records = records_lib.read_results(
+        os.path.join(out, "ablation", f"verify_{name}.jsonl"))
+    assert {r["delta"] for r in records} == {config.verify.delta}
+    by_image = {}
+    for r in sorted(records, key=lambda r: r["target"]):
+      by_image.setdefault(r["image_index"], []).append(r["status"])
+    verdicts = {str(i): _image_verdict(st) for i, st in by_image.items()}
+    assert net["verified"] == verdicts
+    assert len(verdicts) == config.analysis.ablation_images
+    v = row["verified"]
+    for kind in ("robust", "adversarial", "undecided", "misclassified"):
+      assert v[kind] == list(verdicts.values()).count(kind)
+    if name == "original":
+      continue
+    removed = io.read_json(os.path.join(folder, "removed.json"))["removed"]
+    assert removed == net["removed"] and [len(r) for r in removed] == k
+    assert network.hidden_widths == tuple(w - r for w, r in zip(widths, k))
+    np.testing.assert_allclose(network_lib.forward(network, x),
+                               _masked(original, x, removed),
+                               rtol=1e-4, atol=1e-4)
+  for name in ("accuracy", "robustness", "random"):
+    for key, index in (("clean", 0), ("pgd", 1)):
+      a, b = correct[name][index], correct["original"][index]
+      table = (int(np.sum(a & b)), int(np.sum(a & ~b)), int(np.sum(~a & b)),
+               int(np.sum(~a & ~b)))
+      change = rows[name]["change"][key]
+      assert (change["both"], change["only_first"], change["only_second"],
+              change["neither"]) == table
+      diff = stats.paired_difference(*table)
+      assert change["difference_ci"] == pytest.approx([diff.low, diff.high])
+      assert change["mcnemar_p"] == pytest.approx(
+          stats.mcnemar_exact(table[1], table[2]).p_value)
+  with open(os.path.join(out, "ablation.csv")) as f:
+    assert len(list(csv.DictReader(f))) == 4
+
+
 def test_rerun_skips_finished_stages(quick_run, capsys, mnist_train, mnist_test):
   out, config = quick_run
   before = os.path.getmtime(os.path.join(out, "verify_original.jsonl"))
   pipeline_lib.Pipeline(config, out, splits=(mnist_train, mnist_test)).run()
   printed = capsys.readouterr().out
-  assert printed.count("already complete, skipped") == 6
+  assert printed.count("already complete, skipped") == 8
   assert os.path.getmtime(os.path.join(out, "verify_original.jsonl")) == before
 
 
@@ -276,7 +423,8 @@ def test_rerun_retries_error_records(quick_run, capsys, tmp_path,
                                 splits=(mnist_train, mnist_test)).run()
   printed = capsys.readouterr().out
   assert "1 pairs ended in error; retrying them" in printed
-  assert printed.count("already complete, skipped") == 3  # train..accuracy
+  # train, prune, accuracy, critical, ablation
+  assert printed.count("already complete, skipped") == 5
   again = {records_lib.pair_key(r): r for r in records_lib.read_results(path)}
   assert again[records_lib.pair_key(searched)]["status"] == searched["status"]
   assert open(path).read().count("\n") == lines + 2  # nothing lost
@@ -291,7 +439,8 @@ def test_other_configuration_in_same_folder_is_refused(quick_run):
 
 
 # ------------------------------------- issue 17: options, lock, child process
-STAGES = ("train", "prune", "accuracy", "verify", "transfer", "report")
+STAGES = pipeline_lib.STAGES
+OLD_STAGES = ("train", "prune", "accuracy", "verify", "transfer", "report")
 
 
 def _stubbed(config, out, fail_at=None):
@@ -330,7 +479,8 @@ def test_rerun_may_change_options_of_stages_not_started(tmp_path):
   corrected = first.replace(num_images=7, time_limit=10.0, mode="targeted")
   pipeline, ran = _stubbed(corrected, tmp_path)
   state = pipeline.run()
-  assert ran == ["accuracy", "verify", "transfer", "report"]
+  assert ran == ["accuracy", "critical", "verify", "transfer", "ablation",
+                 "report"]
   assert io.read_json(tmp_path / "config.json") == corrected.to_json()
   assert io.read_json(tmp_path / "pipeline.json")["config"] == (
       corrected.to_json())
@@ -428,7 +578,7 @@ def test_folder_from_before_config_json_resumes(tmp_path):
   config = configs.presets.quick(workers=1)
   pipeline, ran = _stubbed(config, tmp_path)
   pipeline.run()
-  assert ran == ["verify", "transfer", "report"]
+  assert ran == ["critical", "verify", "transfer", "ablation", "report"]
   assert io.read_json(tmp_path / "config.json") == config.to_json()
   pipeline, ran = _stubbed(config.replace(epochs=4), tmp_path)
   with pytest.raises(io.ConfigMismatchError):
@@ -443,7 +593,7 @@ def test_folder_from_before_the_curve_resumes(tmp_path):
   old = configs.presets.quick(delta=0.05).to_json()
   del old["radii"]
   (tmp_path / "config.json").write_text(json.dumps(old))
-  stages = {n: {"complete": True, "seconds": 1.0} for n in STAGES}
+  stages = {n: {"complete": True, "seconds": 1.0} for n in OLD_STAGES}
   (tmp_path / "pipeline.json").write_text(json.dumps(
       {"config": old, "stages": stages, "evaluation": {}}))
   for net in ("original", "pruned"):
@@ -451,12 +601,75 @@ def test_folder_from_before_the_curve_resumes(tmp_path):
   config = configs.presets.quick(delta=0.05, radii=(0.02, 0.05))
   pipeline, ran = _stubbed(config, tmp_path)
   pipeline.run()
-  assert ran == ["verify", "transfer", "report"]
+  assert ran == ["critical", "verify", "transfer", "ablation", "report"]
   assert io.read_json(tmp_path / "config.json") == config.to_json()
   pipeline, ran = _stubbed(config.replace(radii=(0.03,)), tmp_path)
   with pytest.raises(io.ConfigMismatchError):
     pipeline.run()
   assert ran == []
+
+
+def _finished_by_the_previous_code(tmp_path, config):
+  """A folder every stage of the previous code finished (no critical or
+  ablation stage; config.json without their options)."""
+  old = {k: v for k, v in config.to_json().items()
+         if k not in pipeline_lib.ADDED_AFTER_CONFIG_JSON or k in (
+             "radii", "image_time_limit")}
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  stages = {n: {"complete": True, "seconds": 1.0} for n in OLD_STAGES}
+  stages["verify"]["radii"] = list(config.verify.grid)
+  (tmp_path / "pipeline.json").write_text(json.dumps(
+      {"config": old, "stages": stages, "evaluation": {}}))
+  for net in ("original", "pruned"):
+    for d in config.verify.grid:
+      name = pipeline_lib.report_lib.results_name(net, d, config.verify.delta)
+      (tmp_path / name).write_text("")
+  # transfer.json as the previous code wrote it: no sources
+  (tmp_path / "transfer.json").write_text(json.dumps(
+      {"original": {"examples": 3, "correct": 2, "to_target": 1},
+       "pruned": {"examples": 0, "correct": 0, "to_target": 0}}))
+
+
+def _transfer_json(tmp_path, config, examples, stop):
+  source = {"examples": examples, "extension_images": [5, stop]}
+  (tmp_path / "transfer.json").write_text(json.dumps(
+      {"version": 2, **{net: {"sources": source}
+                        for net in ("original", "pruned")}}))
+
+
+def test_folder_finished_by_the_previous_code_runs_the_new_stages(tmp_path):
+  """The main job's folder, resumed with this code: the critical and
+  ablation stages run, transfer (short of --transfer_examples, from before
+  the extension) and the report again; nothing else."""
+  config = configs.presets.quick(workers=1)
+  _finished_by_the_previous_code(tmp_path, config)
+  pipeline, ran = _stubbed(config, tmp_path)
+  pipeline.run()
+  assert ran == ["critical", "transfer", "ablation", "report"]
+  assert io.read_json(tmp_path / "config.json") == config.to_json()
+  wanted = config.analysis.transfer_examples
+  _transfer_json(tmp_path, config, wanted, 6)
+  pipeline, ran = _stubbed(config, tmp_path)
+  pipeline.run()
+  assert ran == []
+  # short of the examples with images left: transfer and report again
+  _transfer_json(tmp_path, config, wanted - 1, 6)
+  pipeline, ran = _stubbed(config, tmp_path)
+  pipeline.run()
+  assert ran == ["transfer", "report"]
+  # short, but the cap on extra images was reached: nothing to gain
+  _transfer_json(tmp_path, config, wanted - 1,
+                 5 + config.analysis.transfer_max_images)
+  pipeline, ran = _stubbed(config, tmp_path)
+  pipeline.run()
+  assert ran == []
+  # the new stages' options are fixed once they started
+  pipeline, ran = _stubbed(config.replace(ablation_fraction=0.3), tmp_path)
+  with pytest.raises(io.ConfigMismatchError):
+    pipeline.run()
+  pipeline, ran = _stubbed(config.replace(transfer_examples=7), tmp_path)
+  with pytest.raises(io.ConfigMismatchError):
+    pipeline.run()
 
 
 def _children(pid, command):

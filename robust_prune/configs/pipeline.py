@@ -181,6 +181,12 @@ class AnalysisStage:
   critical_time_limit: float = option(
       0.0, "Seconds per importance MILP of the critical stage (0: "
       "--prune_time_limit).")
+  # The batch must keep this margin under PGD on both networks (with
+  # --prune_lambda 0 it is a hard constraint of the MILP): a weak network
+  # (the quick preset's) has no such image of some class at margin 3.
+  critical_margin: float = option(
+      -1.0, "Logit margin of the critical stage's MILPs and batch (< 0: "
+      "--prune_margin).")
   ablation_fraction: float = option(
       0.1, "Fraction of each hidden layer the ablation stage removes (the "
       "most accuracy-critical, most robustness-critical, or random).")
@@ -204,6 +210,9 @@ class AnalysisStage:
     if self.critical_time_limit < 0:
       raise ValueError(f"--critical_time_limit must be >= 0 seconds (0: "
                        f"--prune_time_limit), got {self.critical_time_limit}")
+    if self.critical_margin > 100:
+      raise ValueError(f"--critical_margin must be <= 100 (a logit margin), "
+                       f"got {self.critical_margin}")
     if not 0 < self.ablation_fraction < 1:
       raise ValueError(f"--ablation_fraction must lie in (0, 1), got "
                        f"{self.ablation_fraction}")

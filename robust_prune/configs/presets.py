@@ -18,10 +18,12 @@ PAPER = PipelineConfig()
 QUICK = dict(hidden=(32, 16), epochs=3, epsilon_warmup_epochs=3,
              max_train_examples=12000, learning_rate=3e-3, num_images=5,
              time_limit=30.0, prune_time_limit=20.0, radii=(0.05,),
-             # the analysis stages within the quick test's minute: 5 s per
-             # importance MILP, 3 images per ablated network, 20 examples
-             critical_time_limit=5.0, ablation_images=3,
-             ablation_image_time_limit=1.0, transfer_examples=20,
+             # the analysis stages in about a minute: 2 s per importance
+             # MILP at margin 1 (at 3 no image of class 9 keeps its margin
+             # under PGD on both quick nets), 2 images per ablated network,
+             # 10 reverse-testing examples per side
+             critical_time_limit=2.0, critical_margin=1.0, ablation_images=2,
+             ablation_image_time_limit=1.0, transfer_examples=10,
              transfer_max_images=200)
 
 def quick(**overrides) -> PipelineConfig:

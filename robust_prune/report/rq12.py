@@ -50,10 +50,10 @@ def _solves(critical: Mapping) -> dict:
           for net in NETWORKS for kind in KINDS}
 
 
-def _proportion(successes: int, n: int) -> dict:
-  p = stats.wilson_interval(successes, n)
-  return {"correct": successes, "n": n,
-          "value": None if n == 0 else successes / n, "ci": [p.low, p.high]}
+def _proportion(correct: int, n: int) -> dict:
+  p = stats.wilson_interval(correct, n)
+  return {"correct": correct, "n": n,
+          "value": None if n == 0 else correct / n, "ci": [p.low, p.high]}
 
 
 def _paired_difference(table: Mapping) -> dict:
@@ -130,8 +130,8 @@ def _scores_note(critical: Mapping) -> findings.Finding:
                           f"{head}; all four MILPs proven optimal.")
 
 
-def rq1_findings(critical: Mapping | None, ablation: Mapping | None,
-                 rows: list[dict]) -> list[findings.Finding]:
+def rq1_findings(critical: Mapping | None, ablation: Mapping | None
+                 ) -> list[findings.Finding]:
   """Clean vs adversarial critical sets of the original, then the causal
   test: each ablation against the random one and against each other."""
   found = []
@@ -144,8 +144,7 @@ def rq1_findings(critical: Mapping | None, ablation: Mapping | None,
           (o["num_clean"], o["num_adversarial"]), o["num_both"],
           row["width_original"], o["overlap_p"]))
   if not ablation:
-    return found or [findings.Finding(findings.NOT_DECIDED,
-                                       "No critical-neuron results.")]
+    return found
   k = ablation["removed_per_layer"]
   for first, second in (("accuracy", "random"), ("robustness", "random"),
                         ("accuracy", "robustness")):
@@ -170,10 +169,9 @@ def rq1_findings(critical: Mapping | None, ablation: Mapping | None,
 
 
 def rq2_findings(critical: Mapping | None) -> list[findings.Finding]:
-  if not critical:
-    return [findings.Finding(findings.NOT_DECIDED,
-                             "No critical-neuron results.")]
   found = []
+  if not critical:
+    return found
   for row in critical_rows(critical):
     for kind in KINDS:
       c = row[f"consistency_{kind}"]
@@ -199,16 +197,29 @@ def transfer_sources(transfer: Mapping) -> dict[str, Any]:
 
 def rq12_summary(critical: Mapping | None, ablation: Mapping | None,
                  transfer: Mapping) -> dict[str, Any]:
+  """The report's RQ1/RQ2 part; a stage that recorded an error (no batch)
+  is shown as not decided with its message."""
+  errors = {name: value["error"] for name, value in
+            (("critical", critical), ("ablation", ablation))
+            if isinstance(value, dict) and "error" in value}
+  critical = None if "critical" in errors else critical
+  ablation = None if "ablation" in errors else ablation
   rows = critical_rows(critical) if critical else []
-  rq1 = rq1_findings(critical, ablation, rows)
+  rq1 = rq1_findings(critical, ablation)
   rq2 = rq2_findings(critical)
+  not_decided = [findings.Finding(findings.NOT_DECIDED,
+                                  f"The {name} stage: not decided: {e}.")
+                 for name, e in errors.items()]
+  rq1 = not_decided + rq1
+  rq2 = [f for f in not_decided if "critical stage" in f.text] + rq2
   return {
+      "errors": errors,
       "critical": None if not critical else {
           "batch_indices": critical["batch_indices"],
           "batch_labels": critical.get("batch_labels"),
           "epsilon": critical["epsilon"],
           "threshold": critical["threshold"], "solves": _solves(critical),
-          "layers": rows},
+          "layers": rows, "margin": critical.get("margin")},
       "ablation": None if not ablation else {
           k: ablation[k] for k in ("fraction", "removed_per_layer", "seed",
                                    "tie_break", "delta", "images",

@@ -29,13 +29,16 @@ def critical(rq: Mapping) -> list[str]:
   c = rq["critical"]
   lines = ["## RQ1/RQ2: critical neurons", ""]
   if c is None:
-    return lines + ["Not run (no critical.json).", ""]
+    error = rq.get("errors", {}).get("critical")
+    return lines + [f"Not decided: {error}." if error else
+                    "Not run (no critical.json).", ""]
   lines += [
       f"Importance MILP scores (the pruning MILP, same options) on one "
       f"batch of training images shared by both networks, indices "
       f"{c['batch_indices']} (labels {c['batch_labels']}): the first per "
       f"class that both networks classify correctly clean and under their "
-      f"own PGD attack (eps {c['epsilon']:g}). Critical = score >= "
+      f"own PGD attack (eps {c['epsilon']:g}), logit margin "
+      f"{c['margin']}. Critical = score >= "
       f"{c['threshold']:g}; the pruned network's neurons are named by "
       f"their original indices. Counts are sizes of the two sets and of "
       f"their intersection; p is the one-sided hypergeometric test of an "
@@ -76,7 +79,9 @@ def ablation(rq: Mapping) -> list[str]:
   a = rq["ablation"]
   lines = ["## RQ1: causal test (ablation of the original network)", ""]
   if a is None:
-    return lines + ["Not run (no ablation.json).", ""]
+    error = rq.get("errors", {}).get("ablation")
+    return lines + [f"Not decided: {error}." if error else
+                    "Not run (no ablation.json).", ""]
   lines += [
       f"The original network without {a['removed_per_layer']} neurons per "
       f"layer ({100 * a['fraction']:g}%): the most accuracy-critical "
@@ -138,6 +143,9 @@ def transfer_sources(rq: Mapping) -> list[str]:
 def findings(rq: Mapping) -> list[str]:
   lines = [rq["paragraphs"]["rq1"], "", rq["paragraphs"]["rq2"], ""]
   for q in ("rq1", "rq2"):
+    if not rq["findings"][q]:
+      lines.append(f"{q.upper()}: no results (stage not run).")
+      continue
     verdicts = [f["verdict"] for f in rq["findings"][q]]
     lines.append(f"{q.upper()} verdicts: " + ", ".join(
         f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))) + ".")

@@ -3,9 +3,13 @@ accuracy-critical, k most robustness-critical or k random neurons per layer
 (stages/ablation.py says how they are ranked), each measured like the
 original: clean and PGD-40 accuracy on the test set, and verified robust
 accuracy at the paper radius on --ablation_images test images with the
-certify cascade and --ablation_image_time_limit seconds per image (the
+certify cascade (robust_prune.verify's runner, in this process with one
+worker: the three ablated networks share one shape, so its jitted steps
+compile once, where an `evaluate` child per network would compile them in
+every worker) and --ablation_image_time_limit seconds per image (the
 original is verified again under that same budget, so the four networks
-are compared alike).
+are compared alike). With a budget under 5 s per image the MILP never
+starts: CROWN, PGD and the branch and bound decide.
 
   OUT/ablation/{variant}/network.npz   the smaller networks (+ removed.json)
   OUT/ablation/{name}/correct.npz      per test image: clean / PGD correct
@@ -37,6 +41,8 @@ def _ablated_networks(config, out_dir: str) -> dict[str, tuple[str, Any]]:
   """{name: (network.npz path, removed per layer or None)}, the ablated
   networks written where missing."""
   critical = io.read_json(os.path.join(out_dir, "critical.json"))
+  if isinstance(critical, dict) and "error" in critical:
+    return None
   if not isinstance(critical, dict) or "original" not in critical:
     raise RuntimeError("critical.json is missing; run the critical stage")
   original_path = os.path.join(out_dir, "original", "network.npz")
@@ -84,12 +90,42 @@ def verify_name(name: str) -> str:
   return os.path.join(FOLDER, f"verify_{name}.jsonl")
 
 
+def verify_in_process(config, test) -> Callable[[str, str], None]:
+  """verify(network path, results path): the certify cascade on the
+  stage's images, resumable (the runner skips finished pairs)."""
+  from robust_prune.verify import engines, runner  # pylint: disable=g-import-not-at-top
+  from robust_prune.verify.config import VerifyConfig  # pylint: disable=g-import-not-at-top
+  v, a = config.verify, config.analysis
+  verify_config = VerifyConfig(
+      delta=v.delta, mode="certify", solver=v.solver, time_limit=v.time_limit,
+      bounds=v.bounds, bab_time_limit=v.bab_time_limit,
+      image_time_limit=a.ablation_image_time_limit)
+  indices = list(range(v.first_image, v.first_image + a.ablation_images))
+  engines.enable_compilation_cache()
+
+  def verify(path: str, out: str) -> None:
+    print(f"  verifying {path} at delta {v.delta:g} on {len(indices)} images "
+          f"({a.ablation_image_time_limit:g} s each) -> {out}", flush=True)
+    runner.verify_images(network_lib.load_network(path),
+                         test.images[indices], test.labels[indices], indices,
+                         v.delta, out_path=out, workers=1,
+                         config=verify_config, log_every=60.0)
+  return verify
+
+
 def run_ablation(config, out_dir: str, test,
-                 verify: Callable[[str, str], None]) -> dict[str, Any]:
+                 verify: Callable[[str, str], None] | None = None
+                 ) -> dict[str, Any]:
   """ablation.json; `verify(network path, results path)` runs the certify
-  cascade on the stage's images (the pipeline's evaluate child)."""
+  cascade on the stage's images (default: verify_in_process)."""
   from robust_prune.verify import records as records_lib  # pylint: disable=g-import-not-at-top
+  verify = verify or verify_in_process(config, test)
   paths = _ablated_networks(config, out_dir)
+  if paths is None:
+    error = ("no critical-neuron scores to rank by (the critical stage "
+             "found no batch)")
+    io.atomic_write_json(os.path.join(out_dir, RESULT), {"error": error})
+    return {"error": error}
   v, a = config.verify, config.analysis
   images = list(range(v.first_image, v.first_image + a.ablation_images))
   correct, networks = {}, {}

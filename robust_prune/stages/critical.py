@@ -29,8 +29,10 @@ SOLVES = "critical_scores.json"
 def critical_options(config) -> prune_lib.PruneOptions:
   """The prune stage's MILP options, with --critical_time_limit when set."""
   options = prune_lib.pipeline_prune_options(config)
-  seconds = config.analysis.critical_time_limit
-  return dataclasses.replace(options, time_limit=seconds or options.time_limit)
+  a = config.analysis
+  return dataclasses.replace(
+      options, time_limit=a.critical_time_limit or options.time_limit,
+      margin=options.margin if a.critical_margin < 0 else a.critical_margin)
 
 
 def kept_indices(pruned_dir: str) -> list[list[int]]:
@@ -93,11 +95,19 @@ def run_critical(config, out_dir: str, train) -> dict[str, Any]:
     raise RuntimeError(
         f"pruned/pruning.json's kept indices ({[len(k) for k in kept]} "
         f"neurons) do not match the pruned network {pruned.hidden_widths}")
-  result = critical_lib.critical_analysis(
-      original, pruned, kept, train, config.train, options,
-      solve=_CachedSolves(os.path.join(out_dir, SOLVES), options))
-  result["time_limit"] = options.time_limit
-  result["solver"] = options.solver
+  try:
+    result = critical_lib.critical_analysis(
+        original, pruned, kept, train, config.train, options,
+        solve=_CachedSolves(os.path.join(out_dir, SOLVES), options))
+  except ValueError as e:
+    # No batch (a class without an image both networks keep under PGD at
+    # this margin): a recorded status, not a lost run.
+    io.atomic_write_json(os.path.join(out_dir, RESULT),
+                         {"error": str(e), "margin": options.margin})
+    print(f"  critical: not decided: {e}", flush=True)
+    return {"error": str(e)}
+  result.update(time_limit=options.time_limit, solver=options.solver,
+                margin=options.margin)
   io.atomic_write_json(os.path.join(out_dir, RESULT), result)
   return {"batch_indices": result["batch_indices"],
           "proven": {f"{n}/{k}": result[n][k]["proven"]
