@@ -10,6 +10,8 @@ baselines, critical-neuron analysis and the prune -> retrain loop.
                      fallback (and the package's names for all of the above)
     batch            the batch: first correct images per class, checks
     structure        keep masks, physical removal, baselines
+    methods          the ranking methods (milp, robust_milp, lp, magnitude,
+                     random) and their keep masks at equal widths
     critical         critical-neuron sets and `critical_analysis`
     options          `PruneOptions`
     rounds           the prune -> retrain rounds
