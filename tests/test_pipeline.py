@@ -712,7 +712,7 @@ def test_killed_pipeline_takes_its_evaluate_child_along(tmp_path):
         (np.zeros(8, np.float32), np.zeros(10, np.float32))),
         out / net / "network.npz")
   stages = {n: {"complete": True, "seconds": 1.0}
-            for n in ("train", "prune", "accuracy")}
+            for n in ("train", "prune", "accuracy", "critical")}
   (out / "pipeline.json").write_text(json.dumps(
       {"config": OLD_QUICK_CONFIG, "stages": stages, "evaluation": {}}))
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}

@@ -14,6 +14,7 @@ import pytest
 from robust_prune import network as network_lib
 from robust_prune import report as report_lib
 from robust_prune import transfer as transfer_lib
+from robust_prune.analysis import stats
 
 
 def _record(image, label, target, status, objective=None, seconds=1.0):
@@ -171,3 +172,120 @@ def test_report_binary_names_a_bogus_record_in_one_line(tmp_path):
   assert f"{folder / 'verify_original.jsonl'}:3: not a result record" in \
       proc.stderr
   assert _outputs(folder) == {}
+
+
+# ------------------------------------------------------ RQ1/RQ2 (issue 15)
+def _hand_critical():
+  """critical.json of hand-made sets: layer of 4 neurons, pruned keeps
+  0, 1, 3."""
+  from robust_prune.pruning import critical as critical_lib
+  sets = {("original", "clean"): [frozenset({0, 1})],
+          ("original", "adversarial"): [frozenset({1, 2})],
+          ("pruned", "clean"): [frozenset({0, 1})],
+          ("pruned", "adversarial"): [frozenset({1, 3})]}
+  out = {"epsilon": 0.1, "threshold": 0.001, "batch_indices": [4, 9],
+         "batch_labels": [0, 1], "original_widths": [4], "margin": 3.0,
+         "time_limit": 5.0}
+  for net, width in (("original", 4), ("pruned", 3)):
+    out[net] = {"batch_indices": [4, 9], "hidden_widths": [width],
+                "clean_vs_adversarial": critical_lib.compare_sets(
+                    sets[(net, "clean")], sets[(net, "adversarial")],
+                    ("clean", "adversarial"), [width])}
+    for kind in ("clean", "adversarial"):
+      out[net][kind] = {"status": "optimal", "proven": True,
+                        "objective": -1.0, "bound": -1.0,
+                        "solve_seconds": 0.5,
+                        "critical": [sorted(sets[(net, kind)][0])]}
+  for kind in ("clean", "adversarial"):
+    out[f"consistency_{kind}"] = critical_lib.compare_sets(
+        sets[("original", kind)], sets[("pruned", kind)],
+        ("original", "pruned"), [4])
+  return out
+
+
+def _hand_ablation():
+  verified = {"original": ["robust", "robust", "undecided"],
+              "accuracy": ["adversarial", "robust", "undecided"],
+              "robustness": ["adversarial", "adversarial", "misclassified"],
+              "random": ["robust", "undecided", "undecided"]}
+  table = lambda a, b, c, d: {"both": a, "only_first": b, "only_second": c,
+                              "neither": d}
+  networks = {name: {"removed": None if name == "original" else [[1]],
+                     "hidden_widths": [4 if name == "original" else 3],
+                     "parameters": 10, "clean": {"correct": 90, "n": 100},
+                     "pgd": {"correct": 60, "n": 100},
+                     "verified": {str(i): v for i, v in enumerate(vs)}}
+              for name, vs in verified.items()}
+  networks["accuracy"]["clean"] = {"correct": 70, "n": 100}
+  paired = {f"{a}_vs_{b}": {"first": a, "second": b,
+                            "clean": table(60, 10, 30, 0),
+                            "pgd": table(55, 5, 5, 35)}
+            for a, b in (("accuracy", "original"), ("robustness", "original"),
+                         ("random", "original"), ("accuracy", "random"),
+                         ("robustness", "random"),
+                         ("accuracy", "robustness"))}
+  return {"fraction": 0.25, "seed": 0, "removed_per_layer": [1],
+          "tie_break": "t", "delta": 0.1, "images": [0, 3],
+          "image_time_limit": 3.0, "pgd_epsilon": 0.1,
+          "networks": networks, "paired": paired}
+
+
+def test_report_rq12_tables_and_findings_from_the_files(tmp_path):
+  folder = _pipeline_folder(tmp_path)
+  (folder / "critical.json").write_text(json.dumps(_hand_critical()))
+  (folder / "ablation.json").write_text(json.dumps(_hand_ablation()))
+  report_lib.write_report(str(folder), images=np.zeros((5, 784)))
+  written = _outputs(folder)
+  assert {"critical.csv", "ablation.csv"} <= set(written)
+  rq = json.loads(written["summary.json"])["rq12"]
+  layer, = rq["critical"]["layers"]
+  assert (layer["original"]["num_clean"], layer["original"]["num_both"],
+          layer["original"]["jaccard"]) == (2, 1, pytest.approx(1 / 3))
+  assert layer["consistency_adversarial"]["num_both"] == 1
+  rows = {r["network"]: r for r in rq["ablation"]["rows"]}
+  acc = rows["accuracy"]
+  wilson = stats.wilson_interval(70, 100)
+  assert acc["clean"]["ci"] == pytest.approx([wilson.low, wilson.high])
+  diff = stats.paired_difference(60, 10, 30, 0)
+  assert acc["change"]["clean"]["difference"] == pytest.approx(-0.2)
+  assert acc["change"]["clean"]["difference_ci"] == pytest.approx(
+      [diff.low, diff.high])
+  assert acc["change"]["clean"]["mcnemar_p"] == pytest.approx(
+      stats.mcnemar_exact(10, 30).p_value)
+  v = rows["robustness"]["verified"]
+  assert (v["robust"], v["adversarial"], v["misclassified"], v["images"]) == (
+      0, 2, 1, 3)
+  # robustness vs original, verified: both 0, only robustness-ablated 0,
+  # only original 2, neither 1
+  assert [rows["robustness"]["change"]["verified"][k] for k in
+          ("both", "only_first", "only_second", "neither")] == [0, 0, 2, 1]
+  texts = {f["text"]: f["verdict"] for f in rq["findings"]["rq1"]}
+  # PGD: 5 vs 5 discordant of 100: no claim
+  pgd = [t for t in texts if "PGD-40 accuracy" in t]
+  assert pgd and all(texts[t] == "not supported" and "includes 0" in t
+                     for t in pgd)
+  clean = [t for t in texts if "clean accuracy" in t]
+  assert all(texts[t] == "supported" for t in clean)  # 10 vs 30 of 100
+  report = written["report.md"].decode()
+  assert "## RQ1/RQ2: critical neurons" in report
+  assert "## RQ1: causal test" in report and "**RQ2:" in report
+  with io.StringIO(written["ablation.csv"].decode()) as f:
+    assert [r["network"] for r in csv.DictReader(f)] == [
+        "original", "accuracy", "robustness", "random"]
+
+
+def test_report_says_not_decided_when_the_critical_stage_found_no_batch(
+    tmp_path):
+  folder = _pipeline_folder(tmp_path)
+  (folder / "critical.json").write_text(json.dumps(
+      {"error": "classes [9] have too few images", "margin": 3.0}))
+  (folder / "ablation.json").write_text(json.dumps(
+      {"error": "no critical-neuron scores to rank by"}))
+  report_lib.write_report(str(folder), images=np.zeros((5, 784)))
+  written = _outputs(folder)
+  assert "critical.csv" not in written and "ablation.csv" not in written
+  rq = json.loads(written["summary.json"])["rq12"]
+  verdicts = [f["verdict"] for q in ("rq1", "rq2") for f in rq["findings"][q]]
+  assert verdicts and set(verdicts) == {"not decided"}
+  assert "Not decided: classes [9] have too few images." in (
+      written["report.md"].decode())

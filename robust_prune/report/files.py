@@ -192,13 +192,15 @@ def render_files(summary: Mapping, records_by_net: Mapping[str, Sequence],
       "fig6_distortion_cdf.png": figures.plot_distortion_cdf(
           {net: distortion.cdf_band(iv.values())
            for net, iv in intervals_by_net.items()}),
-      "critical.csv": csv_text(critical_csv_rows(summary["rq12"])),
-      "ablation.csv": csv_text(ablation_csv_rows(summary["rq12"])),
       "fig1_counts.png": figures.plot_counts_and_transfer(summary),
       "fig2_heatmap.png": figures.plot_heatmaps(
           {n: np.asarray(c) for n, c in summary["confusion"].items()}),
       "fig2_examples.png": figures.plot_example_grid(examples, images),
       "report.md": render_markdown(summary),
+      # only for folders whose critical and ablation stages ran
+      **{name: csv_text(rows) for name, rows in (
+          ("critical.csv", critical_csv_rows(summary["rq12"])),
+          ("ablation.csv", ablation_csv_rows(summary["rq12"]))) if rows},
   }
 
 

@@ -58,6 +58,10 @@ def examples_of(net: str, out_dir: str, test, config) -> tuple[list, dict]:
 def run_transfer(config, out_dir: str, test) -> dict[str, Any]:
   """transfer.json: {tested network: its accuracy on the other's examples,
   "examples_of": the other, "sources": where they came from}."""
+  from robust_prune.verify import engines  # pylint: disable=g-import-not-at-top
+  # The verify stage's children compiled these networks' CROWN and PGD:
+  # loaded from the persistent cache, not compiled again.
+  engines.enable_compilation_cache()
   result: dict[str, Any] = {"version": VERSION, "delta": config.verify.delta}
   found = {net: examples_of(net, out_dir, test, config) for net in NETWORKS}
   for net in NETWORKS:
