@@ -267,6 +267,17 @@ def _bab(minimize):
   return produce
 
 
+def _bab_on_alpha_layers(case):
+  """The certify cascade's branch and bound: its domains keep the
+  alpha-CROWN intermediate bounds."""
+  result = bab.bab_margin(case.net, case.lower, case.upper, case.label,
+                          case.target,
+                          bab.BabConfig(time_limit=10.0, batch_size=16),
+                          bounds.alpha_crown_bounds(case.net, case.lower,
+                                                    case.upper))
+  return [(result.lower_bound, None, 1e-7)]
+
+
 PRODUCERS = {
     "interval": _method("interval"),
     "crown": _method("crown"),
@@ -278,11 +289,12 @@ PRODUCERS = {
     "bab_leaf_lp": _leaf_lp,
     "bab_margin": _bab(minimize=False),
     "bab_minimum": _bab(minimize=True),
+    "bab_on_alpha_layers": _bab_on_alpha_layers,
 }
 # The producers whose soundness rests on the relaxation's upper shift.
 RELAXED = ("crown", "lp", "crown_margin", "alpha_crown_margin",
            "bab_domain_float32", "bab_domain_float64_proof", "bab_margin",
-           "bab_minimum")
+           "bab_minimum", "bab_on_alpha_layers")
 
 EXACT_CASES = [(seed, (3, 5, 4, 3), 0.3) for seed in range(3)]
 SAMPLED_CASES = [(10, (10, 16, 12, 6), 0.15), (11, (784, 20, 10), 0.03)]
@@ -368,3 +380,86 @@ def test_a_planted_unsound_relaxation_is_caught(monkeypatch):
     monkeypatch.undo()
     jax.clear_caches()
   assert caught == set(RELAXED)
+
+
+# ---------------------------------------- alpha-CROWN intermediate bounds
+def _neuron_extremes(net, lower, upper, k):
+  """Exact min and max of every pre-activation of hidden layer k over the
+  box, by region enumeration on the network cut after layer k."""
+  cut = Network(net.weights[:k + 1], net.biases[:k + 1])
+  n = net.weights[k].shape[1]
+  lows = [exact_min_spec(cut, lower, upper, np.eye(n)[i])[0] for i in range(n)]
+  highs = [-exact_min_spec(cut, lower, upper, -np.eye(n)[i])[0]
+           for i in range(n)]
+  return np.array(lows), np.array(highs)
+
+
+def _alpha_layer_violations(seed, sizes, delta):
+  """(violations of the exact extremes, number of neurons checked) of
+  alpha_crown_bounds' hidden layers after the first."""
+  rng = np.random.default_rng(seed)
+  net = random_network(rng, sizes, bias_scale=0.3)
+  lower, upper = bounds.input_box(rng.uniform(0.2, 0.8, size=sizes[0]), delta)
+  tight = bounds.alpha_crown_bounds(net, lower, upper, steps=30)
+  bad = checked_count = 0
+  for k in range(1, len(sizes) - 2):
+    low, high = _neuron_extremes(net, lower, upper, k)
+    bad += int(np.sum(tight.lowers[k] > low + 1e-9)
+               + np.sum(tight.uppers[k] < high - 1e-9))
+    checked_count += len(low)
+  return bad, checked_count
+
+
+ALPHA_EXACT_CASES = [(0, (3, 5, 4, 3), 0.3), (1, (2, 4, 4, 4, 2), 0.4),
+                     (2, (4, 6, 5, 3), 0.25)]
+
+
+@pytest.mark.parametrize("seed,sizes,delta", ALPHA_EXACT_CASES)
+def test_alpha_intermediate_bounds_contain_the_exact_extremes(seed, sizes,
+                                                              delta):
+  bad, checked_count = _alpha_layer_violations(seed, sizes, delta)
+  assert checked_count > 0 and bad == 0
+
+
+def test_a_planted_unsound_alpha_intermediate_bound_is_caught(monkeypatch):
+  """Shifting the optimised bounds inward by 0.1 must show a violation."""
+  from robust_prune.bounds import alpha
+  original = alpha._alpha_layer_jax
+
+  def shifted(*args):
+    low, up = original(*args)
+    return low + 0.1, up - 0.1
+
+  monkeypatch.setattr(alpha, "_alpha_layer_jax", shifted)
+  assert sum(_alpha_layer_violations(*case)[0]
+             for case in ALPHA_EXACT_CASES) > 0
+
+
+@pytest.mark.parametrize("seed,sizes,delta", [
+    (20, (12, 16, 16, 10), 0.2), (21, (8, 10, 10, 10, 3), 0.3),
+    (22, (784, 30, 20, 10), 0.05)])
+def test_alpha_intermediate_bounds_hold_on_samples_and_beat_crown(
+    seed, sizes, delta):
+  """Sound on sampled activations, never looser than CROWN, and tighter
+  somewhere (the layers after the first are optimised)."""
+  rng = np.random.default_rng(seed)
+  net = random_network(rng, sizes, bias_scale=0.1)
+  lower, upper = bounds.input_box(rng.uniform(size=sizes[0]), delta)
+  crown = bounds.crown_bounds(net, lower, upper)
+  tight = bounds.alpha_crown_bounds(net, lower, upper)
+  logits, hidden = forward(net, sample_box(rng, lower, upper, 4000),
+                           return_hidden=True)
+  for l, u, values in zip(tight.lowers, tight.uppers, hidden + [logits]):
+    assert np.all(values >= l) and np.all(values <= u)
+  for l, u, cl, cu in zip(tight.lowers, tight.uppers, crown.lowers,
+                          crown.uppers):
+    assert np.all(l >= cl) and np.all(u <= cu)
+  np.testing.assert_array_equal(tight.lowers[0], crown.lowers[0])
+  gain = sum(np.sum(cu - cl) - np.sum(u - l) for l, u, cl, cu in zip(
+      tight.lowers[1:-1], tight.uppers[1:-1], crown.lowers[1:-1],
+      crown.uppers[1:-1]))
+  assert gain > 1e-3
+  batched = bounds.alpha_crown_bounds(net, np.stack([lower, lower]),
+                                      np.stack([upper, upper]))
+  np.testing.assert_allclose(batched[1].lowers[1], tight.lowers[1],
+                             rtol=1e-9, atol=1e-9)

@@ -9,8 +9,9 @@ The bound is one back-substitution (bounds.backsub) in which
 (bounds.relaxation). Every alpha in [0, 1] and beta >= 0 gives a sound
 bound, so they are tuned by projected Adam ascent (bounds.alpha) in float32
 (JAX, batched over domains); bab.proofs recomputes the same bound in
-float64 before a domain is discarded. Root intermediate bounds (CROWN) are
-kept for every domain: sound, since each domain is a subset of the box.
+float64 before a domain is discarded. Root intermediate bounds (CROWN; the
+cascade passes alpha-CROWN's, bounds.alpha_crown_bounds) are kept for every
+domain: sound, since each domain is a subset of the box.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Pre-activation bounds of a ReLU MLP over an L-inf input box.
 
-Three methods, each sound and each at least as tight as the one before:
+Sound methods (CROWN never looser than interval, alpha-CROWN and LP never
+looser than CROWN):
 
 * `interval_bounds` (bounds.interval): interval arithmetic, layer by layer
   (exact for layer 0, since the input set is a box).
@@ -8,6 +9,9 @@ Three methods, each sound and each at least as tight as the one before:
   DeepPoly): every layer's pre-activations are bounded by a linear function
   of the input, propagated back through the ReLU relaxations of all earlier
   layers. JAX, jit-compiled, batched over a leading image axis.
+* `alpha_crown_bounds` (bounds.alpha): CROWN with the hidden layers after
+  the first tightened by alpha-CROWN (lower slopes optimised per neuron
+  bound); what the branch and bound keeps for every domain.
 * `lp_tighten` (bounds.lp): one LP per still-unstable neuron (min and max of
   its pre-activation over the triangle relaxation of all earlier layers),
   layer by layer, each layer using the tightened bounds of the ones before
@@ -24,6 +28,7 @@ last: `lowers[i]`, `uppers[i]` bound `h_{i-1} @ W_i + b_i`. They are computed
 in float64 and widened for round-off (bounds.safety).
 """
 
+from robust_prune.bounds.alpha import alpha_crown_bounds
 from robust_prune.bounds.alpha import alpha_crown_margin_lower_bounds
 from robust_prune.bounds.alpha import projected_ascent
 from robust_prune.bounds.backsub import Backsub
@@ -47,7 +52,7 @@ from robust_prune.bounds.safety import SAFETY_REL
 
 __all__ = [
     "BOUND_METHODS", "Backsub", "LayerBounds", "SAFETY_ABS", "SAFETY_REL",
-    "alpha_crown_margin_lower_bounds", "backsubstitute", "crown_bounds",
+    "alpha_crown_bounds", "alpha_crown_margin_lower_bounds", "backsubstitute", "crown_bounds",
     "crown_margin_lower_bounds", "input_box", "interval_bounds",
     "layer_bounds", "lp_tighten", "margin_spec", "minimising_vertex",
     "projected_ascent",

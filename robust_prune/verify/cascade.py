@@ -190,6 +190,19 @@ def _certify_by_pgd(p: ImageProblem, targets, verdicts,
   return rest
 
 
+def bab_layer_bounds(p: ImageProblem, config: VerifyConfig):
+  """The layer bounds the branch and bound keeps for every domain: the
+  image's, intersected with alpha-CROWN's when `bab_intermediate` says so
+  (both are sound, so their intersection is)."""
+  if config.bab_intermediate != "alpha":
+    return p.layer_bounds
+  alpha = bounds_lib.alpha_crown_bounds(p.network, p.lower, p.upper)
+  own = p.layer_bounds
+  return bounds_lib.LayerBounds(
+      tuple(np.maximum(a, b) for a, b in zip(own.lowers, alpha.lowers)),
+      tuple(np.minimum(a, b) for a, b in zip(own.uppers, alpha.uppers)))
+
+
 def _bab_shares(config: VerifyConfig, deadline: Deadline | None, targets,
                 rest: list):
   """(target, branch-and-bound seconds) in order, each share computed when
@@ -211,10 +224,11 @@ def _certify_by_bab(p: ImageProblem, targets, verdicts,
   if config.bab_time_limit <= 0 or not targets:
     return targets
   rest = []
+  layers = bab_layer_bounds(p, config)
   for t, limit in _bab_shares(config, deadline, targets, rest):
     result = bab.bab_margin(p.network, p.lower, p.upper, p.label, t,
                             bab.BabConfig(time_limit=limit),
-                            layer_bounds=p.layer_bounds)
+                            layer_bounds=layers)
     v = replace(verdicts[t], bab_domains=int(result.domains),
                 bab_seconds=float(result.seconds))
     ok = False
@@ -245,11 +259,12 @@ def _targeted_by_bab(p: ImageProblem, targets, verdicts, config: VerifyConfig,
   if config.bab_time_limit <= 0 or config.all_binary or not targets:
     return targets
   rest = []
+  layers = bab_layer_bounds(p, config)
   for t, limit in _bab_shares(config, deadline, targets, rest):
     start = pgd[t][1] if t in pgd else None
     result = bab.bab_minimum(p.network, p.lower, p.upper, p.label, t,
                              bab.BabConfig(time_limit=limit),
-                             layer_bounds=p.layer_bounds, start=start)
+                             layer_bounds=layers, start=start)
     v = replace(verdicts[t], bab_domains=int(result.domains),
                 bab_seconds=float(result.seconds))
     if result.x_best is not None:
@@ -302,6 +317,8 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
                    steps=config.pgd_steps, restarts=config.pgd_restarts,
                    seed=config.pgd_seed)
     if config.bab_time_limit > 0:
+      problem = ImageProblem(network, image, label, lower, upper, layers)
+      layers = bab_layer_bounds(problem, config)
       _warm_up_bab(network, lower, upper, layers, label, targets[0])
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("warm-up failed (%s: %s); compiling as the run goes",
