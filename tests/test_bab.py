@@ -409,3 +409,6 @@ def test_domain_pool_keeps_rows_together():
   np.testing.assert_array_equal(both.lb, [0.3, 0.1])
   np.testing.assert_array_equal(both.splits, pool.splits[[0, 2]])
   assert len(both) == 2 and len(pool.take([])) == 0
+  everything, nothing = pool.split_lowest(5)
+  assert len(nothing) == 0
+  np.testing.assert_array_equal(everything.key, [-0.1, 0.2, 0.5])

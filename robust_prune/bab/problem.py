@@ -127,5 +127,6 @@ class Problem:
                                self.slices.per_layer(splits_row))
 
   def scores(self, coeffs, splits) -> np.ndarray:
+    # float32 halves the pool's largest array; only their order matters
     return intercept_scores(coeffs, self.layer_bounds,
-                            self.slices.per_layer(splits))
+                            self.slices.per_layer(splits)).astype(np.float32)

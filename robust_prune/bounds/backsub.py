@@ -103,11 +103,15 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
     lam = lam @ weights[j].T
     if track_magnitude:
       mag_const = mag_const + mag @ xp.abs(biases[j])
-      mag = mag @ xp.abs(weights[j].T)
+      if j > 0:
+        mag = mag @ xp.abs(weights[j].T)
   bound = (const + _dot_last(xp.maximum(lam, 0), in_lower, xp)
            + _dot_last(xp.minimum(lam, 0), in_upper, xp))
   magnitude = None
   if track_magnitude:
+    # the input layer's |W| contracted with the input magnitudes first:
+    # the same sum, without a second (..., n_0) x (n_0, n_in) product
     magnitude = mag_const + _dot_last(
-        mag, xp.maximum(xp.abs(in_lower), xp.abs(in_upper)), xp)
+        mag, xp.maximum(xp.abs(in_lower), xp.abs(in_upper))
+        @ xp.abs(weights[0]), xp)
   return Backsub(bound, lam, const, hidden_coeffs, magnitude)
