@@ -43,8 +43,10 @@ def examples_of(net: str, out_dir: str, test, config) -> tuple[list, dict]:
       max_images=a.transfer_max_images,
       config=transfer_lib.extension_config(v.delta, solver=v.solver,
                                            bounds=v.bounds))
-  extra = [r for r in records_lib.read_results(path)
-           if r["image_index"] < extension["stop"]] if extension["images"] else []
+  extra = []
+  if extension["images"]:
+    extra = [r for r in records_lib.read_results(path)
+             if r["image_index"] < extension["stop"]]
   source = {"verify_images": [v.first_image, v.first_image + v.num_images],
             "verify_examples": have, "wanted": a.transfer_examples,
             "extension_images": [extension["first"], extension["stop"]],
