@@ -126,9 +126,26 @@ def run_variant(base: configs.PipelineConfig, variant: Variant, out_dir: str,
     _link(shared_dir(out_dir, shared_options(config, kind), kind),
           os.path.join(run_dir, kind))
   print(f"=== variant {variant.name} -> {run_dir}", flush=True)
+  if full_pipeline:
+    _reopen_skipped(run_dir)
   kind = pipeline_lib.Pipeline if full_pipeline else Rq4Pipeline
   kind(config, run_dir, manual_dir=manual_dir).run()
   return config, run_dir
+
+
+def _reopen_skipped(run_dir: str):
+  """Stages an RQ4-only run recorded as skipped run in a full one (the
+  sweep's lock keeps every other writer out of run_dir)."""
+  path = os.path.join(run_dir, pipeline_lib.STATE)
+  state = io.read_json(path)
+  if not isinstance(state, dict):
+    return
+  stages = state.get("stages", {})
+  skipped = [n for n, s in stages.items() if s.get("skipped")]
+  for name in skipped:
+    stages[name] = {"complete": False}
+  if skipped:
+    io.atomic_write_json(path, state)
 
 
 def variant_task(base, variant: Variant, out_dir: str, manual_dir,
@@ -210,6 +227,8 @@ def run_sweep(base: configs.PipelineConfig, sweep_name: str,
   """(variant, config, run_dir) of every variant, in sweep order: the
   equal-width reference (if the sweep has one) and the variants that do
   not depend on it, then the others at its widths."""
+  for overrides in sweep:  # every variant's options, before any work
+    pipeline_lib.check_options(base.replace(**overrides))
   reference, others = split_reference(sweep_name, sweep)
   first = [Variant(variant_name(o), dict(o))
            for o in ([reference] if reference is not None else others)]

@@ -86,6 +86,20 @@ def test_other_options_need_a_fresh_workdir(trained, splits, tmp_path):
     run(trained, tmp_path, splits, baseline="magnitude", retrain="rewind")
 
 
+def test_workdirs_from_before_widths_resume_and_widths_lock_a_workdir(
+    trained, splits, tmp_path):
+  """options.json of a run without --prune_widths has no `widths` (folders
+  written before the option resume); given widths are part of the lock."""
+  summary = run(trained, tmp_path, splits, retrain="finetune")
+  with open(tmp_path / "options.json") as f:
+    assert "widths" not in json.load(f)["options"]
+  again = run(trained, tmp_path, splits, retrain="finetune")
+  assert again["seconds"] == summary["seconds"]
+  with pytest.raises(ValueError, match="fresh --workdir"):
+    run(trained, tmp_path, splits, retrain="finetune",
+        widths=tuple(summary["widths_after"]))
+
+
 def test_a_network_retrained_in_place_needs_a_fresh_workdir(trained, splits,
                                                             tmp_path):
   copy = tmp_path / "net" / "network.npz"

@@ -212,3 +212,16 @@ def test_quick_pruning_sweep_on_local_ray_end_to_end_and_resumed(tmp_path):
     for name in ("train", "prune", "accuracy", "verify"):
       assert stages[name]["seconds"] == before[d][name]["seconds"], (d, name)
     assert os.path.getmtime(os.path.join(d, "variant_result.json")) == mtimes[d]
+
+
+def test_a_full_pipeline_rerun_reopens_the_stages_rq4_skipped(tmp_path):
+  state = {"config": {}, "stages": {
+      "train": {"complete": True, "seconds": 5.0},
+      "critical": {"complete": True, **sweep_lib._SKIPPED},  # pylint: disable=protected-access
+      "report": {"complete": True, **sweep_lib._SKIPPED}}}  # pylint: disable=protected-access
+  io.atomic_write_json(tmp_path / "pipeline.json", state)
+  sweep_lib._reopen_skipped(str(tmp_path))  # pylint: disable=protected-access
+  stages = io.read_json(tmp_path / "pipeline.json")["stages"]
+  assert stages["train"] == {"complete": True, "seconds": 5.0}
+  assert stages["critical"] == {"complete": False}
+  assert stages["report"] == {"complete": False}
