@@ -53,9 +53,9 @@ class PruneStage:
   # Methods are compared at equal per-layer widths: the sweep gives every
   # method the widths the MILP's threshold chose.
   widths: tuple[int, ...] = option(
-      (), "Neurons to keep per hidden layer, e.g. 138,70 (empty: the "
-      "method's scores and --threshold decide; magnitude and random need "
-      "it).")
+      (), "Neurons to keep per hidden layer, e.g. 138,70 (empty: --threshold "
+      "decides; magnitude and random then remove as many per layer as the "
+      "MILP would).")
 
   def __post_init__(self):
     _check_finite_fields(self)
