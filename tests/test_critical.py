@@ -237,3 +237,35 @@ def test_transfer_extension_finds_enough_checked_examples(tmp_path):
       network, images, labels, str(tmp_path / "capped.jsonl"), have=0,
       wanted=10 ** 6, first=50, max_images=40, config=config, chunk=5)
   assert capped["stop"] == 60 and capped["images"] == 10
+
+
+def test_critical_stage_keeps_each_solve_and_reuses_it(tmp_path, monkeypatch):
+  """An interrupted critical stage repeats no MILP: each solve is stored
+  with what it was solved on, and reused only for the same inputs."""
+  from robust_prune.stages import critical as critical_stage
+  original, _, _ = _two_networks()
+  split = _split()
+  options = PruneOptions(margin=3.0, time_limit=10.0, retrain="finetune")
+  calls = []
+  real = critical_lib._solve  # pylint: disable=protected-access
+
+  def counting(*args):
+    calls.append(args[2:4])
+    return real(*args)
+
+  monkeypatch.setattr(critical_lib, "_solve", counting)
+  path = str(tmp_path / "critical_scores.json")
+  images, labels = split.images[[2, 3]], split.labels[[2, 3]]
+  first = critical_stage._CachedSolves(path, options)(  # pylint: disable=protected-access
+      original, "original", "clean", images, labels)
+  again = critical_stage._CachedSolves(path, options)(  # pylint: disable=protected-access
+      original, "original", "clean", images, labels)
+  assert calls == [("original", "clean")]
+  np.testing.assert_array_equal(np.concatenate(first.scores),
+                                np.concatenate(again.scores))
+  assert again.status == first.status
+  moved = images.copy()
+  moved[0, 2] += 0.01   # other images: solved anew
+  critical_stage._CachedSolves(path, options)(  # pylint: disable=protected-access
+      original, "original", "clean", moved, labels)
+  assert calls == [("original", "clean")] * 2
