@@ -394,7 +394,17 @@ def test_findings_claim_a_difference_whose_interval_excludes_zero():
   # verified 15 vs 2 discordant fall to 5 vs 2 if they are robust there
   shaky = findings.compare_robust_accuracy(_table(60, 5, 2, 13, (0, 10)))
   assert shaky.verdict == findings.SUPPORTED
-  assert "in what was proven" in shaky.text
+  assert "in what was proven" in shaky.text and "includes 0" in shaky.text
+  # 60 undecided on the pruned network: read as robust there, the order is
+  # reversed, and the text says so rather than "includes 0"
+  first = (["robust"] * 45 + ["adversarial"] * 15 + ["undecided"] * 60)
+  second = (["robust"] * 20 + ["adversarial"] * 25 + ["robust"] * 2 +
+            ["adversarial"] * 13 + ["undecided"] * 60)
+  reversed_ = findings.compare_robust_accuracy(curves.paired_verdicts(
+      dict(enumerate(first)), dict(enumerate(second))))
+  assert reversed_.verdict == findings.SUPPORTED
+  assert "the other way round" in reversed_.text
+  assert "includes 0" not in reversed_.text
   for undecided in ((0, 1), (10, 0)):
     sure = findings.compare_robust_accuracy(_table(60, 25, 2, 13, undecided))
     assert sure.verdict == findings.SUPPORTED

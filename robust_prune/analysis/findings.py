@@ -153,9 +153,12 @@ def _worst_case_note(table, first_higher, undecided, confidence) -> str:
     return (head + f"it holds whatever they are (worst case "
             f"{points(diff.estimate)}, CI [{points(diff.low)}, "
             f"{points(diff.high)}])")
+  # Read against it, the undecided images may even reverse the order.
+  outcome = ("includes 0" if diff.low <= 0 <= diff.high else
+             "the other way round")
   return (head + f"it is a difference in what was proven, not necessarily "
-          f"in robustness (worst case CI [{points(diff.low)}, "
-          f"{points(diff.high)}] includes 0)")
+          f"in robustness (worst case {points(diff.estimate)}, CI "
+          f"[{points(diff.low)}, {points(diff.high)}]: {outcome})")
 
 
 def compare_proportions(what: str, first: stats.Proportion,
