@@ -176,6 +176,7 @@ def test_work_units_skip_done_pairs():
     (["--bab_time_limit=nan"], "--bab_time_limit must be"),
     (["--workers=-1"], "--workers must be >= 1"),
     (["--pgd_steps=-1"], "--pgd_steps must be >= 0"),
+    (["--bab_intermediate=lp"], "--bab_intermediate"),
 ])
 def test_bad_input_is_one_clear_line(network_path, tmp_path, args, message):
   base = {"--network": network_path, "--out": str(tmp_path / "r.jsonl"),
@@ -236,6 +237,26 @@ def test_time_limit_hit_is_recorded(tmp_path, mnist_test, wide_network):
     assert r["optimal"] is False
     assert r["status"] in ("timeout", "adversarial", "robust")
   assert len(evaluate.read_results(out)) == 9
+
+
+def test_intermediate_bound_choices_agree_on_every_decided_pair(
+    tmp_path, mnist_test, wide_network):
+  """Both intermediate bounds are sound, so a pair decided under both has
+  one verdict; the alpha bounds reach the branch and bound (no MILP)."""
+  idx = [0, 1]
+  runs = {}
+  for choice in ("crown", "alpha"):
+    records = evaluate.verify_images(
+        wide_network, mnist_test.images[idx], mnist_test.labels[idx], idx,
+        0.1, mode="certify", workers=1, pgd_steps=0, bab_time_limit=10.0,
+        time_limit=0.01, bab_intermediate=choice)
+    runs[choice] = {(r["image_index"], r["target"]): r for r in records}
+  both = [k for k in runs["crown"]
+          if runs["crown"][k]["status"] in ("robust", "adversarial")
+          and runs["alpha"][k]["status"] in ("robust", "adversarial")]
+  assert both
+  for k in both:
+    assert runs["crown"][k]["status"] == runs["alpha"][k]["status"], k
 
 
 def test_error_records_are_retried_and_replaced(tmp_path, mnist_test,

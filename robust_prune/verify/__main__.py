@@ -74,6 +74,10 @@ def define_flags():
                      "(--bab_time_limit and --time_limit are then ignored; "
                      "--bab_time_limit=0 still skips it), then the MILP, in "
                      "a child process killed at the deadline. 0: off.")
+  flags.DEFINE_enum("bab_intermediate", "alpha", ["alpha", "crown"],
+                    "intermediate bounds the branch and bound keeps: CROWN's, "
+                    "or with the layers after the first tightened once per "
+                    "image by alpha-CROWN (optimised slopes).")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
@@ -161,7 +165,8 @@ def main(argv):
       FLAGS.delta, FLAGS.mode, FLAGS.solver, FLAGS.time_limit, FLAGS.bounds,
       FLAGS.out, FLAGS.workers, FLAGS.pgd_steps, FLAGS.bab_time_limit,
       engine=FLAGS.engine, ray_address=FLAGS.ray_address,
-      image_time_limit=FLAGS.image_time_limit)
+      image_time_limit=FLAGS.image_time_limit,
+      bab_intermediate=FLAGS.bab_intermediate)
   wanted = set(indices)
   mine = [r for r in results if r.image_index in wanted]
   logging.info("done in %.1fs: %d records in %s: %s", time.time() - start,
