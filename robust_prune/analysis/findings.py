@@ -184,8 +184,15 @@ def compare_proportions(what: str, first: stats.Proportion,
              f"{describe_proportion(second)}; difference "
              f"{points(diff.estimate)} ({_level(diff.confidence)} CI "
              f"[{points(diff.low)}, {points(diff.high)}], Fisher p = {p:.3g})")
+  return _difference_finding(figures, diff, p, alpha, (a, b), paper_claim)
+
+
+def _difference_finding(figures: str, diff: stats.Difference, p: float,
+                        alpha: float, names: Sequence[str],
+                        paper_claim: str | None) -> Finding:
+  """Supported only when the interval excludes 0 and p < alpha."""
   if _excludes_zero(diff) and p < alpha:
-    higher = a if diff.estimate > 0 else b
+    higher = names[0] if diff.estimate > 0 else names[1]
     return Finding(SUPPORTED, _with_paper(
         f"{figures}: higher for the {higher} network.", paper_claim))
   return Finding(NOT_SUPPORTED, _with_paper(
@@ -293,13 +300,8 @@ def compare_paired_counts(what: str, both: int, only_first: int,
              f"[{points(diff.low)}, {points(diff.high)}]; exact McNemar "
              f"p = {test.p_value:.3g} on {only_first} vs {only_second} "
              f"discordant)")
-  if _excludes_zero(diff) and test.p_value < alpha:
-    higher = first if diff.estimate > 0 else second
-    return Finding(SUPPORTED, _with_paper(
-        f"{figures}: higher for the {higher} network.", paper_claim))
-  return Finding(NOT_SUPPORTED, _with_paper(
-      f"{figures}: a difference is not supported: {_reason(diff, alpha)}.",
-      paper_claim))
+  return _difference_finding(figures, diff, test.p_value, alpha,
+                             (first, second), paper_claim)
 
 
 def describe_overlap(what: str, sizes: Sequence[int], both: int,
