@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from testing import random_network
+from testing import masked_forward, random_network
 
 from robust_prune.network import Network, forward
 from robust_prune.pruning import critical as critical_lib
@@ -144,17 +144,6 @@ def test_removal_counts_and_seeded_random_choice():
   assert first != ablation_lib.random_neurons((300, 100), (30, 10), seed=4)
 
 
-def _masked_forward(network, x, removed):
-  """The original network with the named neurons' activations set to 0."""
-  h = np.asarray(x, np.float64)
-  for l, (w, b) in enumerate(zip(network.weights, network.biases)):
-    h = h @ np.asarray(w, np.float64) + b
-    if l < network.num_layers - 1:
-      h = np.maximum(h, 0.0)
-      h[..., list(removed[l])] = 0.0
-  return h
-
-
 def test_removed_network_is_the_masked_network_without_those_neurons():
   network = random_network(0, [12, 9, 7, 4])
   removed = [[0, 4, 8], [6]]
@@ -168,7 +157,7 @@ def test_removed_network_is_the_masked_network_without_those_neurons():
   np.testing.assert_array_equal(smaller.weights[2], network.weights[2][kept[1]])
   x = np.random.default_rng(1).uniform(size=(50, 12))
   np.testing.assert_allclose(forward(smaller, x),
-                             _masked_forward(network, x, removed),
+                             masked_forward(network, x, removed),
                              rtol=1e-5, atol=1e-5)
   # and removing them changes the outputs (the test can tell)
   assert not np.allclose(forward(network, x), forward(smaller, x), atol=1e-3)

@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from testing import masked_forward
+
 from robust_prune import configs
 from robust_prune import io
 from robust_prune import network as network_lib
@@ -321,16 +323,6 @@ def test_critical_tables_match_result_files(quick_run):
   assert "**RQ1:" in report and "**RQ2:" in report
 
 
-def _masked(network, x, removed):
-  h = np.asarray(x, np.float64)
-  for l, (w, b) in enumerate(zip(network.weights, network.biases)):
-    h = h @ np.asarray(w, np.float64) + b
-    if l < network.num_layers - 1:
-      h = np.maximum(h, 0.0)
-      h[:, removed[l]] = 0.0
-  return h
-
-
 def test_ablation_table_matches_result_files(quick_run, mnist_test):
   """The causal test: each ablated network is the original without exactly
   its named neurons; accuracies, verified bands and paired changes
@@ -381,7 +373,7 @@ def test_ablation_table_matches_result_files(quick_run, mnist_test):
     assert removed == net["removed"] and [len(r) for r in removed] == k
     assert network.hidden_widths == tuple(w - r for w, r in zip(widths, k))
     np.testing.assert_allclose(network_lib.forward(network, x),
-                               _masked(original, x, removed),
+                               masked_forward(original, x, removed),
                                rtol=1e-4, atol=1e-4)
   for name in ("accuracy", "robustness", "random"):
     for key, index in (("clean", 0), ("pgd", 1)):

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+import testing
+
 from robust_prune import data as data_lib
 from robust_prune import network as network_lib
 from robust_prune import train as train_lib
@@ -36,10 +38,7 @@ def splits(mnist_train, mnist_test):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, splits):
   """A small PGD-trained network with its config.json beside it."""
-  workdir = str(tmp_path_factory.mktemp("original"))
-  train_lib.train_and_evaluate(RECIPE, workdir, train=splits[0],
-                               test=splits[1])
-  return os.path.join(workdir, train_lib.NETWORK)
+  return testing.trained_network_path(tmp_path_factory, RECIPE, splits)
 
 
 def run(trained, workdir, splits, **options):

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+import testing
+
 from robust_prune import configs
 from robust_prune import data as data_lib
 from robust_prune import prune as prune_lib
@@ -92,10 +94,7 @@ def splits(mnist_train, mnist_test):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, splits):
-  workdir = str(tmp_path_factory.mktemp("original"))
-  train_lib.train_and_evaluate(RECIPE, workdir, train=splits[0],
-                               test=splits[1])
-  return os.path.join(workdir, train_lib.NETWORK)
+  return testing.trained_network_path(tmp_path_factory, RECIPE, splits)
 
 
 @pytest.fixture(scope="module")

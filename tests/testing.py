@@ -122,3 +122,25 @@ def ablation_module():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def masked_forward(network: Network, x, removed) -> np.ndarray:
+  """The network's logits (float64) with the activations of the neurons
+  removed[l] (indices per hidden layer) set to 0."""
+  h = np.asarray(x, np.float64)
+  for l, (w, b) in enumerate(zip(network.weights, network.biases)):
+    h = h @ np.asarray(w, np.float64) + b
+    if l < network.num_layers - 1:
+      h = np.maximum(h, 0.0)
+      h[..., list(removed[l])] = 0.0
+  return h
+
+
+def trained_network_path(tmp_path_factory, recipe, splits) -> str:
+  """network.npz of `recipe` trained on splits (train, test) in a fresh
+  folder, with its config.json beside it."""
+  from robust_prune import train as train_lib  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("original"))
+  train_lib.train_and_evaluate(recipe, workdir, train=splits[0],
+                               test=splits[1])
+  return os.path.join(workdir, train_lib.NETWORK)
