@@ -74,6 +74,13 @@ def check_options(config: PipelineConfig) -> None:
   their own fields; the pruning options are checked as the prune stage
   will build them (solver installed, margin, ...)."""
   prune_lib.pipeline_prune_options(config)
+  v, a = config.verify, config.analysis
+  last = v.first_image + a.ablation_images - 1
+  if last >= data_lib.SPLIT_SIZES["test"]:
+    raise ValueError(
+        f"--ablation_images={a.ablation_images} from --first_image="
+        f"{v.first_image} ends at test image {last}: the test set has images "
+        f"0..{data_lib.SPLIT_SIZES['test'] - 1}")
 
 
 def _machine() -> str:
@@ -312,7 +319,9 @@ class Pipeline:
     again whenever a stage before it is to run (a folder from before the
     critical and ablation stages gets them, and a report with them)."""
     stages = self.state["stages"]
-    if (stages.get("transfer", {}).get("complete")
+    transfer = stages.get("transfer", {})
+    # A sweep's RQ4-only run records transfer as skipped: nothing to redo.
+    if (transfer.get("complete") and not transfer.get("skipped")
         and transfer_stage.needs_rerun(self.path(), self.config)):
       print("transfer: fewer examples than --transfer_examples or a file "
             "from before the extension; running it again", flush=True)

@@ -258,3 +258,16 @@ def test_critical_stage_keeps_each_solve_and_reuses_it(tmp_path, monkeypatch):
   critical_stage._CachedSolves(path, options)(  # pylint: disable=protected-access
       original, "original", "clean", moved, labels)
   assert calls == [("original", "clean")] * 2
+
+
+def test_critical_stage_is_not_decided_after_scratch_retraining(tmp_path):
+  """Scratch retraining re-initialises the pruned network, so its neurons
+  cannot be compared with the original's: a recorded status, no analysis."""
+  import json  # pylint: disable=g-import-not-at-top
+  from robust_prune import configs  # pylint: disable=g-import-not-at-top
+  from robust_prune.stages import critical as critical_stage  # pylint: disable=g-import-not-at-top
+  config = configs.presets.quick(retrain="scratch")
+  details = critical_stage.run_critical(config, str(tmp_path), train=None)
+  assert "from scratch" in details["error"]
+  with open(tmp_path / critical_stage.RESULT) as f:
+    assert "from scratch" in json.load(f)["error"]

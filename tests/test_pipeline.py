@@ -734,3 +734,28 @@ def test_killed_pipeline_takes_its_evaluate_child_along(tmp_path):
       pipeline.kill()
     if child is not None and _alive(child):
       os.kill(child, signal.SIGKILL)
+
+
+def test_a_skipped_transfer_stays_done_on_a_rerun(tmp_path):
+  """A sweep's RQ4-only run records transfer as skipped (no transfer.json):
+  a rerun used to reopen it, and the report with it, every time."""
+  config = configs.presets.quick()
+  pipeline, ran = _stubbed(config, tmp_path)
+  pipeline.transfer = lambda: ran.append("transfer") or {"skipped": "RQ4"}
+  pipeline.verify = lambda: {"radii": list(config.verify.grid)}
+  pipeline.run()
+  assert "transfer" in ran and not os.path.exists(tmp_path / "transfer.json")
+  pipeline, ran = _stubbed(config, tmp_path)
+  pipeline.run()
+  assert ran == []
+
+
+def test_ablation_images_past_the_test_set_are_refused_before_training(
+    tmp_path):
+  config = configs.presets.quick(first_image=9990, num_images=5,
+                                 ablation_images=30)
+  pipeline, ran = _stubbed(config, tmp_path)
+  with pytest.raises(ValueError, match="--ablation_images=30 from "
+                     "--first_image=9990 ends at test image 10019"):
+    pipeline.run()
+  assert ran == []

@@ -35,6 +35,13 @@ def critical_options(config) -> prune_lib.PruneOptions:
       margin=options.margin if a.critical_margin < 0 else a.critical_margin)
 
 
+def _not_decided(out_dir: str, options, reason: str) -> dict[str, Any]:
+  io.atomic_write_json(os.path.join(out_dir, RESULT),
+                       {"error": reason, "margin": options.margin})
+  print(f"  critical: not decided: {reason}", flush=True)
+  return {"error": reason}
+
+
 def kept_indices(pruned_dir: str) -> list[list[int]]:
   """The original index of each neuron of the pruned network (pruning.json,
   written by the prune loop)."""
@@ -86,6 +93,11 @@ class _Options:
 def run_critical(config, out_dir: str, train) -> dict[str, Any]:
   """critical.json of the pipeline in `out_dir`; the stage's details."""
   options = critical_options(config)
+  if config.prune.retrain == "scratch":
+    # Scratch retraining re-initialises the pruned network: its neuron i is
+    # unrelated to the original's neuron of the same index.
+    return _not_decided(out_dir, options, "the pruned network was retrained "
+                        "from scratch, so its neurons are not the original's")
   original = network_lib.load_network(
       os.path.join(out_dir, "original", "network.npz"))
   pruned = network_lib.load_network(
@@ -102,10 +114,7 @@ def run_critical(config, out_dir: str, train) -> dict[str, Any]:
   except ValueError as e:
     # No batch (a class without an image both networks keep under PGD at
     # this margin): a recorded status, not a lost run.
-    io.atomic_write_json(os.path.join(out_dir, RESULT),
-                         {"error": str(e), "margin": options.margin})
-    print(f"  critical: not decided: {e}", flush=True)
-    return {"error": str(e)}
+    return _not_decided(out_dir, options, str(e))
   result.update(time_limit=options.time_limit, solver=options.solver,
                 margin=options.margin)
   io.atomic_write_json(os.path.join(out_dir, RESULT), result)
