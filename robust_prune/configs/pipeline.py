@@ -59,10 +59,12 @@ class PruneStage:
 
   def __post_init__(self):
     _check_finite_fields(self)
-    object.__setattr__(self, "widths", _parse_kept_widths(self.widths))
+    object.__setattr__(self, "widths", parse_kept_widths(self.widths))
 
 
-def _parse_kept_widths(value) -> tuple[int, ...]:
+def parse_kept_widths(value) -> tuple[int, ...]:
+  """--prune_widths as a tuple of ints, from a sequence or the comma-joined
+  text a list flag gives (empty: none); a ValueError naming the flag."""
   if isinstance(value, str) and not value.strip():
     return ()
   if not isinstance(value, str) and len(value) == 0:

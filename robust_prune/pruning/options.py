@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from robust_prune.configs.pipeline import parse_kept_widths
 from robust_prune.milp import solvers
 from robust_prune.pruning import importance as importance_lib
 from robust_prune.pruning import structure
@@ -94,13 +95,7 @@ def check_widths(widths, layer_widths=None) -> tuple[int, ...]:
   """`widths` as a tuple of ints, each >= 1 and, given the network's hidden
   `layer_widths`, one per hidden layer and at most its width; else a
   ValueError naming --prune_widths."""
-  if isinstance(widths, str):  # the list flag's comma-joined text
-    widths = [w for w in widths.split(",") if w.strip()]
-  try:
-    widths = tuple(int(w) for w in widths)
-  except (TypeError, ValueError):
-    raise ValueError(f"--prune_widths must be integers like 138,70, got "
-                     f"{widths!r}") from None
+  widths = parse_kept_widths(widths)
   if any(w < 1 for w in widths):
     raise ValueError(f"--prune_widths must be >= 1 per layer (a layer is "
                      f"never emptied), got {list(widths)}")
