@@ -412,3 +412,64 @@ def test_domain_pool_keeps_rows_together():
   everything, nothing = pool.split_lowest(5)
   assert len(nothing) == 0
   np.testing.assert_array_equal(everything.key, [-0.1, 0.2, 0.5])
+
+
+def _branching_pairs(seeds):
+  """(net, lower, upper, label, target) where some searches branch for
+  several batches."""
+  for seed in seeds:
+    net = random_network(seed, (20, 40, 30, 10))
+    x = np.random.default_rng(50 + seed).uniform(0.2, 0.8, size=20)
+    lower, upper = bounds.input_box(x, 0.1)
+    label = int(np.argmax(forward(net, x)))
+    for target in range(10):
+      if target != label:
+        yield net, lower, upper, label, target
+
+
+def _margin_search(net, lower, upper, label, target, config):
+  return bab.MarginSearch(net, lower, upper,
+                          bounds.margin_spec(label, [target], 10)[0], config,
+                          bounds.crown_bounds(net, lower, upper))
+
+
+def test_a_search_resumed_batch_by_batch_repeats_nothing():
+  """MarginSearch advanced one batch per turn bounds exactly the domains of
+  one uninterrupted run and ends with its verdict, bound and witness."""
+  config = bab.BabConfig(time_limit=30.0, batch_size=16)
+  resumed = 0
+  for net, lower, upper, label, target in _branching_pairs(range(2)):
+    whole = bab.bab_margin(net, lower, upper, label, target, config)
+    search = _margin_search(net, lower, upper, label, target, config)
+    turns = 0
+    while search.result is None and turns < 10_000:
+      search.advance(0.0)   # one batch, then the turn is over
+      turns += 1
+    result = search.stop()
+    assert (result.status, result.reason, result.domains) == (
+        whole.status, whole.reason, whole.domains)
+    assert result.lower_bound == whole.lower_bound
+    if whole.status == "adversarial":
+      np.testing.assert_array_equal(result.x_adv, whole.x_adv)
+    resumed += turns > 1   # paused and resumed at least once
+  assert resumed >= 3
+
+
+def test_a_stopped_search_bounds_the_sampled_minimum():
+  """Stopped after one batch, an undecided search's proven bound is at most
+  the margin of every sampled input."""
+  stopped = 0
+  for net, lower, upper, label, target in _branching_pairs(range(2)):
+    search = _margin_search(net, lower, upper, label, target,
+                            bab.BabConfig(batch_size=2))
+    if search.result is None and search.advance(0.0) is None:
+      samples = np.random.default_rng(target).uniform(lower, upper,
+                                                      (20000, 20))
+      logits = forward(net, samples)
+      sampled_min = np.min(logits[:, label] - logits[:, target])
+      result = search.stop()
+      assert result.status == "unknown" and result.reason == "time_limit"
+      assert result.lower_bound <= search.estimate() + 1e-3
+      assert result.lower_bound <= sampled_min
+      stopped += 1
+  assert stopped >= 2

@@ -1,5 +1,6 @@
 """Wall-clock budgets (issue 13): --image_time_limit holds whatever the MILP
-solver does, the branch and bound shares what remains among the open targets,
+solver does, the branch and bound's searches take turns on the open targets
+(closest to a proof first, time left by a decided one going to the rest),
 no budget is today's behaviour, and witnesses are still re-checked."""
 
 import time
@@ -44,6 +45,35 @@ def _bab_stub(monkeypatch, decide):
   return calls
 
 
+class _TurnLog:
+  """Replaces bab.MarginSearch: decide(target, turn_number, seconds) ->
+  BabResult, or None to spend the turn (sleeping its seconds); `estimates`
+  orders the turns. Logs every turn as (target, seconds)."""
+
+  def __init__(self, monkeypatch, decide, estimates=None):
+    self.turns, log = [], self
+
+    class FakeSearch:
+      def __init__(self, network, lower, upper, c, config, layers):
+        self.target = int(np.argmin(c))   # c = e_label - e_target
+        self.result, self.count = None, 0
+
+      def estimate(self):
+        return (estimates or {}).get(self.target, -1.0)
+
+      def advance(self, seconds):
+        log.turns.append((self.target, seconds))
+        self.count += 1
+        self.result = decide(self.target, self.count, seconds)
+        if self.result is None:
+          time.sleep(seconds)
+        return self.result
+
+      def stop(self):
+        return self.result or _open(-0.01, 0.0)
+    monkeypatch.setattr(cascade.bab_turns.bab, "MarginSearch", FakeSearch)
+
+
 def _open(lower_bound, seconds=0.0):
   return bab.BabResult("unknown", lower_bound, None, None, 10, seconds,
                        "time_limit")
@@ -82,34 +112,54 @@ def test_a_solve_that_never_ends_is_killed_at_the_image_budget(monkeypatch):
     assert max(r.image_seconds, elapsed) <= budget + 2.0
 
 
-def test_a_target_decided_early_leaves_its_time_to_the_others(monkeypatch):
-  decided_first = []
-
-  def decide(target, limit):
-    if not decided_first:
-      decided_first.append(target)
-      return bab.BabResult("robust", 0.5, None, None, 1, 0.0, "proved")
-    time.sleep(limit)
-    return _open(-0.01, limit)
-  calls = _bab_stub(monkeypatch, decide)
-  budget = 6.0
+def test_targets_take_turns_closest_to_a_proof_first(monkeypatch):
+  # every search stays open; turns double each round, in the order of the
+  # searches' estimates, and all of them end within the budget
+  open_targets = [t for t in range(4) if t != _LABEL]
+  estimates = {t: -float(i) for i, t in enumerate(reversed(open_targets))}
+  log = _TurnLog(monkeypatch, lambda t, n, s: None, estimates)
+  budget = 12.0
   t0 = time.perf_counter()
   records = cascade.verify_image(_NET, _X, _LABEL, 0, None,
                                  _config(image_time_limit=budget))
   elapsed = time.perf_counter() - t0
-  limits = [limit for _, limit in calls]
-  assert len(limits) == 3
-  # the first target's share was a third; the next one had half, not a third
-  assert limits[0] < budget / 3
-  assert limits[1] > 1.3 * limits[0]
-  assert limits[2] < limits[1] * 1.3
+  order = sorted(open_targets, key=lambda t: -estimates[t])
+  assert [t for t, _ in log.turns[:6]] == order + order
+  assert [s for _, s in log.turns[:3]] == [1.0, 1.0, 1.0]
+  assert [s for _, s in log.turns[3:6]] == [2.0, 2.0, 2.0]
+  assert sum(s for _, s in log.turns) > budget - 3.0
   assert elapsed <= budget + 2.0
-  by_target = {r.target: r for r in records}
-  assert by_target[decided_first[0]].status == "robust"
-  for t, _ in calls[1:]:
-    r = by_target[t]
+  for r in records:
     assert r.status == "timeout" and r.best_bound == -0.01
     assert "image budget" in r.message
+
+
+def test_a_target_decided_early_leaves_its_time_to_the_others(monkeypatch):
+  # the first target decides on its first turn; the other two share the
+  # rest, and once one of them decides the last gets all that is left
+  first, second, last = [t for t in range(4) if t != _LABEL]
+
+  def decide(target, turn_number, seconds):
+    if target == first:
+      return bab.BabResult("robust", 0.5, None, None, 1, 0.1, "proved")
+    if target == second and turn_number == 2:
+      return bab.BabResult("robust", 0.2, None, None, 9, 2.0, "proved")
+    return None
+  log = _TurnLog(monkeypatch, decide)
+  budget = 8.0
+  t0 = time.perf_counter()
+  records = cascade.verify_image(_NET, _X, _LABEL, 0, None,
+                                 _config(image_time_limit=budget))
+  elapsed = time.perf_counter() - t0
+  assert [t for t, _ in log.turns] == [first, second, last, second, last]
+  *_, (_, final_turn) = log.turns
+  assert final_turn > 2.0 and final_turn > budget - 2.0 - 3.0
+  assert elapsed <= budget + 2.0
+  by_target = {r.target: r for r in records}
+  assert by_target[first].status == by_target[second].status == "robust"
+  assert by_target[second].bab_domains == 9
+  assert by_target[last].status == "timeout"
+  assert by_target[last].best_bound == -0.01
 
 
 def test_without_a_budget_every_target_gets_bab_time_limit(monkeypatch):
@@ -162,16 +212,37 @@ def test_a_generous_budget_gives_the_verdicts_of_no_budget(tmp_path):
       assert b.best_bound >= 0
 
 
+def test_turns_give_the_verdicts_of_the_branch_and_bound_without_a_budget():
+  # real searches taking turns under a budget decide every pair as one
+  # search per target (bab_time_limit each, no budget) does
+  rng = np.random.default_rng(4)
+  images = rng.uniform(0.2, 0.8, (4, 12)).astype(np.float32)
+  labels = np.argmax(forward(_NET, images), axis=1)
+  kw = dict(delta=0.2, mode="certify", bab_time_limit=30.0, workers=1,
+            time_limit=30.0, pgd_steps=0)
+  plain = runner.verify_images(_NET, images, labels, [0, 1, 2, 3], **kw)
+  turns = runner.verify_images(_NET, images, labels, [0, 1, 2, 3], **kw,
+                               image_time_limit=60.0)
+  assert _verdicts(turns) == _verdicts(plain)
+  assert {r.decided_by for r in turns} == {"bab"}
+  for r in turns:
+    assert r.bab_domains >= 1
+    if r.status == "adversarial":
+      assert r.witness_margin < 0
+    else:
+      assert r.status == "robust" and r.best_bound > 0
+
+
 def test_a_bab_witness_is_rechecked_under_a_budget(monkeypatch):
   lower = np.clip(_X - 0.2, 0, 1)
 
-  def decide(target, limit):
+  def decide(target, turn_number, seconds):
     # a "witness" whose float64 margin is not negative (the corner of the
     # box, checked below), and a bound that decides nothing
     return bab.BabResult("adversarial", -0.5, lower.copy(), -1.0, 5, 0.0,
                          "witness")
   margins = forward(_NET, lower)
-  _bab_stub(monkeypatch, decide)
+  _TurnLog(monkeypatch, decide)
   records = cascade.verify_image(_NET, _X, _LABEL, 0, None,
                                  _config(image_time_limit=3.0))
   for r in records:

@@ -30,9 +30,11 @@ from robust_prune.bab.search import bab_margin
 from robust_prune.bab.search import bab_minimum
 from robust_prune.bab.search import branch_and_bound
 from robust_prune.bab.search import branch_and_bound_spec
+from robust_prune.bab.search import MarginSearch
 
 __all__ = [
-    "BabConfig", "BabResult", "DomainPool", "OPTIMUM_TOLERANCE", "SLACK32",
+    "BabConfig", "BabResult", "DomainPool", "MarginSearch",
+    "OPTIMUM_TOLERANCE", "SLACK32",
     "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
     "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
     "padded_size",

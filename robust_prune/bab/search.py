@@ -35,6 +35,10 @@ class _Search:
     self.pool: DomainPool | None = None
     self.closed_min = np.inf
     self.domains = 0
+    # a resumed search (MarginSearch) runs in slices: the seconds of the
+    # slices before this one, and this slice's limit
+    self.spent, self.limit = 0.0, problem.config.time_limit
+    self.checked_at = np.inf   # the incumbent's threshold at the last recheck
 
   def result(self, reason: str, lower_bound: float) -> BabResult:
     best = self.best
@@ -50,7 +54,7 @@ class _Search:
         status,
         lower_bound if status != "adversarial" or best.minimize else -np.inf,
         x_adv, best.margin if x_adv is not None else None, self.domains,
-        time.perf_counter() - self.t_start, reason,
+        self.seconds(), reason,
         objective=(best.margin if best.minimize and np.isfinite(best.margin)
                    else None),
         x_best=best.x if best.minimize else None,
@@ -73,6 +77,7 @@ class _Search:
     lb = problem.proven(splits, evaluated.alphas, evaluated.betas)
     if self.best.closes(lb[0]):
       return self.result("proved", lb[0])
+    self.checked_at = self.best.threshold()
     self.pool = DomainPool(splits, evaluated.alphas, evaluated.betas, lb,
                            lb.copy(), problem.scores(evaluated.coeffs, splits))
     return None
@@ -94,10 +99,9 @@ class _Search:
     self.pool = self.close(pool, pool.lb)
 
   def stop_reason(self) -> str | None:
-    config = self.problem.config
-    if time.perf_counter() - self.t_start > config.time_limit:
+    if time.perf_counter() - self.t_start > self.limit:
       return "time_limit"
-    if self.domains >= config.max_domains:
+    if self.domains >= self.problem.config.max_domains:
       return "domain_limit"
     return None
 
@@ -150,24 +154,83 @@ class _Search:
       done = self.add_children(parents.filter(~leaf), neuron[~leaf])
     return done
 
-  def run(self) -> BabResult:
-    done = self.root()
+  def seconds(self) -> float:
+    return self.spent + time.perf_counter() - self.t_start
+
+  def search(self, batches: int = 0) -> BabResult | str:
+    """Splits the lowest open domains until decided (its BabResult) or a
+    limit (the limit's name; the open domains stay in the pool), bounding
+    at least `batches` batches whatever the limits say."""
     half = max(self.problem.config.batch_size // 2, 1)
-    checked_at = self.best.threshold()
-    while done is None:
+    while True:
       if (self.best.minimize and len(self.pool)
-          and self.best.threshold() < checked_at):
-        checked_at = self.best.threshold()
+          and self.best.threshold() < self.checked_at):
+        self.checked_at = self.best.threshold()
         self.close_by_incumbent()
       if len(self.pool) == 0:
         return self.result("proved", self.closed_min)
-      limit = self.stop_reason()
+      limit = self.stop_reason() if batches <= 0 else None
       if limit:
-        return self.result(limit, min(self.closed_min,
-                                      self.problem.pool_minimum(self.pool)))
+        return limit
       parents, self.pool = self.pool.split_lowest(half)
       done = self.step(parents)
-    return done
+      if done is not None:
+        return done
+      batches -= 1
+
+  def give_up(self, reason: str) -> BabResult:
+    """The answer at a limit: the lowest proven bound of what is open."""
+    return self.result(reason, min(self.closed_min,
+                                   self.problem.pool_minimum(self.pool)))
+
+  def run(self) -> BabResult:
+    done = self.root()
+    if done is None:
+      done = self.search()
+    return self.give_up(done) if isinstance(done, str) else done
+
+
+class MarginSearch:
+  """A decision search (is min c^T f > 0 over the box?) run in slices: the
+  targets of one image share its budget and each keeps its open domains
+  between turns, so time can go to the target closest to closing and none
+  is bounded twice. The root is bounded on construction."""
+
+  def __init__(self, network: Network, in_lower, in_upper, c,
+               config: BabConfig, layer_bounds: bounds_lib.LayerBounds):
+    t_start = time.perf_counter()
+    problem = Problem(network, np.asarray(in_lower, np.float64),
+                      np.asarray(in_upper, np.float64), layer_bounds,
+                      np.asarray(c, np.float64), config)
+    self._search = _Search(problem, Incumbent(
+        network, problem.c, problem.in_lower, problem.in_upper, False,
+        OPTIMUM_TOLERANCE), t_start)
+    self.result: BabResult | None = self._search.root()
+
+  def estimate(self) -> float:
+    """The open domains' lowest float32 bound (unproven: only an order)."""
+    return float(self._search.pool.key.min())
+
+  def advance(self, seconds: float) -> BabResult | None:
+    """Searches for about `seconds` more (it stops between batches, after
+    one batch at least); the result once decided or at the domain limit,
+    else None."""
+    search = self._search
+    if self.result is None:
+      search.spent = search.seconds()
+      search.t_start, search.limit = time.perf_counter(), seconds
+      done = search.search(batches=1)
+      if done != "time_limit":
+        self.result = (search.give_up(done) if isinstance(done, str)
+                       else done)
+    return self.result
+
+  def stop(self) -> BabResult:
+    """The result now: decided, or `time_limit` with the lowest proven
+    bound of the open domains."""
+    if self.result is None:
+      self.result = self._search.give_up("time_limit")
+    return self.result
 
 
 def branch_and_bound_spec(network: Network, in_lower, in_upper, c,

@@ -11,10 +11,11 @@ MILP (robust_prune.verify.milp_stage), in three modes:
 
 With an image budget (VerifyConfig.image_time_limit) one `Deadline` covers
 all targets of the image: CROWN and PGD run for all of them, the branch and
-bound gives each open target an equal share of what remains (a target
-decided early leaves its time to the others), the MILP gets the rest in a
-child process killed at the deadline, and a pair left open is a `timeout`
-with its best proven bound.
+bound's searches take turns on the open targets (certify; verify.bab_turns)
+or get an equal share each of what remains (targeted; a target decided
+early leaves its time to the others), the MILP gets the rest in a child
+process killed at the deadline, and a pair left open is a `timeout` with
+its best proven bound.
 
 Each step turns the `Verdict`s of the targets it settles into new ones
 (dataclasses.replace); the rest go on to the next step. An unproven value is
@@ -34,6 +35,7 @@ import numpy as np
 from robust_prune import bab
 from robust_prune import bounds as bounds_lib
 from robust_prune.network import Network, forward
+from robust_prune.verify import bab_turns
 from robust_prune.verify import milp_stage
 from robust_prune.verify.config import (  # pylint: disable=unused-import
     BAB_OVERRUN_SECONDS, BOX_TOLERANCE, CERTIFY_CUTOFF, MIN_DISTORTION_MARGIN,
@@ -216,6 +218,23 @@ def _bab_shares(config: VerifyConfig, deadline: Deadline | None, targets,
       yield t, limit
 
 
+def _bab_results(p: ImageProblem, targets, config: VerifyConfig,
+                 deadline: Deadline | None, rest: list):
+  """(target, BabResult) per target given to the branch and bound: with an
+  image budget in turns (verify.bab_turns), else bab_time_limit each; a
+  target that got no time goes to `rest`."""
+  layers = bab_layer_bounds(p, config)
+  if deadline is not None and deadline.enabled:
+    results = bab_turns.decide_in_turns(p, targets, layers, deadline)
+    rest.extend(t for t in targets if t not in results)
+    yield from results.items()
+    return
+  for t in targets:
+    yield t, bab.bab_margin(p.network, p.lower, p.upper, p.label, t,
+                            bab.BabConfig(time_limit=config.bab_time_limit),
+                            layer_bounds=layers)
+
+
 def _certify_by_bab(p: ImageProblem, targets, verdicts,
                     config: VerifyConfig,
                     deadline: Deadline | None = None) -> list[int]:
@@ -224,11 +243,7 @@ def _certify_by_bab(p: ImageProblem, targets, verdicts,
   if config.bab_time_limit <= 0 or not targets:
     return targets
   rest = []
-  layers = bab_layer_bounds(p, config)
-  for t, limit in _bab_shares(config, deadline, targets, rest):
-    result = bab.bab_margin(p.network, p.lower, p.upper, p.label, t,
-                            bab.BabConfig(time_limit=limit),
-                            layer_bounds=layers)
+  for t, result in _bab_results(p, targets, config, deadline, rest):
     v = replace(verdicts[t], bab_domains=int(result.domains),
                 bab_seconds=float(result.seconds))
     ok = False
