@@ -1,11 +1,14 @@
 """Branch and bound (alpha/beta-CROWN) against exact ground truth."""
 
+import time
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from robust_prune import bab, bounds
 from robust_prune.bab import domain_bound
+from robust_prune.bab.domains import OpenDomains
 from robust_prune.milp import verify
 from robust_prune.network import Network, forward
 from testing import (exact_min_margin, exact_min_spec, random_network,
@@ -118,6 +121,26 @@ def test_min_proven_bound_equals_the_full_minimum(seed):
   assert bab.min_proven_bound(inherited, prove, chunk=64) == expected
   assert sum(calls) < 1000   # it stopped early
   assert bab.min_proven_bound(inherited, prove, chunk=5000) == expected
+
+
+def test_min_proven_bound_out_of_time_falls_back_to_inherited_bounds():
+  # with no time to re-prove, the answer is the inherited (proven) minimum;
+  # after the first slow chunk, the rest count with their inherited bound
+  inherited = np.linspace(-3.0, 1.0, 100)
+  own = inherited + 2.0
+  calls = []
+
+  def slow_prove(rows):
+    calls.append(len(rows))
+    time.sleep(0.05)
+    return own[rows]
+  assert bab.min_proven_bound(inherited, slow_prove, chunk=10,
+                              seconds=0.0) == -3.0
+  assert calls == []
+  low = bab.min_proven_bound(inherited, slow_prove, chunk=10, seconds=0.01)
+  assert calls == [10]
+  assert low == min(own[:10].min(), inherited[10])
+  assert low <= np.maximum(inherited, own).min()
 
 
 def test_beta_enforces_the_split():
@@ -473,3 +496,53 @@ def test_a_stopped_search_bounds_the_sampled_minimum():
       assert result.lower_bound <= sampled_min
       stopped += 1
   assert stopped >= 2
+
+
+def test_open_domains_pop_the_lowest_and_keep_rows_together():
+  # random adds, pops and drops against a plain list of rows: the popped
+  # keys are the lowest, in order, and every row keeps its own fields
+  rng = np.random.default_rng(0)
+  n, next_id, reference = 5, 0, {}
+
+  def domains(count):
+    nonlocal next_id
+    ids = np.arange(next_id, next_id + count)
+    next_id += count
+    key = rng.normal(size=count)
+    for i, k in zip(ids, key):
+      reference[int(i)] = k
+    rows = np.repeat(ids[:, None], n, 1)
+    return bab.DomainPool((rows % 3 - 1).astype(np.int8),
+                          rows.astype(np.float32), -rows.astype(np.float32),
+                          ids.astype(np.float64), key, rows.astype(np.float32))
+
+  def check(pool: bab.DomainPool):
+    ids = pool.lb.astype(int)
+    np.testing.assert_array_equal(pool.alphas, np.repeat(ids[:, None], n, 1))
+    np.testing.assert_array_equal(pool.betas, -pool.scores)
+    np.testing.assert_array_equal(pool.splits[:, 0], ids % 3 - 1)
+    np.testing.assert_array_equal(pool.key, [reference[i] for i in ids])
+
+  open_domains = OpenDomains(domains(7))
+  for step in range(300):
+    action = rng.integers(3)
+    if action == 0:
+      open_domains.add(domains(int(rng.integers(0, 900))))
+    elif action == 1:
+      count = int(rng.integers(1, 600))
+      popped = open_domains.pop_lowest(count)
+      check(popped)
+      expected = sorted(reference.values())[:count]
+      np.testing.assert_array_equal(popped.key, expected)
+      for i in popped.lb.astype(int):
+        del reference[int(i)]
+    else:
+      live = open_domains.view()
+      keep = rng.uniform(size=len(live)) < 0.8
+      for i in live.lb[~keep].astype(int):
+        del reference[int(i)]
+      open_domains.keep(keep)
+    live = open_domains.view()
+    check(live)
+    assert sorted(live.lb.astype(int)) == sorted(reference)
+    assert len(open_domains) == len(reference), step

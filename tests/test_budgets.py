@@ -69,7 +69,7 @@ class _TurnLog:
           time.sleep(seconds)
         return self.result
 
-      def stop(self):
+      def stop(self, seconds=None):
         return self.result or _open(-0.01, 0.0)
     monkeypatch.setattr(cascade.bab_turns.bab, "MarginSearch", FakeSearch)
 

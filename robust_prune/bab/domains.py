@@ -101,3 +101,65 @@ class DomainPool:
     rest = np.ones(len(self), bool)
     rest[lowest] = False
     return self.take(lowest), self.filter(rest)
+
+
+class OpenDomains:
+  """The search's open domains in arrays with spare capacity. Adding
+  appends; taking the lowest moves the last rows into the holes. So a batch
+  copies O(batch) rows rather than the whole pool twice (concatenate, then
+  filter), which took a quarter of a 20 s search on 300-100 at delta 0.1
+  (pools of ~2e4 domains of 400 neurons). Row order is not kept."""
+
+  def __init__(self, first: DomainPool):
+    self._size = 0
+    self._arrays = {f.name: np.empty((max(2 * len(first), 1024),)
+                                     + getattr(first, f.name).shape[1:],
+                                     getattr(first, f.name).dtype)
+                    for f in dataclasses.fields(DomainPool)}
+    self.add(first)
+
+  def __len__(self) -> int:
+    return self._size
+
+  def view(self) -> DomainPool:
+    """The open domains as views (writing to them writes to the pool)."""
+    return DomainPool(*(self._arrays[f.name][:self._size]
+                        for f in dataclasses.fields(DomainPool)))
+
+  def add(self, domains: DomainPool):
+    end = self._size + len(domains)
+    for name, array in self._arrays.items():
+      if end > len(array):
+        grown = np.empty((max(end, 2 * len(array)),) + array.shape[1:],
+                         array.dtype)
+        grown[:self._size] = array[:self._size]
+        self._arrays[name] = array = grown
+      array[self._size:end] = getattr(domains, name)
+    self._size = end
+
+  def pop_lowest(self, count: int) -> DomainPool:
+    """Removes and returns the `count` domains of lowest key, in order."""
+    live = self.view()
+    if count >= len(live):
+      lowest = np.argsort(live.key)
+    else:
+      lowest = np.argpartition(live.key, count)[:count]
+      lowest = lowest[np.argsort(live.key[lowest])]
+    taken = live.take(lowest)
+    self._remove(lowest)
+    return taken
+
+  def keep(self, keep: np.ndarray):
+    """Drops the domains where the boolean `keep` is false."""
+    self._remove(np.flatnonzero(~np.asarray(keep, bool)))
+
+  def _remove(self, rows: np.ndarray):
+    """Fills the holes left by `rows` with the surviving rows at the end."""
+    new_size = self._size - len(rows)
+    gone = np.zeros(self._size, bool)
+    gone[rows] = True
+    holes = np.flatnonzero(gone[:new_size])
+    movers = new_size + np.flatnonzero(~gone[new_size:])
+    for array in self._arrays.values():
+      array[holes] = array[movers]
+    self._size = new_size

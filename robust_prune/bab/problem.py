@@ -7,6 +7,7 @@ domain."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -116,10 +117,13 @@ class Problem:
                                 self.layer_bounds, self.c, per_layer(splits),
                                 per_layer(alphas), per_layer(betas))
 
-  def pool_minimum(self, pool: DomainPool) -> float:
-    """The lowest proven bound over the open domains."""
+  def pool_minimum(self, pool: DomainPool, seconds: float = math.inf,
+                   chunk: int = 4096) -> float:
+    """The lowest proven bound over the open domains (re-proved for about
+    `seconds` at most)."""
     return proofs.min_proven_bound(pool.lb, lambda rows: self.proven(
-        pool.splits[rows], pool.alphas[rows], pool.betas[rows]))
+        pool.splits[rows], pool.alphas[rows], pool.betas[rows]), chunk,
+                                   seconds)
 
   def leaf(self, splits_row):
     return proofs.leaf_minimum(self.network, self.in_lower, self.in_upper,

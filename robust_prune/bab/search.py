@@ -20,7 +20,7 @@ from robust_prune import bounds as bounds_lib
 from robust_prune.bab.branching import make_brancher
 from robust_prune.bab.config import (BabConfig, BabResult, OPTIMUM_TOLERANCE,
                                      SLACK32)
-from robust_prune.bab.domains import branch, DomainPool
+from robust_prune.bab.domains import branch, DomainPool, OpenDomains
 from robust_prune.bab.problem import Incumbent, Problem
 from robust_prune.network import Network
 
@@ -32,7 +32,7 @@ class _Search:
   def __init__(self, problem: Problem, incumbent: Incumbent, t_start: float):
     self.problem, self.best, self.t_start = problem, incumbent, t_start
     self.brancher = make_brancher(problem.config)
-    self.pool: DomainPool | None = None
+    self.pool: OpenDomains | None = None
     self.closed_min = np.inf
     self.domains = 0
     # a resumed search (MarginSearch) runs in slices: the seconds of the
@@ -78,8 +78,9 @@ class _Search:
     if self.best.closes(lb[0]):
       return self.result("proved", lb[0])
     self.checked_at = self.best.threshold()
-    self.pool = DomainPool(splits, evaluated.alphas, evaluated.betas, lb,
-                           lb.copy(), problem.scores(evaluated.coeffs, splits))
+    self.pool = OpenDomains(DomainPool(
+        splits, evaluated.alphas, evaluated.betas, lb, lb.copy(),
+        problem.scores(evaluated.coeffs, splits)))
     return None
 
   def close(self, pool: DomainPool, lb: np.ndarray) -> DomainPool:
@@ -91,12 +92,15 @@ class _Search:
 
   def close_by_incumbent(self):
     """A better incumbent closes open domains too (proven in float64)."""
-    pool = self.pool
+    pool = self.pool.view()
     recheck = np.flatnonzero(pool.key >= self.best.threshold() - SLACK32)
     if recheck.size:
       pool.lb[recheck] = np.maximum(pool.lb[recheck], self.problem.proven(
           pool.splits[recheck], pool.alphas[recheck], pool.betas[recheck]))
-    self.pool = self.close(pool, pool.lb)
+    shut = self.best.closes(pool.lb)
+    if shut.any():
+      self.closed_min = min(self.closed_min, float(pool.lb[shut].min()))
+      self.pool.keep(~shut)
 
   def stop_reason(self) -> str | None:
     if time.perf_counter() - self.t_start > self.limit:
@@ -119,7 +123,7 @@ class _Search:
         # bound must still cover every domain not closed yet
         return self.result("exhausted", min(
             self.closed_min, value, float(parents.lb.min()),
-            self.problem.pool_minimum(self.pool)))
+            self.problem.pool_minimum(self.pool.view())))
       self.closed_min = min(self.closed_min, value)  # nothing left to split
     return None
 
@@ -142,7 +146,7 @@ class _Search:
           splits[maybe], evaluated.alphas[maybe], evaluated.betas[maybe]))
     children = DomainPool(splits, evaluated.alphas, evaluated.betas, lb, key,
                           problem.scores(evaluated.coeffs, splits))
-    self.pool = self.pool.concat(self.close(children, lb))
+    self.pool.add(self.close(children, lb))
     return None
 
   def step(self, parents: DomainPool):
@@ -172,16 +176,18 @@ class _Search:
       limit = self.stop_reason() if batches <= 0 else None
       if limit:
         return limit
-      parents, self.pool = self.pool.split_lowest(half)
+      parents = self.pool.pop_lowest(half)
       done = self.step(parents)
       if done is not None:
         return done
       batches -= 1
 
-  def give_up(self, reason: str) -> BabResult:
-    """The answer at a limit: the lowest proven bound of what is open."""
-    return self.result(reason, min(self.closed_min,
-                                   self.problem.pool_minimum(self.pool)))
+  def give_up(self, reason: str, seconds: float = np.inf) -> BabResult:
+    """The answer at a limit: the lowest proven bound of what is open
+    (re-proved for about `seconds` at most)."""
+    open_min = self.problem.pool_minimum(
+        self.pool.view(), seconds, 4096 if seconds == np.inf else 512)
+    return self.result(reason, min(self.closed_min, open_min))
 
   def run(self) -> BabResult:
     done = self.root()
@@ -209,7 +215,7 @@ class MarginSearch:
 
   def estimate(self) -> float:
     """The open domains' lowest float32 bound (unproven: only an order)."""
-    return float(self._search.pool.key.min())
+    return float(self._search.pool.view().key.min())
 
   def advance(self, seconds: float) -> BabResult | None:
     """Searches for about `seconds` more (it stops between batches, after
@@ -225,11 +231,12 @@ class MarginSearch:
                        else done)
     return self.result
 
-  def stop(self) -> BabResult:
+  def stop(self, seconds: float = np.inf) -> BabResult:
     """The result now: decided, or `time_limit` with the lowest proven
-    bound of the open domains."""
+    bound of the open domains (re-proving them for about `seconds` at most:
+    a pool of ~1e5 domains takes seconds)."""
     if self.result is None:
-      self.result = self._search.give_up("time_limit")
+      self.result = self._search.give_up("time_limit", seconds)
     return self.result
 
 

@@ -20,7 +20,8 @@ from robust_prune.verify.config import (BAB_OVERRUN_SECONDS, Deadline,
 
 FIRST_TURN_SECONDS = 1.0
 # the float64 re-proof of what stays open when time runs out (the bound a
-# `timeout` record reports) is paid after the last turn, once per target
+# `timeout` record reports) is paid after the last turn, for about this long
+# per target; rows not re-proved count with their parents' proven bound
 FINAL_PROOF_SECONDS = 0.2
 
 
@@ -38,7 +39,8 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
   turn = FIRST_TURN_SECONDS
   while _take_turns(searches, turn, deadline):
     turn *= 2
-  return {t: search.stop() for t, search in searches.items()}
+  return {t: search.stop(FINAL_PROOF_SECONDS)
+          for t, search in searches.items()}
 
 
 def _take_turns(searches: dict, turn: float, deadline: Deadline) -> bool:
