@@ -546,3 +546,57 @@ def test_open_domains_pop_the_lowest_and_keep_rows_together():
     check(live)
     assert sorted(live.lb.astype(int)) == sorted(reference)
     assert len(open_domains) == len(reference), step
+
+
+class _ClockedSearch:
+  """A stand-in for MarginSearch on a fake clock: decided once it has had
+  `need` seconds in all."""
+
+  def __init__(self, clock, need, estimate):
+    self.clock, self.need, self._estimate = clock, need, estimate
+    self.result, self.had = None, 0.0
+
+  def estimate(self):
+    return self._estimate
+
+  def advance(self, seconds):
+    used = min(seconds, self.need - self.had)
+    self.had += used
+    self.clock[0] += used
+    if self.had >= self.need:
+      self.result = bab.BabResult("robust", 0.1, None, None, 1, self.had,
+                                  "proved")
+    return self.result
+
+  def stop(self, seconds):
+    return self.result or bab.BabResult("unknown", -1.0, None, None, 1,
+                                        self.had, "time_limit")
+
+
+def test_turns_give_a_hard_search_first_in_line_the_time_it_needs():
+  # equal shares in this order (9 s / 3 each, passing leftovers on) would
+  # leave b open; in turns all three are decided within the 9 s
+  clock = [0.0]
+  searches = {"b": _ClockedSearch(clock, 5.0, -3.0),
+              "c": _ClockedSearch(clock, 2.5, -2.0),
+              "a": _ClockedSearch(clock, 0.5, -1.0)}
+  results = bab.take_turns(searches, lambda: 9.0 - clock[0], overrun=0.0,
+                           final_proof=0.0, min_step=0.1)
+  assert {k: r.status for k, r in results.items()} == {
+      "a": "robust", "b": "robust", "c": "robust"}
+  assert clock[0] == pytest.approx(8.0)
+
+
+def test_turns_end_when_stop_says_so():
+  clock, stopped_on = [0.0], []
+
+  def stop(key, result):
+    stopped_on.append(key)
+    return key == "c"
+  searches = {"b": _ClockedSearch(clock, 5.0, -3.0),
+              "c": _ClockedSearch(clock, 2.5, -2.0),
+              "a": _ClockedSearch(clock, 0.5, -1.0)}
+  results = bab.take_turns(searches, lambda: 100.0 - clock[0], overrun=0.0,
+                           final_proof=0.0, min_step=0.1, stop=stop)
+  assert stopped_on == ["a", "c"]
+  assert results["b"].status == "unknown" and searches["b"].had < 5.0

@@ -14,7 +14,8 @@ targeted question).
   bab.branching     which neuron to split: BaBSR or filtered smart branching
   bab.proofs        the float64 re-proof, the leaf LP, the bound left open
   bab.problem       one question's data (Problem) and best point (Incumbent)
-  bab.search        the loop and the public entry points
+  bab.search        the loop, the public entry points, MarginSearch (resumable)
+  bab.turns         resumable searches taking turns on one budget
 """
 
 from robust_prune.bab.config import BabConfig
@@ -31,11 +32,12 @@ from robust_prune.bab.search import bab_minimum
 from robust_prune.bab.search import branch_and_bound
 from robust_prune.bab.search import branch_and_bound_spec
 from robust_prune.bab.search import MarginSearch
+from robust_prune.bab.turns import take_turns
 
 __all__ = [
     "BabConfig", "BabResult", "DomainPool", "MarginSearch",
     "OPTIMUM_TOLERANCE", "SLACK32",
     "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
     "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
-    "padded_size",
+    "padded_size", "take_turns",
 ]

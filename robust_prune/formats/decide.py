@@ -10,9 +10,9 @@ MILP of the whole conjunction is infeasible. Nothing is ever guessed: what
 is neither is `timeout` (the deadline passed) or `unknown`.
 
 Order, cheapest first: PGD on every disjunct; CROWN on every row; branch and
-bound per open disjunct (its most promising row) with an equal share of
-`bab_share` of the time left; then the conjunction MILP per open disjunct
-with an equal share of the rest.
+bound per open disjunct (its most promising row), the searches taking turns
+(bab.turns) on `bab_share` of the time left; then the conjunction MILP per
+open disjunct with an equal share of the rest.
 """
 
 from __future__ import annotations
@@ -158,17 +158,18 @@ def _open_after_crown(boxes, verdict: Verdict) -> list:
 
 
 def _stage(stage, network, prop, open_, end, share, verdict, config):
-  """Runs the branch and bound or the MILP on each open disjunct with an
-  equal part of `share` of the time left: (still open, counterexample or
-  None)."""
+  """Runs the branch and bound (in turns) or the MILP (each open disjunct
+  with an equal part) on `share` of the time left: (still open,
+  counterexample or None)."""
+  if stage == "bab":
+    return _bab_in_turns(network, prop, open_, end, share, verdict, config)
   still = []
   for n, (box, i) in enumerate(open_):
     budget = (end - time.monotonic()) * share / (len(open_) - n)
     if budget < config.min_step:
       still.append((box, i))
       continue
-    step = _bab if stage == "bab" else _milp
-    outcome = step(network, prop, box, i, time.monotonic() + budget, config)
+    outcome = _milp(network, prop, box, i, time.monotonic() + budget, config)
     if isinstance(outcome, tuple):
       return still, outcome
     if outcome:
@@ -202,24 +203,45 @@ def _attack(network, prop, box: _Box, config: DecideConfig):
   return counterexample(network, prop, x, np.asarray(box.members)[which])
 
 
-def _bab(network, prop, box: _Box, i: int, step_end: float, config):
-  """True if the branch and bound refutes disjunct i's most promising row,
-  (x, y) for a counterexample, else False; done by `step_end`."""
-  row = max(box.rows[i], key=lambda r: box.row_bounds[r])
-  # the search checks its limit between batches, then re-proves the open
-  # domains' bound: a tenth of the step is left for that
-  budget = 0.9 * (step_end - time.monotonic())
-  result = bab_lib.bab_margin(box.folded, box.lower, box.upper, 0, row + 1,
-                              bab_lib.BabConfig(time_limit=budget,
-                                                batch_size=config.bab_batch_size),
-                              layer_bounds=box.folded_bounds)
-  if result.status == "robust":
-    return True
-  if result.x_adv is not None:
-    found = counterexample(network, prop, result.x_adv[None], [i])
-    if found is not None:
-      return found
-  return False
+def _bab_in_turns(network, prop, open_, end, share, verdict, config):
+  """The branch and bound on each open disjunct's most promising row, the
+  searches taking turns (bab.turns) on `share` of the time left: (still
+  open, counterexample or None)."""
+  stage_end = time.monotonic() + share * (end - time.monotonic())
+  seconds_left = lambda: stage_end - time.monotonic()
+  searches, found = {}, []
+
+  def witness(n, result) -> bool:
+    if result.x_adv is not None:
+      box, i = open_[n]
+      x_y = counterexample(network, prop, result.x_adv[None], [i])
+      if x_y is not None:
+        found.append(x_y)
+    return bool(found)
+  for n, (box, i) in enumerate(open_):
+    if seconds_left() < config.min_step:
+      break
+    row = max(box.rows[i], key=lambda r: box.row_bounds[r])
+    searches[n] = bab_lib.MarginSearch(
+        box.folded, box.lower, box.upper, bounds_lib.margin_spec(
+            0, [row + 1], box.folded.num_classes)[0],
+        bab_lib.BabConfig(time_limit=float("inf"),
+                          batch_size=config.bab_batch_size),
+        box.folded_bounds)
+    if searches[n].result is not None and witness(n, searches[n].result):
+      return [], found[0]
+  results = bab_lib.take_turns(searches, seconds_left, overrun=1.0,
+                               final_proof=0.0, min_step=config.min_step,
+                               stop=witness)
+  if found:
+    return [], found[0]
+  still = []
+  for n, (box, i) in enumerate(open_):
+    if n in results and results[n].status == "robust":
+      verdict.refuted_by[i] = "bab"
+    else:
+      still.append((box, i))
+  return still, None
 
 
 def _milp(network, prop, box: _Box, i: int, step_end: float, config):

@@ -70,8 +70,10 @@ def define_flags():
   flags.DEFINE_float("image_time_limit", 0.0, "certify/targeted: seconds "
                      "for all targets of one image, held to within ~2 s: "
                      "CROWN and PGD for all targets, then the branch and "
-                     "bound shares what remains among the open targets "
-                     "(--bab_time_limit and --time_limit are then ignored; "
+                     "bound (certify: resumable searches taking turns of 1, "
+                     "2, 4... s, closest to a proof first; targeted: equal "
+                     "shares) (--bab_time_limit and --time_limit are then "
+                     "ignored; "
                      "--bab_time_limit=0 still skips it), then the MILP, in "
                      "a child process killed at the deadline. 0: off.")
   flags.DEFINE_enum("bab_intermediate", "alpha", ["alpha", "crown"],
