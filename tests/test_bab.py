@@ -424,16 +424,17 @@ def test_domain_pool_keeps_rows_together():
       alphas=np.arange(9, dtype=np.float32).reshape(3, n),
       betas=np.ones((3, n), np.float32), lb=np.array([0.3, -0.2, 0.1]),
       key=np.array([0.5, -0.1, 0.2]), scores=np.zeros((3, n)))
-  lowest, rest = pool.split_lowest(2)
+  open_domains = OpenDomains(pool)
+  lowest = open_domains.pop_lowest(2)
   np.testing.assert_array_equal(lowest.key, [-0.1, 0.2])
   np.testing.assert_array_equal(lowest.splits, pool.splits[[1, 2]])
-  np.testing.assert_array_equal(rest.alphas, pool.alphas[[0]])
-  both = rest.concat(lowest.filter(lowest.lb > 0))
+  np.testing.assert_array_equal(open_domains.view().alphas, pool.alphas[[0]])
+  open_domains.add(lowest.filter(lowest.lb > 0))
+  both = open_domains.view()
   np.testing.assert_array_equal(both.lb, [0.3, 0.1])
   np.testing.assert_array_equal(both.splits, pool.splits[[0, 2]])
   assert len(both) == 2 and len(pool.take([])) == 0
-  everything, nothing = pool.split_lowest(5)
-  assert len(nothing) == 0
+  everything = OpenDomains(pool).pop_lowest(5)
   np.testing.assert_array_equal(everything.key, [-0.1, 0.2, 0.5])
 
 

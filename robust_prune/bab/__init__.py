@@ -7,7 +7,7 @@ PGD) and the MILP fallback; `bab_minimum` brackets the minimum itself (the
 targeted question).
 
   bab.config        BabConfig, BabResult
-  bab.domains       DomainPool (the open domains), branching a domain, batches
+  bab.domains       DomainPool, OpenDomains (the open pool), branching, batches
   bab.domain_bound  a domain's bound (the one back-substitution of
                     robust_prune.bounds with split-exact relaxations and
                     beta) and its alpha/beta optimisation (float32, jitted)

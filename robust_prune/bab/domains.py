@@ -1,5 +1,5 @@
-"""The open domains of the search (`DomainPool`) and how they are split
-and batched.
+"""Domains of the search (`DomainPool`: a batch of them; `OpenDomains`: the
+search's open pool) and how they are split and batched.
 
 A *domain* fixes the phase of some unstable hidden neurons (split +1:
 y >= 0, split -1: y <= 0); per domain the pool keeps its splits, the
@@ -84,23 +84,6 @@ class DomainPool:
   def filter(self, keep: np.ndarray) -> "DomainPool":
     """The domains where the boolean `keep` is true."""
     return self.take(np.asarray(keep, bool))
-
-  def concat(self, other: "DomainPool") -> "DomainPool":
-    return DomainPool(*(np.concatenate([getattr(self, f.name),
-                                        getattr(other, f.name)])
-                        for f in dataclasses.fields(self)))
-
-  def split_lowest(self, count: int) -> tuple["DomainPool", "DomainPool"]:
-    """(the `count` domains of lowest key, the rest)."""
-    if count >= len(self):
-      return self.take(np.argsort(self.key)), self.take([])
-    # a partition, not a sort, and the rest kept in place (a boolean take
-    # copies it in order; the pool can hold ~1e5 domains)
-    lowest = np.argpartition(self.key, count)[:count]
-    lowest = lowest[np.argsort(self.key[lowest])]
-    rest = np.ones(len(self), bool)
-    rest[lowest] = False
-    return self.take(lowest), self.filter(rest)
 
 
 class OpenDomains:
