@@ -30,12 +30,13 @@ def domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers, c,
                   splits, alphas, betas, *, xp=jnp,
                   track_magnitude: bool = False) -> bounds_lib.Backsub:
   """Lower bounds of c^T f over each domain, batched over the leading axis
-  of the per-hidden-layer splits/alphas/betas (D, n_j); the Backsub also
+  of the per-hidden-layer splits/alphas/betas (D, n_j) (c: one spec, or
+  one per domain, (D, outputs)); the Backsub also
   holds the input coefficients (the minimising vertex) and per hidden layer
   the coefficients on its post-activations (for branching)."""
   relaxations = [relaxation.relu_relaxation(l, u, s, a, xp=xp)
                  for l, u, s, a in zip(lowers, uppers, splits, alphas)]
-  spec = xp.broadcast_to(c, splits[0].shape[:1] + c.shape)
+  spec = xp.broadcast_to(c, splits[0].shape[:1] + c.shape[-1:])
   return bounds_lib.backsubstitute(
       spec, weights, biases, relaxations, in_lower, in_upper, betas=betas,
       splits=splits, track_magnitude=track_magnitude, xp=xp)
@@ -60,7 +61,7 @@ def _forward_margin(weights, biases, c, x):
   h = x
   for w, b in zip(weights[:-1], biases[:-1]):
     h = jnp.maximum(h @ w + b, 0)
-  return (h @ weights[-1] + biases[-1]) @ c
+  return jnp.sum((h @ weights[-1] + biases[-1]) * c, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))

@@ -78,7 +78,7 @@ class DomainPool:
 
   def take(self, rows) -> "DomainPool":
     """The domains at `rows` (indices or a boolean mask)."""
-    return DomainPool(*(getattr(self, f.name)[rows]
+    return type(self)(*(getattr(self, f.name)[rows]
                         for f in dataclasses.fields(self)))
 
   def filter(self, keep: np.ndarray) -> "DomainPool":
@@ -94,11 +94,11 @@ class OpenDomains:
   (pools of ~2e4 domains of 400 neurons). Row order is not kept."""
 
   def __init__(self, first: DomainPool):
-    self._size = 0
+    self._size, self._type = 0, type(first)   # a DomainPool or a subclass
     self._arrays = {f.name: np.empty((max(2 * len(first), 1024),)
                                      + getattr(first, f.name).shape[1:],
                                      getattr(first, f.name).dtype)
-                    for f in dataclasses.fields(DomainPool)}
+                    for f in dataclasses.fields(first)}
     self.add(first)
 
   def __len__(self) -> int:
@@ -106,8 +106,8 @@ class OpenDomains:
 
   def view(self) -> DomainPool:
     """The open domains as views (writing to them writes to the pool)."""
-    return DomainPool(*(self._arrays[f.name][:self._size]
-                        for f in dataclasses.fields(DomainPool)))
+    return self._type(*(self._arrays[f.name][:self._size]
+                        for f in dataclasses.fields(self._type)))
 
   def add(self, domains: DomainPool):
     end = self._size + len(domains)
