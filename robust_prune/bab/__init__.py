@@ -16,6 +16,7 @@ targeted question).
   bab.problem       one question's data (Problem) and best point (Incumbent)
   bab.search        the loop, the public entry points, MarginSearch (resumable)
   bab.turns         resumable searches taking turns on one budget
+  bab.refine        later layers' bounds tightened by batched side searches
 """
 
 from robust_prune.bab.config import BabConfig
@@ -32,6 +33,10 @@ from robust_prune.bab.search import bab_minimum
 from robust_prune.bab.search import branch_and_bound
 from robust_prune.bab.search import branch_and_bound_spec
 from robust_prune.bab.search import MarginSearch
+from robust_prune.bab import refine
+from robust_prune.bab.refine import cut_network
+from robust_prune.bab.refine import RefineConfig
+from robust_prune.bab.refine import refine_layer_bounds
 from robust_prune.bab.turns import take_turns
 
 __all__ = [
@@ -39,5 +44,6 @@ __all__ = [
     "OPTIMUM_TOLERANCE", "SLACK32",
     "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
     "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
-    "padded_size", "take_turns",
+    "RefineConfig", "cut_network", "padded_size", "refine",
+    "refine_layer_bounds", "take_turns",
 ]
