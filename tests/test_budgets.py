@@ -162,6 +162,39 @@ def test_a_target_decided_early_leaves_its_time_to_the_others(monkeypatch):
   assert by_target[last].best_bound == -0.01
 
 
+def test_refined_bounds_only_once_the_plain_turns_leave_targets_open(
+    monkeypatch):
+  # --bab_intermediate=refine under a budget: the searches first take turns
+  # on the plain bounds for a tenth of it; the refinement runs only if
+  # targets stay open, and only those are searched again
+  first, second, last = [t for t in range(4) if t != _LABEL]
+  refined = []
+
+  def fake_refine(p, layers, deadline):
+    refined.append(deadline.remaining())
+    return layers
+  monkeypatch.setattr(cascade, "refined_layer_bounds", fake_refine)
+  proved = bab.BabResult("robust", 0.5, None, None, 1, 0.1, "proved")
+  config = _config(image_time_limit=20.0, bab_intermediate="refine")
+  _TurnLog(monkeypatch, lambda t, n, s: proved)
+  records = cascade.verify_image(_NET, _X, _LABEL, 0, None, config)
+  assert not refined
+  assert {r.status for r in records} == {"robust"}
+
+  log = _TurnLog(monkeypatch, lambda t, n, s: None if t == last else proved)
+  t0 = time.perf_counter()
+  records = cascade.verify_image(_NET, _X, _LABEL, 0, None, config)
+  elapsed = time.perf_counter() - t0
+  assert len(refined) == 1 and 20.0 * 0.9 - 1.0 < refined[0] < 20.0 - 0.5
+  targets = [t for t, _ in log.turns]
+  assert targets.count(first) == targets.count(second) == 1
+  assert targets[-1] == last and sum(s for _, s in log.turns) > 20.0 - 4.0
+  assert elapsed <= 20.0 + 2.0
+  by_target = {r.target: r for r in records}
+  assert by_target[first].status == by_target[second].status == "robust"
+  assert by_target[last].status == "timeout"
+
+
 def test_without_a_budget_every_target_gets_bab_time_limit(monkeypatch):
   calls = _bab_stub(monkeypatch, lambda target, limit: _open(-1.0))
   monkeypatch.setattr(milp_stage, "_SHARED", [])

@@ -241,11 +241,12 @@ def test_time_limit_hit_is_recorded(tmp_path, mnist_test, wide_network):
 
 def test_intermediate_bound_choices_agree_on_every_decided_pair(
     tmp_path, mnist_test, wide_network):
-  """Both intermediate bounds are sound, so a pair decided under both has
-  one verdict; the alpha bounds reach the branch and bound (no MILP)."""
+  """Every choice of intermediate bounds is sound, so a pair decided under
+  several has one verdict; the alpha (refined) bounds reach the branch and
+  bound (no MILP)."""
   idx = [0, 1]
   runs = {}
-  for choice in ("crown", "alpha"):
+  for choice in ("crown", "alpha", "refine"):
     records = evaluate.verify_images(
         wide_network, mnist_test.images[idx], mnist_test.labels[idx], idx,
         0.1, mode="certify", workers=1, pgd_steps=0, bab_time_limit=10.0,
@@ -257,6 +258,10 @@ def test_intermediate_bound_choices_agree_on_every_decided_pair(
   assert both
   for k in both:
     assert runs["crown"][k]["status"] == runs["alpha"][k]["status"], k
+  for k, r in runs["refine"].items():
+    if r["status"] in ("robust", "adversarial") and runs["crown"][k][
+        "status"] in ("robust", "adversarial"):
+      assert r["status"] == runs["crown"][k]["status"], k
 
 
 def test_error_records_are_retried_and_replaced(tmp_path, mnist_test,

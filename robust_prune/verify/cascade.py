@@ -26,6 +26,7 @@ the float64 re-check is never counted adversarial.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Sequence
 
@@ -192,17 +193,36 @@ def _certify_by_pgd(p: ImageProblem, targets, verdicts,
   return rest
 
 
-def bab_layer_bounds(p: ImageProblem, config: VerifyConfig):
+def bab_layer_bounds(p: ImageProblem, config: VerifyConfig,
+                     deadline: Deadline | None = None, refine: bool = True):
   """The layer bounds the branch and bound keeps for every domain: the
-  image's, intersected with alpha-CROWN's when `bab_intermediate` says so
-  (both are sound, so their intersection is)."""
-  if config.bab_intermediate != "alpha":
+  image's, intersected with alpha-CROWN's unless `bab_intermediate` is
+  "crown" (both are sound, so their intersection is); with "refine" (and
+  `refine`) then tightened by proofs (`refined_layer_bounds`)."""
+  if config.bab_intermediate == "crown":
     return p.layer_bounds
   alpha = bounds_lib.alpha_crown_bounds(p.network, p.lower, p.upper)
   own = p.layer_bounds
-  return bounds_lib.LayerBounds(
+  layers = bounds_lib.LayerBounds(
       tuple(np.maximum(a, b) for a, b in zip(own.lowers, alpha.lowers)),
       tuple(np.minimum(a, b) for a, b in zip(own.uppers, alpha.uppers)))
+  if config.bab_intermediate == "refine" and refine:
+    layers = refined_layer_bounds(p, layers, deadline)
+  return layers
+
+
+def refined_layer_bounds(p: ImageProblem, layers, deadline: Deadline | None):
+  """`layers` with the later layers' bounds tightened by batched side
+  searches (bab.refine), within a quarter of what the image budget has
+  left."""
+  config = bab.RefineConfig()
+  if deadline is not None and deadline.enabled:
+    config = dataclasses.replace(config, seconds=min(
+        config.seconds, max(deadline.remaining(), 0.0) / 4))
+  refined, stats = bab.refine_layer_bounds(p.network, p.lower, p.upper,
+                                           layers, config)
+  logging.debug("refined bounds: %s", stats)
+  return refined
 
 
 def _bab_shares(config: VerifyConfig, deadline: Deadline | None, targets,
@@ -223,9 +243,12 @@ def _bab_results(p: ImageProblem, targets, config: VerifyConfig,
   """(target, BabResult) per target given to the branch and bound: with an
   image budget in turns (verify.bab_turns), else bab_time_limit each; a
   target that got no time goes to `rest`."""
-  layers = bab_layer_bounds(p, config)
-  if deadline is not None and deadline.enabled:
-    results = bab_turns.decide_in_turns(p, targets, layers, deadline)
+  in_turns = deadline is not None and deadline.enabled
+  layers = bab_layer_bounds(p, config, deadline, refine=not in_turns)
+  if in_turns:   # refined bounds only once the plain ones leave targets open
+    refine = (functools.partial(refined_layer_bounds, p)
+              if config.bab_intermediate == "refine" else None)
+    results = bab_turns.decide_in_turns(p, targets, layers, deadline, refine)
     rest.extend(t for t in targets if t not in results)
     yield from results.items()
     return
@@ -274,7 +297,7 @@ def _targeted_by_bab(p: ImageProblem, targets, verdicts, config: VerifyConfig,
   if config.bab_time_limit <= 0 or config.all_binary or not targets:
     return targets
   rest = []
-  layers = bab_layer_bounds(p, config)
+  layers = bab_layer_bounds(p, config, deadline)
   for t, limit in _bab_shares(config, deadline, targets, rest):
     start = pgd[t][1] if t in pgd else None
     result = bab.bab_minimum(p.network, p.lower, p.upper, p.label, t,
@@ -333,22 +356,23 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
                    seed=config.pgd_seed)
     if config.bab_time_limit > 0:
       problem = ImageProblem(network, image, label, lower, upper, layers)
-      layers = bab_layer_bounds(problem, config)
-      _warm_up_bab(network, lower, upper, layers, label, targets[0])
+      layers = bab_layer_bounds(problem, config, refine=False)
+      c = bounds_lib.margin_spec(label, targets[:1], network.num_classes)[0]
+      _warm_up_bab(network, lower, upper, layers, c, bab.BabConfig())
+      if config.bab_intermediate == "refine":
+        bab.refine.warm_up(network, lower, upper, layers)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("warm-up failed (%s: %s); compiling as the run goes",
                     type(e).__name__, e)
   return time.perf_counter() - t0
 
 
-def _warm_up_bab(network, lower, upper, layers, label, target):
+def _warm_up_bab(network, lower, upper, layers, c, config):
   """The branch and bound's jitted bounds at each padded batch shape
   (bab.domains.padded_size: powers of 4 up to the batch, 4x for the
   branching's one-pass bounds) and the root's step count."""
   from robust_prune.bab.domains import padded_size  # pylint: disable=g-import-not-at-top
   from robust_prune.bab.problem import Problem  # pylint: disable=g-import-not-at-top
-  config = bab.BabConfig()
-  c = bounds_lib.margin_spec(label, [target], network.num_classes)[0]
   problem = Problem(network, lower, upper, layers, c, config)
   n = problem.slices.num_neurons
 
