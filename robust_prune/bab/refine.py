@@ -172,7 +172,6 @@ class _LayerSides:
     specs, tau = self.specs[side], self.tau[side]
     alphas, betas, bound, vertex, margin, coeffs = self._evaluate(
         splits, alphas, betas, specs, steps)
-    self.domains += len(splits)
     np.add.at(self.count, side, 1)
     rows = np.flatnonzero(margin < tau + SLACK32)
     if rows.size:   # witnesses, checked in float64
@@ -214,7 +213,7 @@ class _LayerSides:
     """Per side the proven lower bound of spec . y_k (> tau), or nan."""
     self.specs, self.tau, s = specs, tau, len(tau)
     self.failed, self.count = np.zeros(s, bool), np.zeros(s, int)
-    self.closed_min, self.domains = np.full(s, np.inf), 0
+    self.closed_min = np.full(s, np.inf)
     n = self.slices.num_neurons
     lows, ups = (np.concatenate(a[:-1]) for a in (self.layers.lowers,
                                                   self.layers.uppers))

@@ -358,7 +358,7 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
       problem = ImageProblem(network, image, label, lower, upper, layers)
       layers = bab_layer_bounds(problem, config, refine=False)
       c = bounds_lib.margin_spec(label, targets[:1], network.num_classes)[0]
-      _warm_up_bab(network, lower, upper, layers, c, bab.BabConfig())
+      _warm_up_bab(network, lower, upper, layers, c)
       if config.bab_intermediate == "refine":
         bab.refine.warm_up(network, lower, upper, layers)
   except Exception as e:  # pylint: disable=broad-except
@@ -367,12 +367,13 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
   return time.perf_counter() - t0
 
 
-def _warm_up_bab(network, lower, upper, layers, c, config):
+def _warm_up_bab(network, lower, upper, layers, c):
   """The branch and bound's jitted bounds at each padded batch shape
   (bab.domains.padded_size: powers of 4 up to the batch, 4x for the
   branching's one-pass bounds) and the root's step count."""
   from robust_prune.bab.domains import padded_size  # pylint: disable=g-import-not-at-top
   from robust_prune.bab.problem import Problem  # pylint: disable=g-import-not-at-top
+  config = bab.BabConfig()
   problem = Problem(network, lower, upper, layers, c, config)
   n = problem.slices.num_neurons
 
