@@ -80,6 +80,9 @@ def test_padded_batch_shapes_do_not_change_a_domains_bound():
   assert [bab.padded_size(n, 256) for n in (1, 4, 5, 16, 17, 100, 256, 300)] \
       == [4, 4, 16, 16, 64, 256, 256, 300]
   assert bab.padded_size(3, 2) == 3 and bab.padded_size(1, 2) == 2
+  for limit in (2, 256, 512):   # what a warm-up compiles: every shape used
+    assert bab.padded_sizes(limit) == sorted(
+        {bab.padded_size(n, limit) for n in range(1, limit + 1)})
   net = random_network(7, (6, 10, 8, 4))
   rng = np.random.default_rng(7)
   lower, upper = bounds.input_box(rng.uniform(0.2, 0.8, size=6), 0.3)

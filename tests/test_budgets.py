@@ -33,6 +33,20 @@ def compiled():
   cascade.warm_up(_NET, _X, _config(pgd_steps=5))
 
 
+def test_the_warm_up_runs_every_step_it_compiles(caplog, monkeypatch):
+  """A failing warm-up only logs a warning (the run compiles as it goes),
+  so the warning is what shows that a step it calls is broken."""
+  config = _config(pgd_steps=5, bab_intermediate="refine")
+  cascade.warm_up(_NET, _X, config)
+  assert "warm-up failed" not in caplog.text
+
+  def broken(*args, **kwargs):
+    raise ValueError("planted")
+  monkeypatch.setattr(cascade.bab.refine, "warm_up", broken)
+  cascade.warm_up(_NET, _X, config)
+  assert "warm-up failed (ValueError: planted)" in caplog.text
+
+
 def _bab_stub(monkeypatch, decide):
   """Replaces the branch and bound: decide(target, limit) -> BabResult;
   returns the (target, time limit) of every call."""

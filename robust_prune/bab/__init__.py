@@ -24,7 +24,7 @@ from robust_prune.bab.config import BabResult
 from robust_prune.bab.config import OPTIMUM_TOLERANCE
 from robust_prune.bab.config import SLACK32
 from robust_prune.bab.domains import DomainPool
-from robust_prune.bab.domains import padded_size
+from robust_prune.bab.domains import padded_size, padded_sizes
 from robust_prune.bab.proofs import bound_float64
 from robust_prune.bab.proofs import leaf_minimum
 from robust_prune.bab.proofs import min_proven_bound
@@ -44,6 +44,6 @@ __all__ = [
     "OPTIMUM_TOLERANCE", "SLACK32",
     "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
     "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
-    "RefineConfig", "cut_network", "padded_size", "refine",
+    "RefineConfig", "cut_network", "padded_size", "padded_sizes", "refine",
     "refine_layer_bounds", "take_turns",
 ]

@@ -27,6 +27,15 @@ def padded_size(n: int, batch_size: int) -> int:
   return max(min(size, batch_size), n)
 
 
+def padded_sizes(batch_size: int) -> list[int]:
+  """Every shape `padded_size` pads 1 to `batch_size` domains to (what a
+  warm-up compiles)."""
+  sizes = [padded_size(1, batch_size)]
+  while sizes[-1] < batch_size:
+    sizes.append(padded_size(sizes[-1] + 1, batch_size))
+  return sizes
+
+
 def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
   """`a` with its first row repeated up to `size` rows."""
   return np.concatenate([a, np.repeat(a[:1], size - len(a), 0)])

@@ -91,11 +91,16 @@ class Problem:
                   for x in self.slices.per_layer(pad_rows(a, size)))
         for container, a in ((tuple, splits), (list, alphas), (list, betas)))
 
-  def evaluate(self, splits, alphas, betas, steps) -> Evaluated:
-    """Optimises alpha/beta of each domain (padded batch)."""
+  def evaluate(self, splits, alphas, betas, steps, c=None) -> Evaluated:
+    """Optimises alpha/beta of each domain (padded batch); `c` (D, out),
+    a spec row per domain, replaces the problem's spec."""
     n, cfg = len(splits), self.config
+    device = self._device
+    if c is not None:
+      size = padded_size(n, cfg.batch_size)
+      device = (*device[:-1], jnp.asarray(pad_rows(c, size), jnp.float32))
     new_a, new_b, bound, vertex, margin, coeffs = optimise(
-        *self._device, *self._batch(splits, alphas, betas, cfg.batch_size),
+        *device, *self._batch(splits, alphas, betas, cfg.batch_size),
         steps=steps, alpha_lr=cfg.alpha_lr, beta_lr=cfg.beta_lr)
     cat = lambda arrays: np.concatenate([np.asarray(a) for a in arrays], 1)[:n]
     return Evaluated(cat(new_a), cat(new_b), np.asarray(bound, np.float64)[:n],
@@ -110,11 +115,11 @@ class Problem:
         splits, alphas, betas, 4 * self.config.batch_size))
     return np.asarray(bound)[:len(splits)]
 
-  def proven(self, splits, alphas, betas) -> np.ndarray:
+  def proven(self, splits, alphas, betas, c=None) -> np.ndarray:
     """The domains' bounds in float64, less the round-off allowance."""
-    per_layer = self.slices.per_layer
+    per_layer, c = self.slices.per_layer, self.c if c is None else c
     return proofs.bound_float64(self.network, self.in_lower, self.in_upper,
-                                self.layer_bounds, self.c, per_layer(splits),
+                                self.layer_bounds, c, per_layer(splits),
                                 per_layer(alphas), per_layer(betas))
 
   def pool_minimum(self, pool: DomainPool, seconds: float = math.inf,
@@ -125,9 +130,9 @@ class Problem:
         pool.splits[rows], pool.alphas[rows], pool.betas[rows]), chunk,
                                    seconds)
 
-  def leaf(self, splits_row):
+  def leaf(self, splits_row, c=None):
     return proofs.leaf_minimum(self.network, self.in_lower, self.in_upper,
-                               self.layer_bounds, self.c,
+                               self.layer_bounds, self.c if c is None else c,
                                self.slices.per_layer(splits_row))
 
   def scores(self, coeffs, splits) -> np.ndarray:

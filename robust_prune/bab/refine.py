@@ -29,12 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
-from robust_prune.bab import proofs
-from robust_prune.bab.branching import intercept_scores
 from robust_prune.bab.config import SLACK32
-from robust_prune.bab.domain_bound import optimise
-from robust_prune.bab.domains import (branch, DomainPool, LayerSlices,
-                                      OpenDomains, pad_rows, padded_size)
+from robust_prune.bab.domains import (branch, DomainPool, OpenDomains,
+                                      padded_sizes)
+from robust_prune.bab.problem import Problem
 from robust_prune.network import Network, forward
 
 
@@ -144,64 +142,41 @@ class _LayerSides:
     self.cut, self.config = cut_network(network, k), config
     self.box = (np.asarray(in_lower, np.float64),
                 np.asarray(in_upper, np.float64))
-    dummy = np.zeros(network.hidden_widths[k])
+    dummy = np.zeros(network.hidden_widths[k])   # layer k: the cut's output
     self.layers = bounds_lib.LayerBounds(tuple(layers.lowers[:k]) + (dummy,),
                                          tuple(layers.uppers[:k]) + (dummy,))
-    self.slices = LayerSlices.of(self.cut.hidden_widths)
-    f32 = lambda arrays: tuple(jnp.asarray(a, jnp.float32) for a in arrays)
-    self._device = (f32(self.cut.weights), f32(self.cut.biases),
-                    *f32(self.box), f32(layers.lowers[:k]),
-                    f32(layers.uppers[:k]))
-
-  def _evaluate(self, splits, alphas, betas, specs, steps):
-    n, cfg = len(splits), self.config
-    size = padded_size(n, cfg.batch_size)
-    per = lambda a: [jnp.asarray(x, jnp.float32)
-                     for x in self.slices.per_layer(pad_rows(a, size))]
-    new_a, new_b, bound, vertex, margin, coeffs = optimise(
-        *self._device, jnp.asarray(pad_rows(specs, size), jnp.float32),
-        tuple(per(splits)), per(alphas), per(betas), steps=steps,
-        alpha_lr=cfg.alpha_lr, beta_lr=cfg.beta_lr)
-    cat = lambda arrays: np.concatenate([np.asarray(a) for a in arrays], 1)[:n]
-    return (cat(new_a), cat(new_b), np.asarray(bound, np.float64)[:n],
-            np.asarray(vertex, np.float64)[:n], np.asarray(margin)[:n],
-            [np.asarray(c)[:n] for c in coeffs])
+    # the spec is given per domain (one side's row each), never the default
+    self.problem = Problem(self.cut, *self.box, self.layers, dummy, config)
 
   def _add(self, splits, alphas, betas, side, steps):
     """Bounds domains of the given sides: refutes, closes, keeps the rest."""
     specs, tau = self.specs[side], self.tau[side]
-    alphas, betas, bound, vertex, margin, coeffs = self._evaluate(
-        splits, alphas, betas, specs, steps)
+    done = self.problem.evaluate(splits, alphas, betas, steps, c=specs)
     np.add.at(self.count, side, 1)
-    rows = np.flatnonzero(margin < tau + SLACK32)
+    rows = np.flatnonzero(done.vertex_margin < tau + SLACK32)
     if rows.size:   # witnesses, checked in float64
-      values = np.sum(forward(self.cut, np.clip(vertex[rows], *self.box))
+      values = np.sum(forward(self.cut, np.clip(done.vertex[rows], *self.box))
                       * specs[rows], axis=1)
       self.failed[side[rows[values < tau[rows]]]] = True
     lb = np.full(len(splits), -np.inf)
-    rows = np.flatnonzero(bound > tau - SLACK32)
+    rows = np.flatnonzero(done.bound > tau - SLACK32)
     if rows.size:
-      per = self.slices.per_layer
-      lb[rows] = proofs.bound_float64(
-          self.cut, *self.box, self.layers, specs[rows], per(splits[rows]),
-          per(alphas[rows]), per(betas[rows]))
+      lb[rows] = self.problem.proven(splits[rows], done.alphas[rows],
+                                     done.betas[rows], c=specs[rows])
     shut = lb > tau
     np.minimum.at(self.closed_min, side[shut], lb[shut])
     self.failed |= self.count > self.config.side_domains
     keep = ~shut & ~self.failed[side]
     self.pool.add(SideDomains(
-        splits[keep], alphas[keep], betas[keep], lb[keep],
-        self.count[side[keep]].astype(np.float32), intercept_scores(
-            [c[keep] for c in coeffs], self.layers,
-            self.slices.per_layer(splits[keep])).astype(np.float32),
+        splits[keep], done.alphas[keep], done.betas[keep], lb[keep],
+        self.count[side[keep]].astype(np.float32),
+        self.problem.scores([c[keep] for c in done.coeffs], splits[keep]),
         side[keep]))
 
   def _close_leaf(self, splits, side):
     """Every unstable neuron split: y_k is affine there, and one LP gives
     its exact minimum (bab.proofs.leaf_minimum)."""
-    value, _ = proofs.leaf_minimum(self.cut, *self.box, self.layers,
-                                   self.specs[side],
-                                   self.slices.per_layer(splits))
+    value, _ = self.problem.leaf(splits, c=self.specs[side])
     if value is None:
       return   # an empty domain
     if value > self.tau[side]:
@@ -214,7 +189,7 @@ class _LayerSides:
     self.specs, self.tau, s = specs, tau, len(tau)
     self.failed, self.count = np.zeros(s, bool), np.zeros(s, int)
     self.closed_min = np.full(s, np.inf)
-    n = self.slices.num_neurons
+    n = self.problem.slices.num_neurons
     lows, ups = (np.concatenate(a[:-1]) for a in (self.layers.lowers,
                                                   self.layers.uppers))
     alpha0 = np.where(ups > -lows, 1.0, 0.0).astype(np.float32)
@@ -303,15 +278,11 @@ def warm_up(network: Network, in_lower, in_upper,
   """Compiles the side searches' bounds at every padded batch shape and
   step count they use, for each later hidden layer (once per process)."""
   for k in range(1, network.num_layers - 1):
-    sides = _LayerSides(network, in_lower, in_upper, layer_bounds, k, config)
-    n, size = sides.slices.num_neurons, 1
-    specs = np.zeros((1, network.hidden_widths[k]))
-    while True:
-      size = padded_size(size, config.batch_size)
-      zeros = np.zeros((size, n), np.float32)
+    problem = _LayerSides(network, in_lower, in_upper, layer_bounds, k,
+                          config).problem
+    spec = np.zeros((1, network.hidden_widths[k]))
+    for size in padded_sizes(config.batch_size):
+      zeros = np.zeros((size, problem.slices.num_neurons), np.float32)
       for steps in (config.root_steps, config.steps):
-        sides._evaluate(zeros.astype(np.int8), zeros, zeros,
-                        np.repeat(specs, size, 0), steps)
-      if size >= config.batch_size:
-        break
-      size += 1
+        problem.evaluate(zeros.astype(np.int8), zeros, zeros, steps,
+                         c=np.repeat(spec, size, 0))

@@ -369,27 +369,19 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
 
 def _warm_up_bab(network, lower, upper, layers, c):
   """The branch and bound's jitted bounds at each padded batch shape
-  (bab.domains.padded_size: powers of 4 up to the batch, 4x for the
-  branching's one-pass bounds) and the root's step count."""
-  from robust_prune.bab.domains import padded_size  # pylint: disable=g-import-not-at-top
+  (bab.domains.padded_sizes, 4x the batch for the branching's one-pass
+  bounds) and the root's step count."""
   from robust_prune.bab.problem import Problem  # pylint: disable=g-import-not-at-top
   config = bab.BabConfig()
   problem = Problem(network, lower, upper, layers, c, config)
   n = problem.slices.num_neurons
 
-  def shapes(limit):
-    sizes, k = set(), 1
-    while k <= limit:
-      sizes.add(padded_size(k, limit))
-      k *= 4
-    return sorted(sizes | {padded_size(limit, limit)})
-
   def zeros(size, dtype=np.float32):
     return np.zeros((size, n), dtype)
 
   problem.evaluate(zeros(1, np.int8), zeros(1), zeros(1), config.root_steps)
-  for size in shapes(config.batch_size):
+  for size in bab.padded_sizes(config.batch_size):
     problem.evaluate(zeros(size, np.int8), zeros(size), zeros(size),
                      config.steps)
-  for size in shapes(4 * config.batch_size):
+  for size in bab.padded_sizes(4 * config.batch_size):
     problem.one_pass_bound(zeros(size, np.int8), zeros(size), zeros(size))
