@@ -23,7 +23,20 @@ _LABEL = int(np.argmax(forward(_NET, _X)))
 
 def _config(**kw):
   kw.setdefault("pgd_steps", 0)
+  # the turns' own order and shares; the refinement is tested on its own
+  kw.setdefault("bab_intermediate", "alpha")
   return VerifyConfig(delta=0.2, mode="certify", **kw)
+
+
+def test_auto_refines_only_certify_runs_under_an_image_budget():
+  def resolved(**kw):
+    return VerifyConfig(delta=0.1, **kw).intermediate_bounds
+  assert resolved(mode="certify", image_time_limit=60.0) == "refine"
+  assert resolved(mode="certify") == "alpha"
+  assert resolved(mode="targeted", image_time_limit=60.0) == "alpha"
+  assert resolved(mode="certify", image_time_limit=60.0,
+                  bab_intermediate="crown") == "crown"
+  assert resolved(mode="targeted", bab_intermediate="refine") == "refine"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -76,14 +76,15 @@ def define_flags():
                      "ignored; "
                      "--bab_time_limit=0 still skips it), then the MILP, in "
                      "a child process killed at the deadline. 0: off.")
-  flags.DEFINE_enum("bab_intermediate", "alpha", ["alpha", "crown", "refine"],
+  flags.DEFINE_enum("bab_intermediate", "auto",
+                    ["auto", "alpha", "crown", "refine"],
                     "intermediate bounds the branch and bound keeps: CROWN's; "
                     "with the layers after the first tightened once per "
-                    "image by alpha-CROWN (optimised slopes); or (refine) "
-                    "then with those layers' bounds tightened by batched "
-                    "proofs (a few seconds per image; with "
-                    "--image_time_limit only once a tenth of it leaves "
-                    "targets open).")
+                    "image by alpha-CROWN (optimised slopes); (refine) then "
+                    "with those layers' bounds tightened by batched proofs "
+                    "(a few seconds per image; with --image_time_limit only "
+                    "once a tenth of it leaves targets open); auto: refine "
+                    "in certify mode under --image_time_limit, else alpha.")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 

@@ -196,17 +196,17 @@ def _certify_by_pgd(p: ImageProblem, targets, verdicts,
 def bab_layer_bounds(p: ImageProblem, config: VerifyConfig,
                      deadline: Deadline | None = None, refine: bool = True):
   """The layer bounds the branch and bound keeps for every domain: the
-  image's, intersected with alpha-CROWN's unless `bab_intermediate` is
-  "crown" (both are sound, so their intersection is); with "refine" (and
+  image's, intersected with alpha-CROWN's unless the intermediate bounds
+  are "crown" (both are sound, so their intersection is); with "refine" (and
   `refine`) then tightened by proofs (`refined_layer_bounds`)."""
-  if config.bab_intermediate == "crown":
+  if config.intermediate_bounds == "crown":
     return p.layer_bounds
   alpha = bounds_lib.alpha_crown_bounds(p.network, p.lower, p.upper)
   own = p.layer_bounds
   layers = bounds_lib.LayerBounds(
       tuple(np.maximum(a, b) for a, b in zip(own.lowers, alpha.lowers)),
       tuple(np.minimum(a, b) for a, b in zip(own.uppers, alpha.uppers)))
-  if config.bab_intermediate == "refine" and refine:
+  if config.intermediate_bounds == "refine" and refine:
     layers = refined_layer_bounds(p, layers, deadline)
   return layers
 
@@ -247,7 +247,7 @@ def _bab_results(p: ImageProblem, targets, config: VerifyConfig,
   layers = bab_layer_bounds(p, config, deadline, refine=not in_turns)
   if in_turns:   # refined bounds only once the plain ones leave targets open
     refine = (functools.partial(refined_layer_bounds, p)
-              if config.bab_intermediate == "refine" else None)
+              if config.intermediate_bounds == "refine" else None)
     results = bab_turns.decide_in_turns(p, targets, layers, deadline, refine)
     rest.extend(t for t in targets if t not in results)
     yield from results.items()
@@ -359,7 +359,7 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
       layers = bab_layer_bounds(problem, config, refine=False)
       c = bounds_lib.margin_spec(label, targets[:1], network.num_classes)[0]
       _warm_up_bab(network, lower, upper, layers, c)
-      if config.bab_intermediate == "refine":
+      if config.intermediate_bounds == "refine":
         bab.refine.warm_up(network, lower, upper, layers)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("warm-up failed (%s: %s); compiling as the run goes",

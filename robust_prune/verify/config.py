@@ -47,19 +47,28 @@ class VerifyConfig:
   # for every domain: "alpha" (CROWN's, with the hidden layers after the
   # first tightened by alpha-CROWN once per image, bounds.alpha_crown_bounds;
   # on the default 300-100 net at delta 0.1: 3-19% fewer domains for
-  # ~0.1-0.5 s per image), "crown", or "refine": alpha's, then the later
+  # ~0.1-0.5 s per image), "crown", "refine": alpha's, then the later
   # layers' bounds tightened by batched proofs (bab.refine; under an image
-  # budget only once a tenth of it on alpha's leaves targets open). The
-  # MILP keeps `bounds`.
-  bab_intermediate: str = "alpha"
+  # budget only once a tenth of it on alpha's leaves targets open), or
+  # "auto": refine where it was measured to pay (certify mode under an
+  # image budget), else alpha. The MILP keeps `bounds`.
+  bab_intermediate: str = "auto"
 
   def __post_init__(self):
     if self.bab_intermediate not in BAB_INTERMEDIATE:
       raise ValueError(f"unknown bab_intermediate {self.bab_intermediate!r}; "
                        f"use one of {BAB_INTERMEDIATE}")
 
+  @property
+  def intermediate_bounds(self) -> str:
+    """bab_intermediate with "auto" resolved (alpha, crown or refine)."""
+    if self.bab_intermediate != "auto":
+      return self.bab_intermediate
+    budgeted = self.mode == "certify" and self.image_time_limit > 0
+    return "refine" if budgeted else "alpha"
 
-BAB_INTERMEDIATE = ("alpha", "crown", "refine")
+
+BAB_INTERMEDIATE = ("auto", "alpha", "crown", "refine")
 
 
 # With an image budget: a step is not started with less than this left, and

@@ -130,7 +130,7 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   log_every: float = 10.0, engine: str = "local",
                   ray_address: str | None = None,
                   image_time_limit: float = 0.0,
-                  bab_intermediate: str = "alpha") -> list[Verdict]:
+                  bab_intermediate: str = "auto") -> list[Verdict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
   pairs are skipped and new records are appended and fsynced per image,
