@@ -33,6 +33,7 @@ def test_auto_refines_only_certify_runs_under_an_image_budget():
     return VerifyConfig(delta=0.1, **kw).intermediate_bounds
   assert resolved(mode="certify", image_time_limit=60.0) == "refine"
   assert resolved(mode="certify") == "alpha"
+  assert resolved(mode="certify", image_time_limit=3.0) == "alpha"
   assert resolved(mode="targeted", image_time_limit=60.0) == "alpha"
   assert resolved(mode="certify", image_time_limit=60.0,
                   bab_intermediate="crown") == "crown"

@@ -496,6 +496,7 @@ def test_verify_args_name_one_file_per_network_and_radius(tmp_path):
       assert float(args["delta"]) == delta
       assert float(args["image_time_limit"]) == (
           config.verify.image_time_limit) > 0
+      assert args["bab_intermediate"] == "auto"
       files.add(os.path.basename(args["out"]))
   assert files == {"verify_original.jsonl", "verify_pruned.jsonl",
                    "verify_original_delta0.02.jsonl",
@@ -506,6 +507,9 @@ def test_verify_args_name_one_file_per_network_and_radius(tmp_path):
                                     str(tmp_path))
   assert not [a for a in no_budget.verify_args("original")
               if a.startswith("--image_time_limit")]
+  plain = pipeline_lib.Pipeline(config.replace(bab_intermediate="alpha"),
+                                str(tmp_path))
+  assert "--bab_intermediate=alpha" in plain.verify_args("original")
 
 
 def test_the_engine_reaches_the_verification_child_but_not_the_config(

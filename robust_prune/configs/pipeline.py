@@ -15,6 +15,7 @@ from robust_prune.configs import bridge
 from robust_prune.configs.bridge import check_finite
 from robust_prune.configs.bridge import option
 from robust_prune.configs.train import TrainConfig
+from robust_prune.verify.config import BAB_INTERMEDIATE
 
 MODES = ("targeted", "certify")
 BOUNDS = ("interval", "crown", "lp")
@@ -138,6 +139,11 @@ class VerifyStage:
   image_time_limit: float = option(
       20.0, "Seconds for all targets of one image at one radius (then "
       "--bab_time_limit and --time_limit are ignored); 0 = off.")
+  bab_intermediate: str = option(
+      "auto", "Intermediate bounds the branch and bound keeps (see "
+      "robust_prune.evaluate): auto (second-layer bounds refined by proofs "
+      "in certify mode under an --image_time_limit of 20 s or more, else "
+      "alpha), alpha, crown or refine.", choices=BAB_INTERMEDIATE)
 
   def __post_init__(self):
     _check_finite_fields(self)

@@ -99,7 +99,8 @@ def verify_in_process(config, test) -> Callable[[str, str], None]:
   verify_config = VerifyConfig(
       delta=v.delta, mode="certify", solver=v.solver, time_limit=v.time_limit,
       bounds=v.bounds, bab_time_limit=v.bab_time_limit,
-      image_time_limit=a.ablation_image_time_limit)
+      image_time_limit=a.ablation_image_time_limit,
+      bab_intermediate=v.bab_intermediate)
   indices = list(range(v.first_image, v.first_image + a.ablation_images))
   engines.enable_compilation_cache()
 
