@@ -84,7 +84,8 @@ def define_flags():
                     "with those layers' bounds tightened by batched proofs "
                     "(a few seconds per image; with --image_time_limit only "
                     "once a tenth of it leaves targets open); auto: refine "
-                    "in certify mode under --image_time_limit, else alpha.")
+                    "in certify mode under an --image_time_limit of 20 s or "
+                    "more, else alpha.")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
