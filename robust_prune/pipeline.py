@@ -63,7 +63,7 @@ CONFIG = "config.json"
 QUICK = configs.QUICK
 VERIFIER = "robust_prune.evaluate"
 ADDED_AFTER_CONFIG_JSON = ("radii", "image_time_limit",
-                           "bab_intermediate") + tuple(
+                           "bab_intermediate", "bab_cut_rounds") + tuple(
     s.name for s in configs.PIPELINE_FLAGS if s.path[0] == "analysis")
 STAGES = ("train", "prune", "accuracy", "critical", "verify", "transfer",
           "ablation", "report")
@@ -236,6 +236,7 @@ class Pipeline:
         f"--solver={v.solver}", f"--time_limit={v.time_limit}",
         f"--bounds={v.bounds}", f"--bab_time_limit={v.bab_time_limit}",
         f"--bab_intermediate={v.bab_intermediate}",
+        f"--bab_cut_rounds={v.bab_cut_rounds}",
         f"--workers={v.workers or os.cpu_count()}"]
     if image_time_limit > 0:  # (0: not passed, the child's default)
       args.append(f"--image_time_limit={image_time_limit}")

@@ -177,6 +177,7 @@ def test_work_units_skip_done_pairs():
     (["--workers=-1"], "--workers must be >= 1"),
     (["--pgd_steps=-1"], "--pgd_steps must be >= 0"),
     (["--bab_intermediate=lp"], "--bab_intermediate"),
+    (["--bab_cut_rounds=-1"], "--bab_cut_rounds must be >= 0"),
 ])
 def test_bad_input_is_one_clear_line(network_path, tmp_path, args, message):
   base = {"--network": network_path, "--out": str(tmp_path / "r.jsonl"),
@@ -246,11 +247,13 @@ def test_intermediate_bound_choices_agree_on_every_decided_pair(
   bound (no MILP)."""
   idx = [0, 1]
   runs = {}
-  for choice in ("crown", "alpha", "refine"):
+  for choice, cut_rounds in (("crown", 1), ("alpha", 1), ("refine", 1),
+                             ("no cuts", 0)):
     records = evaluate.verify_images(
         wide_network, mnist_test.images[idx], mnist_test.labels[idx], idx,
         0.1, mode="certify", workers=1, pgd_steps=0, bab_time_limit=10.0,
-        time_limit=0.01, bab_intermediate=choice)
+        time_limit=0.01, bab_cut_rounds=cut_rounds,
+        bab_intermediate="alpha" if cut_rounds == 0 else choice)
     runs[choice] = {(r["image_index"], r["target"]): r for r in records}
   both = [k for k in runs["crown"]
           if runs["crown"][k]["status"] in ("robust", "adversarial")
@@ -258,10 +261,11 @@ def test_intermediate_bound_choices_agree_on_every_decided_pair(
   assert both
   for k in both:
     assert runs["crown"][k]["status"] == runs["alpha"][k]["status"], k
-  for k, r in runs["refine"].items():
-    if r["status"] in ("robust", "adversarial") and runs["crown"][k][
-        "status"] in ("robust", "adversarial"):
-      assert r["status"] == runs["crown"][k]["status"], k
+  for other in ("refine", "no cuts"):
+    for k, r in runs[other].items():
+      if r["status"] in ("robust", "adversarial") and runs["crown"][k][
+          "status"] in ("robust", "adversarial"):
+        assert r["status"] == runs["crown"][k]["status"], (other, k)
 
 
 def test_error_records_are_retried_and_replaced(tmp_path, mnist_test,

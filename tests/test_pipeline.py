@@ -497,6 +497,7 @@ def test_verify_args_name_one_file_per_network_and_radius(tmp_path):
       assert float(args["image_time_limit"]) == (
           config.verify.image_time_limit) > 0
       assert args["bab_intermediate"] == "auto"
+      assert args["bab_cut_rounds"] == "1"
       files.add(os.path.basename(args["out"]))
   assert files == {"verify_original.jsonl", "verify_pruned.jsonl",
                    "verify_original_delta0.02.jsonl",
@@ -510,6 +511,9 @@ def test_verify_args_name_one_file_per_network_and_radius(tmp_path):
   plain = pipeline_lib.Pipeline(config.replace(bab_intermediate="alpha"),
                                 str(tmp_path))
   assert "--bab_intermediate=alpha" in plain.verify_args("original")
+  no_cuts = pipeline_lib.Pipeline(config.replace(bab_cut_rounds=0),
+                                  str(tmp_path))
+  assert "--bab_cut_rounds=0" in no_cuts.verify_args("original")
 
 
 def test_the_engine_reaches_the_verification_child_but_not_the_config(

@@ -53,8 +53,14 @@ class BabConfig:
   # bab.branching: "fsb" (filtered smart branching over `candidates`) or
   # "babsr" (the intercept score alone, whatever `candidates` says).
   branching: str = "fsb"
+  # First-layer hull cuts (bounds.hull_cuts): rounds of cut generation at
+  # the root, each adding the facet tightest at the root's minimising
+  # vertex for every unstable first-layer neuron; 0 = none.
+  cut_rounds: int = 1
 
   def __post_init__(self):
     if self.branching not in BRANCHING_RULES:
       raise ValueError(f"unknown branching rule {self.branching!r}; use one "
                        f"of {BRANCHING_RULES}")
+    if self.cut_rounds < 0:
+      raise ValueError(f"cut_rounds must be >= 0, got {self.cut_rounds}")

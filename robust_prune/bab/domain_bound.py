@@ -6,7 +6,9 @@ The bound is one back-substitution (bounds.backsub) in which
     chord, lower line alpha*y with alpha in [0, 1]: alpha-CROWN),
   * each split constraint s*y >= 0 enters with a multiplier beta >= 0
     (beta-CROWN, Wang et al. 2021): f >= f - beta*s*y on the domain
-(bounds.relaxation). Every alpha in [0, 1] and beta >= 0 gives a sound
+(bounds.relaxation),
+  * each first-layer hull cut h_0[n] <= v.x + c (bounds.hull_cuts, valid on
+    the whole box) enters with a multiplier gamma >= 0 (GCP-CROWN). Every alpha in [0, 1], beta >= 0 and gamma >= 0 gives a sound
 bound, so they are tuned by projected Adam ascent (bounds.alpha) in float32
 (JAX, batched over domains); bab.proofs recomputes the same bound in
 float64 before a domain is discarded. Root intermediate bounds (CROWN; the
@@ -27,11 +29,12 @@ from robust_prune.bounds import relaxation
 
 
 def domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers, c,
-                  splits, alphas, betas, *, xp=jnp,
+                  splits, alphas, betas, cuts=None, gammas=None, *, xp=jnp,
                   track_magnitude: bool = False) -> bounds_lib.Backsub:
   """Lower bounds of c^T f over each domain, batched over the leading axis
   of the per-hidden-layer splits/alphas/betas (D, n_j) (c: one spec, or
-  one per domain, (D, outputs)); the Backsub also
+  one per domain, (D, outputs)), with the first-layer cuts (optional,
+  bounds.hull_cuts.Cuts) weighted by gammas (D, K); the Backsub also
   holds the input coefficients (the minimising vertex) and per hidden layer
   the coefficients on its post-activations (for branching)."""
   relaxations = [relaxation.relu_relaxation(l, u, s, a, xp=xp)
@@ -39,21 +42,23 @@ def domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers, c,
   spec = xp.broadcast_to(c, splits[0].shape[:1] + c.shape[-1:])
   return bounds_lib.backsubstitute(
       spec, weights, biases, relaxations, in_lower, in_upper, betas=betas,
-      splits=splits, track_magnitude=track_magnitude, xp=xp)
+      splits=splits, cuts=cuts, gammas=gammas,
+      track_magnitude=track_magnitude, xp=xp)
 
 
 @jax.jit
 def bounds_only(weights, biases, in_lower, in_upper, lowers, uppers, c,
-                splits, alphas, betas):
+                splits, alphas, betas, cuts=None, gammas=None):
   """One-pass bounds (no optimisation), e.g. to rank branching candidates."""
   return domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers,
-                       c, splits, alphas, betas).bound
+                       c, splits, alphas, betas, cuts, gammas).bound
 
 
 def _project(params):
-  """Onto the sound set: alpha in [0, 1], beta >= 0."""
+  """Onto the sound set: alpha in [0, 1], beta >= 0, gamma >= 0."""
   return {"alpha": [jnp.clip(a, 0.0, 1.0) for a in params["alpha"]],
-          "beta": [jnp.maximum(b, 0.0) for b in params["beta"]]}
+          "beta": [jnp.maximum(b, 0.0) for b in params["beta"]],
+          "gamma": jnp.maximum(params["gamma"], 0.0)}
 
 
 def _forward_margin(weights, biases, c, x):
@@ -66,28 +71,34 @@ def _forward_margin(weights, biases, c, x):
 
 @functools.partial(jax.jit, static_argnames=("steps",))
 def optimise(weights, biases, in_lower, in_upper, lowers, uppers, c, splits,
-             alphas, betas, *, steps, alpha_lr, beta_lr):
-  """Projected Adam ascent on alpha and beta; returns the last alpha/beta,
-  the best bound seen per domain, its vertex, the float32 margin there and
-  the last coefficients per hidden layer."""
+             alphas, betas, cuts=None, gammas=None, *, steps, alpha_lr,
+             beta_lr):
+  """Projected Adam ascent on alpha, beta and (with cuts) gamma; returns
+  the last alpha/beta, the best bound seen per domain, its vertex, the
+  float32 margin there, the last coefficients per hidden layer and the last
+  gamma ((D, 0) without cuts)."""
+  if gammas is None:
+    gammas = jnp.zeros((splits[0].shape[0], 0), jnp.float32)
   bound_fn = functools.partial(domain_bounds, weights, biases, in_lower,
                                in_upper, lowers, uppers, c, splits)
+  # the cut multipliers are dual variables like beta: same rate
   optimizer = optax.multi_transform(
       {"alpha": optax.adam(alpha_lr), "beta": optax.adam(beta_lr)},
-      {"alpha": "alpha", "beta": "beta"})
+      {"alpha": "alpha", "beta": "beta", "gamma": "beta"})
 
   def bound_and_vertex(p):
-    result = bound_fn(p["alpha"], p["beta"])
+    result = bound_fn(p["alpha"], p["beta"], cuts, p["gamma"])
     return result.bound, bounds_lib.minimising_vertex(result.input_coeffs,
                                                       in_lower, in_upper)
 
   params, best, vertex = bounds_lib.projected_ascent(
-      bound_and_vertex, {"alpha": alphas, "beta": betas}, _project, optimizer,
-      steps)
-  last = bound_fn(params["alpha"], params["beta"])
+      bound_and_vertex, {"alpha": alphas, "beta": betas, "gamma": gammas},
+      _project, optimizer, steps)
+  last = bound_fn(params["alpha"], params["beta"], cuts, params["gamma"])
   better = last.bound > best
   best = jnp.where(better, last.bound, best)
   vertex = jnp.where(better[:, None], bounds_lib.minimising_vertex(
       last.input_coeffs, in_lower, in_upper), vertex)
   return (params["alpha"], params["beta"], best, vertex,
-          _forward_margin(weights, biases, c, vertex), last.hidden_coeffs)
+          _forward_margin(weights, biases, c, vertex), last.hidden_coeffs,
+          params["gamma"])

@@ -1,8 +1,11 @@
 """One branch-and-bound question's fixed data and its running best point:
-`Problem` holds the network, box, root layer bounds and spec c with their
-float32 device copies and runs the bounds on them (bab.domain_bound,
-bab.proofs); `Incumbent` holds the best input seen and decides what closes a
-domain."""
+`Problem` holds the network, box, root layer bounds, spec c and first-layer
+cuts with their float32 device copies and runs the bounds on them
+(bab.domain_bound, bab.proofs); `Incumbent` holds the best input seen and
+decides what closes a domain.
+
+With cuts, a domain's `betas` row holds the split multipliers of every
+hidden neuron followed by one multiplier (gamma) per cut slot."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_prune.bab import proofs
+from robust_prune.bounds import hull_cuts
 from robust_prune.bab.branching import intercept_scores
 from robust_prune.bab.config import SLACK32
 from robust_prune.bab.domain_bound import bounds_only, optimise
@@ -69,27 +73,57 @@ class Evaluated:
 
 class Problem:
   """One question's fixed data: the network, the box, the root layer bounds,
-  the spec c, their float32 device copies, and the bounds run on them."""
+  the spec c, the cuts (None, or a fixed number of slots, unused ones
+  all-zero), their float32 device copies, and the bounds run on them."""
 
-  def __init__(self, network, in_lower, in_upper, layer_bounds, c, config):
+  def __init__(self, network, in_lower, in_upper, layer_bounds, c, config,
+               cuts: hull_cuts.Cuts | None = None):
     self.network, self.layer_bounds, self.c = network, layer_bounds, c
     self.in_lower, self.in_upper, self.config = in_lower, in_upper, config
     self.slices = LayerSlices.of(network.hidden_widths)
+    self.cuts = cuts
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     self._device = (tuple(f32(w) for w in network.weights),
                     tuple(f32(b) for b in network.biases), f32(in_lower),
                     f32(in_upper),
                     tuple(f32(l) for l in layer_bounds.lowers[:-1]),
                     tuple(f32(u) for u in layer_bounds.uppers[:-1]), f32(c))
+    self._device_cuts = (None if cuts is None
+                         else hull_cuts.Cuts(*(f32(a) for a in cuts)))
+
+  @property
+  def multipliers(self) -> int:
+    """Columns of a domain's betas row (split and cut multipliers)."""
+    return self.slices.num_neurons + (0 if self.cuts is None
+                                      else self.cuts.count)
+
+  def with_cuts(self, cuts: hull_cuts.Cuts | None = None) -> "Problem":
+    """This problem with `cuts` padded to `config.cut_rounds` slots per
+    first-layer neuron (all-zero without cuts)."""
+    width, n_in = len(self.network.biases[0]), len(self.in_lower)
+    if cuts is None:
+      cuts = hull_cuts.Cuts(np.zeros((0, width)), np.zeros((0, n_in)),
+                            np.zeros(0))
+    return Problem(self.network, self.in_lower, self.in_upper,
+                   self.layer_bounds, self.c, self.config,
+                   hull_cuts.padded(cuts, self.config.cut_rounds * width))
+
+  def _gammas(self, betas):
+    return None if self.cuts is None else betas[:, self.slices.num_neurons:]
 
   def _batch(self, splits, alphas, betas, batch_size):
     """Per-layer float32 splits, alphas, betas padded to the smallest
-    compiled batch shape that holds the domains."""
+    compiled batch shape that holds the domains, then the cuts and their
+    gammas (None without cuts)."""
     size = padded_size(len(splits), batch_size)
-    return tuple(
+    per_layer = tuple(
         container(jnp.asarray(x, jnp.float32)
                   for x in self.slices.per_layer(pad_rows(a, size)))
         for container, a in ((tuple, splits), (list, alphas), (list, betas)))
+    gammas = self._gammas(betas)
+    if gammas is not None:
+      gammas = jnp.asarray(pad_rows(gammas, size), jnp.float32)
+    return (*per_layer, self._device_cuts, gammas)
 
   def evaluate(self, splits, alphas, betas, steps, c=None) -> Evaluated:
     """Optimises alpha/beta of each domain (padded batch); `c` (D, out),
@@ -99,11 +133,12 @@ class Problem:
     if c is not None:
       size = padded_size(n, cfg.batch_size)
       device = (*device[:-1], jnp.asarray(pad_rows(c, size), jnp.float32))
-    new_a, new_b, bound, vertex, margin, coeffs = optimise(
+    new_a, new_b, bound, vertex, margin, coeffs, gammas = optimise(
         *device, *self._batch(splits, alphas, betas, cfg.batch_size),
         steps=steps, alpha_lr=cfg.alpha_lr, beta_lr=cfg.beta_lr)
     cat = lambda arrays: np.concatenate([np.asarray(a) for a in arrays], 1)[:n]
-    return Evaluated(cat(new_a), cat(new_b), np.asarray(bound, np.float64)[:n],
+    return Evaluated(cat(new_a), cat([*new_b, gammas]),
+                     np.asarray(bound, np.float64)[:n],
                      np.asarray(vertex, np.float64)[:n],
                      np.asarray(margin, np.float64)[:n],
                      [np.asarray(k)[:n] for k in coeffs])
@@ -120,7 +155,8 @@ class Problem:
     per_layer, c = self.slices.per_layer, self.c if c is None else c
     return proofs.bound_float64(self.network, self.in_lower, self.in_upper,
                                 self.layer_bounds, c, per_layer(splits),
-                                per_layer(alphas), per_layer(betas))
+                                per_layer(alphas), per_layer(betas),
+                                self.cuts, self._gammas(betas))
 
   def pool_minimum(self, pool: DomainPool, seconds: float = math.inf,
                    chunk: int = 4096) -> float:

@@ -21,17 +21,23 @@ def _float64(arrays):
 
 
 def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
-                  splits, alphas, betas) -> np.ndarray:
+                  splits, alphas, betas, cuts=None, gammas=None) -> np.ndarray:
   """The search's domain bound (bab.domain_bound) recomputed in float64 by
   the same back-substitution (the proof), less `bounds.roundoff_allowance`
-  for the magnitude of every term summed."""
+  for the magnitude of every term summed (each cut adds a term to the sums
+  it enters: two per cut are allowed for)."""
+  if cuts is not None:
+    cuts = type(cuts)(*_float64(cuts))
+    gammas = np.asarray(gammas, np.float64)
   result = domain_bounds(
       _float64(network.weights), _float64(network.biases),
       np.asarray(in_lower, np.float64), np.asarray(in_upper, np.float64),
       layer_bounds.lowers[:-1], layer_bounds.uppers[:-1],
       np.asarray(c, np.float64), _float64(splits), _float64(alphas),
-      _float64(betas), xp=np, track_magnitude=True)
-  return result.bound - bounds_lib.roundoff_allowance(network, result.magnitude)
+      _float64(betas), cuts, gammas, xp=np, track_magnitude=True)
+  extra = 0 if cuts is None else 2 * len(cuts.constant)
+  return result.bound - bounds_lib.roundoff_allowance(
+      network, result.magnitude, extra)
 
 
 def _leaf_pieces(network, in_lower, in_upper, layer_bounds, c, splits):

@@ -12,11 +12,13 @@ counterexample found on the way ends a decision search with a witness.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
+from robust_prune.bounds import hull_cuts
 from robust_prune.bab.branching import make_brancher
 from robust_prune.bab.config import (BabConfig, BabResult, OPTIMUM_TOLERANCE,
                                      SLACK32)
@@ -74,6 +76,11 @@ class _Search:
     self.domains = 1
     if self.best.consider(evaluated.vertex):
       return self.result("witness", -np.inf)
+    if problem.config.cut_rounds:
+      evaluated = self.cut_rounds(splits, evaluated)
+      problem = self.problem
+      if evaluated is None:
+        return self.result("witness", -np.inf)
     lb = problem.proven(splits, evaluated.alphas, evaluated.betas)
     if self.best.closes(lb[0]):
       return self.result("proved", lb[0])
@@ -82,6 +89,34 @@ class _Search:
         splits, evaluated.alphas, evaluated.betas, lb, lb.copy(),
         problem.scores(evaluated.coeffs, splits)))
     return None
+
+  def cut_rounds(self, splits, evaluated):
+    """Adds first-layer hull cuts at the root's minimising vertex and
+    re-bounds the root, `cut_rounds` times (slots for all rounds from the
+    start: one compiled shape); the root's alpha/beta/gamma of the best
+    proven bound (zero gammas reproduce the bound without cuts), or None
+    once a vertex is a witness."""
+    problem, rounds = self.problem, []
+    weights, bias = problem.network.weights[0], problem.network.biases[0]
+    betas = np.zeros((1, problem.with_cuts().multipliers), np.float32)
+    betas[:, :evaluated.betas.shape[1]] = evaluated.betas
+    best = dataclasses.replace(evaluated, betas=betas)
+    best_lb = problem.proven(splits, evaluated.alphas, evaluated.betas)[0]
+    for _ in range(problem.config.cut_rounds):
+      rounds.append(hull_cuts.first_layer_facets(
+          weights, bias, problem.in_lower, problem.in_upper,
+          evaluated.vertex[0]))
+      problem = problem.with_cuts(hull_cuts.concatenate(*rounds))
+      evaluated = problem.evaluate(splits, evaluated.alphas, betas,
+                                   problem.config.root_steps)
+      betas = evaluated.betas
+      if self.best.consider(evaluated.vertex):
+        return None
+      lb = problem.proven(splits, evaluated.alphas, evaluated.betas)[0]
+      if lb >= best_lb:
+        best, best_lb = evaluated, lb
+    self.problem = problem
+    return best
 
   def close(self, pool: DomainPool, lb: np.ndarray) -> DomainPool:
     """`pool` with the domains whose proven bound `lb` closes them removed."""

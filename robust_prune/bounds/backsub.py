@@ -10,7 +10,9 @@ affine function of x over the box: positive coefficients of h_j take the
 lower line, negative ones the upper line. A split neuron (split s = +-1,
 constraint s*y >= 0 on the domain) may add `-beta*s*y` with beta >= 0: the
 objective only decreases on the domain, so the bound stays sound
-(beta-CROWN, Wang et al. 2021).
+(beta-CROWN, Wang et al. 2021). Likewise a cut h_0[n] <= v.x + c valid on
+the box (bounds.hull_cuts) may add `-gamma*(v.x + c - h_0[n])` with gamma >= 0
+(GCP-CROWN, Zhang et al. 2022).
 
 One function serves the JAX search and bounds (xp = jax.numpy, any float
 dtype, batched over leading axes) and the float64 proofs (xp = numpy with
@@ -73,16 +75,32 @@ def _relax_magnitude(mag, relaxation, beta, split, xp):
   return mag, added
 
 
+def _add_cuts(lam, const, mag, mag_const, cuts, gammas, xp):
+  """The coefficients on h_0 and the constant after subtracting
+  gamma * (v.x + c - h_0[n]) for every cut (the x terms follow at the end)."""
+  gammas = xp.maximum(gammas, 0)
+  lam = lam + gammas @ cuts.neurons
+  const = const - gammas @ cuts.constant
+  if mag is not None:
+    mag = mag + gammas @ xp.abs(cuts.neurons)
+    mag_const = mag_const + gammas @ xp.abs(cuts.constant)
+  return lam, const, mag, mag_const
+
+
 def backsubstitute(spec, weights: Sequence, biases: Sequence,
                    relaxations: Sequence, in_lower, in_upper, *,
-                   spec_bias=None, betas=None, splits=None,
-                   track_magnitude: bool = False, xp=jnp) -> Backsub:
+                   spec_bias=None, betas=None, splits=None, cuts=None,
+                   gammas=None, track_magnitude: bool = False,
+                   xp=jnp) -> Backsub:
   """Lower bound of `spec @ y_k + spec_bias` over the box [in_lower, in_upper].
 
   spec (..., n_k) or (..., m, n_k); relaxations[j] = (low, up, shift) of
   hidden layer j < k (bounds.relaxation.relu_relaxation), each broadcasting
   against the coefficients (per neuron, per domain or per spec row);
-  betas/splits (optional) per hidden layer, like the relaxations."""
+  betas/splits (optional) per hidden layer, like the relaxations; cuts
+  (bounds.hull_cuts.Cuts, on the first hidden layer) with their multipliers
+  gammas (..., K) (optional)."""
+  use_cuts = cuts is not None and gammas is not None
   lam = spec
   const = (xp.zeros(spec.shape[:-1], spec.dtype) if spec_bias is None
            else spec_bias)
@@ -91,6 +109,9 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
   hidden_coeffs = [None] * (len(weights) - 1)
   for j in range(len(weights) - 1, -1, -1):
     if j < len(weights) - 1:
+      if j == 0 and use_cuts:
+        lam, const, mag, mag_const = _add_cuts(lam, const, mag, mag_const,
+                                               cuts, gammas, xp)
       hidden_coeffs[j] = lam
       beta = None if betas is None else betas[j]
       split = None if splits is None else splits[j]
@@ -105,6 +126,8 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
       mag_const = mag_const + mag @ xp.abs(biases[j])
       if j > 0:
         mag = mag @ xp.abs(weights[j].T)
+  if use_cuts:
+    lam = lam - xp.maximum(gammas, 0) @ cuts.input_coeffs
   bound = (const + _dot_last(xp.maximum(lam, 0), in_lower, xp)
            + _dot_last(xp.minimum(lam, 0), in_upper, xp))
   magnitude = None
@@ -114,4 +137,8 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
     magnitude = mag_const + _dot_last(
         mag, xp.maximum(xp.abs(in_lower), xp.abs(in_upper))
         @ xp.abs(weights[0]), xp)
+    if use_cuts:
+      magnitude = magnitude + _dot_last(
+          xp.abs(gammas) @ xp.abs(cuts.input_coeffs),
+          xp.maximum(xp.abs(in_lower), xp.abs(in_upper)), xp)
   return Backsub(bound, lam, const, hidden_coeffs, magnitude)

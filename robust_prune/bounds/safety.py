@@ -22,14 +22,16 @@ SAFETY_ABS = 1e-5
 SAFETY_REL = 1e-5
 
 
-def roundoff_allowance(network: Network, magnitude):
+def roundoff_allowance(network: Network, magnitude, extra_terms: int = 0):
   """An upper bound of the float64 round-off in any sum computed along a
   back-substitution through `network` (bounds here, the branch and bound's
   proofs), given the sum of the magnitudes of its terms: N terms err by at
   most N * 2^-53 * magnitude, and N stays below (depth + 2) * (total fan-in
-  + depth + 2); four times that is allowed (~1e-13 * magnitude here)."""
+  + depth + 2); four times that is allowed (~1e-13 * magnitude here).
+  `extra_terms`: terms a sum may hold beyond the network's (e.g. cuts)."""
   depth = network.num_layers
-  terms = (depth + 2) * (sum(w.shape[0] for w in network.weights) + depth + 2)
+  terms = (depth + 2) * (sum(w.shape[0] for w in network.weights) + depth + 2
+                         + extra_terms)
   return terms * 2.0**-51 * magnitude
 
 

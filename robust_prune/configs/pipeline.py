@@ -144,6 +144,9 @@ class VerifyStage:
       "robust_prune.evaluate): auto (second-layer bounds refined by proofs "
       "in certify mode under an --image_time_limit of 20 s or more, else "
       "alpha), alpha, crown or refine.", choices=BAB_INTERMEDIATE)
+  bab_cut_rounds: int = option(
+      1, "Rounds of first-layer hull cuts at each branch and bound's root "
+      "(see robust_prune.evaluate); 0 = none.")
 
   def __post_init__(self):
     _check_finite_fields(self)
@@ -169,6 +172,9 @@ class VerifyStage:
     if self.image_time_limit < 0:
       raise ValueError(f"--image_time_limit must be >= 0 seconds (0: off), "
                        f"got {self.image_time_limit}")
+    if self.bab_cut_rounds < 0:
+      raise ValueError(f"--bab_cut_rounds must be >= 0 (0: none), got "
+                       f"{self.bab_cut_rounds}")
     if self.workers < 0:
       raise ValueError(f"--workers must be >= 0 (0 = one per core), got "
                        f"{self.workers}")

@@ -100,7 +100,7 @@ def verify_in_process(config, test) -> Callable[[str, str], None]:
       delta=v.delta, mode="certify", solver=v.solver, time_limit=v.time_limit,
       bounds=v.bounds, bab_time_limit=v.bab_time_limit,
       image_time_limit=a.ablation_image_time_limit,
-      bab_intermediate=v.bab_intermediate)
+      bab_intermediate=v.bab_intermediate, bab_cut_rounds=v.bab_cut_rounds)
   indices = list(range(v.first_image, v.first_image + a.ablation_images))
   engines.enable_compilation_cache()
 

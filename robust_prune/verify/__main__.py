@@ -31,7 +31,7 @@ from robust_prune.milp import solvers as solvers_lib
 from robust_prune.network import NetworkFormatError, load_mnist_network
 from robust_prune.verify import engines
 from robust_prune.verify import runner
-from robust_prune.verify.config import MODES
+from robust_prune.verify.config import MODES, VerifyConfig
 from robust_prune.verify.runner import EvaluateError
 
 FLAGS = flags.FLAGS
@@ -86,6 +86,12 @@ def define_flags():
                     "once a tenth of it leaves targets open); auto: refine "
                     "in certify mode under an --image_time_limit of 20 s or "
                     "more, else alpha.")
+  flags.DEFINE_integer("bab_cut_rounds", VerifyConfig.bab_cut_rounds,
+                       "rounds of first-layer hull cuts at each branch and "
+                       "bound's root: each adds, for every unstable "
+                       "first-layer neuron, the facet of its convex hull "
+                       "over the input box tightest at the root's minimising "
+                       "input; 0: none.")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
@@ -121,6 +127,9 @@ def check_flags():
   if FLAGS.pgd_steps < 0:
     raise EvaluateError(f"--pgd_steps must be >= 0 (0: no PGD), got "
                         f"{FLAGS.pgd_steps}")
+  if FLAGS.bab_cut_rounds < 0:
+    raise EvaluateError(f"--bab_cut_rounds must be >= 0 (0: no cuts), got "
+                        f"{FLAGS.bab_cut_rounds}")
   try:
     solvers_lib.check_solver(FLAGS.solver)
   except solvers_lib.SolverUnavailableError as e:
@@ -174,7 +183,8 @@ def main(argv):
       FLAGS.out, FLAGS.workers, FLAGS.pgd_steps, FLAGS.bab_time_limit,
       engine=FLAGS.engine, ray_address=FLAGS.ray_address,
       image_time_limit=FLAGS.image_time_limit,
-      bab_intermediate=FLAGS.bab_intermediate)
+      bab_intermediate=FLAGS.bab_intermediate,
+      bab_cut_rounds=FLAGS.bab_cut_rounds)
   wanted = set(indices)
   mine = [r for r in results if r.image_index in wanted]
   logging.info("done in %.1fs: %d records in %s: %s", time.time() - start,

@@ -6,6 +6,7 @@ refinement costs seconds, which pays on hard images only."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from robust_prune import bab
@@ -24,35 +25,38 @@ PLAIN_FIRST_FRACTION = 0.1
 
 
 def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
-                    deadline: Deadline, refine=None) -> dict:
+                    deadline: Deadline, refine=None,
+                    config: bab.BabConfig = bab.BabConfig()) -> dict:
   """{target: BabResult} for the targets whose search started (the others
-  had no time left); an undecided one carries its proven bound.
+  had no time left); an undecided one carries its proven bound. The
+  searches run with `config` (its time limit is the deadline's).
   `refine(layers, deadline)`, if given, returns tighter layer bounds: it is
   called once the plain bounds' turns leave targets open, and their
   searches start again on its bounds for the rest of the budget."""
   if refine is None:
-    return _turns(p, targets, layers, deadline, FINAL_PROOF_SECONDS)
+    return _turns(p, targets, layers, deadline, FINAL_PROOF_SECONDS, config)
   first = Deadline(deadline.remaining() * PLAIN_FIRST_FRACTION)
-  results = _turns(p, targets, layers, first, 0.0)
+  results = _turns(p, targets, layers, first, 0.0, config)
   still_open = [t for t, r in results.items() if r.status == "unknown"]
   still_open += [t for t in targets if t not in results]
   if still_open and deadline.remaining() > BAB_OVERRUN_SECONDS:
     refined = refine(layers, deadline)
     results.update(_turns(p, still_open, refined, deadline,
-                          FINAL_PROOF_SECONDS))
+                          FINAL_PROOF_SECONDS, config))
   return results
 
 
 def _turns(p: ImageProblem, targets, layers, deadline: Deadline,
-           final_proof: float) -> dict:
+           final_proof: float, config: bab.BabConfig) -> dict:
   searches = {}
   for t in targets:
     if (deadline.remaining() - BAB_OVERRUN_SECONDS
         - final_proof * len(targets)) < MIN_STEP_SECONDS:
       break
     c = bounds_lib.margin_spec(p.label, [t], p.network.num_classes)[0]
-    searches[t] = bab.MarginSearch(p.network, p.lower, p.upper, c,
-                                   bab.BabConfig(time_limit=math.inf), layers)
+    searches[t] = bab.MarginSearch(
+        p.network, p.lower, p.upper, c,
+        dataclasses.replace(config, time_limit=math.inf), layers)
   return bab.take_turns(searches, deadline.remaining,
                         overrun=BAB_OVERRUN_SECONDS,
                         final_proof=final_proof,

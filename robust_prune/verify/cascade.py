@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from typing import Sequence
 
@@ -248,13 +249,14 @@ def _bab_results(p: ImageProblem, targets, config: VerifyConfig,
   if in_turns:   # refined bounds only once the plain ones leave targets open
     refine = (functools.partial(refined_layer_bounds, p)
               if config.intermediate_bounds == "refine" else None)
-    results = bab_turns.decide_in_turns(p, targets, layers, deadline, refine)
+    results = bab_turns.decide_in_turns(p, targets, layers, deadline, refine,
+                                        config.bab_config(math.inf))
     rest.extend(t for t in targets if t not in results)
     yield from results.items()
     return
   for t in targets:
     yield t, bab.bab_margin(p.network, p.lower, p.upper, p.label, t,
-                            bab.BabConfig(time_limit=config.bab_time_limit),
+                            config.bab_config(config.bab_time_limit),
                             layer_bounds=layers)
 
 
@@ -301,7 +303,7 @@ def _targeted_by_bab(p: ImageProblem, targets, verdicts, config: VerifyConfig,
   for t, limit in _bab_shares(config, deadline, targets, rest):
     start = pgd[t][1] if t in pgd else None
     result = bab.bab_minimum(p.network, p.lower, p.upper, p.label, t,
-                             bab.BabConfig(time_limit=limit),
+                             config.bab_config(limit),
                              layer_bounds=layers, start=start)
     v = replace(verdicts[t], bab_domains=int(result.domains),
                 bab_seconds=float(result.seconds))
@@ -358,7 +360,8 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
       problem = ImageProblem(network, image, label, lower, upper, layers)
       layers = bab_layer_bounds(problem, config, refine=False)
       c = bounds_lib.margin_spec(label, targets[:1], network.num_classes)[0]
-      _warm_up_bab(network, lower, upper, layers, c)
+      _warm_up_bab(network, lower, upper, layers, c,
+                   config.bab_config(math.inf))
       if config.intermediate_bounds == "refine":
         bab.refine.warm_up(network, lower, upper, layers)
   except Exception as e:  # pylint: disable=broad-except
@@ -367,21 +370,25 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
   return time.perf_counter() - t0
 
 
-def _warm_up_bab(network, lower, upper, layers, c):
+def _warm_up_bab(network, lower, upper, layers, c,
+                 config: bab.BabConfig = bab.BabConfig()):
   """The branch and bound's jitted bounds at each padded batch shape
   (bab.domains.padded_sizes, 4x the batch for the branching's one-pass
   bounds) and the root's step count."""
   from robust_prune.bab.problem import Problem  # pylint: disable=g-import-not-at-top
-  config = bab.BabConfig()
   problem = Problem(network, lower, upper, layers, c, config)
   n = problem.slices.num_neurons
 
-  def zeros(size, dtype=np.float32):
-    return np.zeros((size, n), dtype)
+  def zeros(size, dtype=np.float32, width=n):
+    return np.zeros((size, width), dtype)
 
   problem.evaluate(zeros(1, np.int8), zeros(1), zeros(1), config.root_steps)
+  if config.cut_rounds:
+    problem = problem.with_cuts()
+  betas = functools.partial(zeros, width=problem.multipliers)
+  problem.evaluate(zeros(1, np.int8), zeros(1), betas(1), config.root_steps)
   for size in bab.padded_sizes(config.batch_size):
-    problem.evaluate(zeros(size, np.int8), zeros(size), zeros(size),
+    problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
                      config.steps)
   for size in bab.padded_sizes(4 * config.batch_size):
-    problem.one_pass_bound(zeros(size, np.int8), zeros(size), zeros(size))
+    problem.one_pass_bound(zeros(size, np.int8), zeros(size), betas(size))

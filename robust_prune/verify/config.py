@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from robust_prune.bab.config import BabConfig
 from robust_prune.verify.records import MODES, STATUSES  # pylint: disable=unused-import
 
 BOX_TOLERANCE = 1e-6      # a witness may leave the box by solver feasibility tol
@@ -54,11 +55,21 @@ class VerifyConfig:
   # image budget of AUTO_REFINE_MIN_SECONDS or more), else alpha. The MILP
   # keeps `bounds`.
   bab_intermediate: str = "auto"
+  # certify/targeted: rounds of first-layer hull cuts at each branch and
+  # bound's root (bab.BabConfig.cut_rounds; 0: none).
+  bab_cut_rounds: int = BabConfig.cut_rounds
 
   def __post_init__(self):
     if self.bab_intermediate not in BAB_INTERMEDIATE:
       raise ValueError(f"unknown bab_intermediate {self.bab_intermediate!r}; "
                        f"use one of {BAB_INTERMEDIATE}")
+    if self.bab_cut_rounds < 0:
+      raise ValueError(f"bab_cut_rounds must be >= 0, got "
+                       f"{self.bab_cut_rounds}")
+
+  def bab_config(self, time_limit: float) -> BabConfig:
+    """The branch and bound's options for one search of this run."""
+    return BabConfig(time_limit=time_limit, cut_rounds=self.bab_cut_rounds)
 
   @property
   def intermediate_bounds(self) -> str:

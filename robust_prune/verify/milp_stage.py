@@ -216,7 +216,7 @@ def _min_distortion_by_bab(p: ImageProblem, v: Verdict, outcome,
   """The MILP's infeasibility and the branch and bound decide together."""
   result = bab.bab_margin(
       p.network, p.lower, p.upper, p.label, v.target,
-      bab.BabConfig(time_limit=max(config.bab_time_limit, 1.0)),
+      config.bab_config(max(config.bab_time_limit, 1.0)),
       layer_bounds=p.layer_bounds)
   v = replace(v, margin_lower_bound=finite(result.lower_bound),
               solve_seconds=float(outcome.seconds + result.seconds),

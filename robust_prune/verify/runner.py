@@ -130,7 +130,9 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   log_every: float = 10.0, engine: str = "local",
                   ray_address: str | None = None,
                   image_time_limit: float = 0.0,
-                  bab_intermediate: str = "auto") -> list[Verdict]:
+                  bab_intermediate: str = "auto",
+                  bab_cut_rounds: int = VerifyConfig.bab_cut_rounds
+                  ) -> list[Verdict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
   pairs are skipped and new records are appended and fsynced per image,
@@ -143,7 +145,7 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
         time_limit=float(time_limit), bounds=bounds, pgd_steps=pgd_steps,
         bab_time_limit=float(bab_time_limit),
         image_time_limit=float(image_time_limit),
-        bab_intermediate=bab_intermediate)
+        bab_intermediate=bab_intermediate, bab_cut_rounds=int(bab_cut_rounds))
   images, indices = _checked_inputs(network, images, labels, indices)
   if engine not in engines.ENGINES:
     raise EvaluateError(f"unknown engine {engine!r}; use one of "

@@ -1,0 +1,159 @@
+"""First-layer hull cuts (bounds.hull_cuts) and their use in the branch and
+bound: valid at every box vertex, exact (the concave envelope) at the point
+they are made for, sound inside domain bounds, and a planted unsound cut is
+caught."""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+from robust_prune import bab, bounds
+from robust_prune.bounds import hull_cuts
+from robust_prune.network import forward
+from testing import exact_min_spec, random_network
+
+
+def _layer(seed, n_in=5, width=6):
+  rng = np.random.default_rng(seed)
+  w, b = rng.normal(size=(n_in, width)), rng.normal(size=width)
+  lower = rng.uniform(-1, 0.5, n_in)
+  upper = lower + rng.uniform(0.0, 1.5, n_in)
+  upper[0] = lower[0]   # a coordinate of zero width
+  return rng, w, b, lower, upper
+
+
+def _vertices(lower, upper):
+  return np.array(list(itertools.product(*zip(lower, upper))))
+
+
+def _worst_violation(cuts, w, b, lower, upper):
+  """max over box vertices and cuts of relu(w.x + b) - (v.x + c); a valid
+  cut is <= 0 everywhere on the box, and relu minus a linear function is
+  convex, so its maximum over the box is at a vertex."""
+  v = _vertices(lower, upper)
+  relu = np.maximum(v @ w + b, 0) @ cuts.neurons.T
+  return float(np.max(relu - (v @ cuts.input_coeffs.T + cuts.constant)))
+
+
+def _envelope(w_n, b_n, lower, upper, point):
+  """The concave envelope of relu(w_n.x + b_n) over the box at `point`: the
+  best convex combination of vertex values that averages to the point."""
+  v = _vertices(lower, upper)
+  res = scipy.optimize.linprog(
+      -np.maximum(v @ w_n + b_n, 0), A_eq=np.vstack([v.T, np.ones(len(v))]),
+      b_eq=np.append(point, 1.0), bounds=(0, None), method="highs")
+  assert res.status == 0
+  return -res.fun
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_facets_are_valid_on_the_box_and_exact_at_their_point(seed):
+  rng, w, b, lower, upper = _layer(seed)
+  for point in (rng.uniform(lower, upper), np.where(
+      rng.random(len(lower)) < 0.5, lower, upper)):
+    cuts = hull_cuts.first_layer_facets(w, b, lower, upper, point)
+    lows = b + np.minimum(w * lower[:, None], w * upper[:, None]).sum(0)
+    ups = b + np.maximum(w * lower[:, None], w * upper[:, None]).sum(0)
+    unstable = np.flatnonzero((lows < 0) & (ups > 0))
+    np.testing.assert_array_equal(np.argmax(cuts.neurons, 1), unstable)
+    assert _worst_violation(cuts, w, b, lower, upper) <= 0
+    for k, n in enumerate(unstable):
+      value = cuts.input_coeffs[k] @ point + cuts.constant[k]
+      assert value == pytest.approx(
+          _envelope(w[:, n], b[n], lower, upper, point), abs=1e-7)
+      # never above the triangle chord at the point
+      y = w[:, n] @ point + b[n]
+      chord = ups[n] * (y - lows[n]) / (ups[n] - lows[n])
+      assert value <= chord + 1e-7
+
+
+def test_a_planted_unsound_cut_is_caught():
+  """The checks above and the branch and bound's soundness tests would see
+  a cut that cuts off a true point: lowering one constant by 0.05 makes the
+  vertex check fail and lifts a domain bound above the exact minimum."""
+  _, w, b, lower, upper = _layer(3)
+  cuts = hull_cuts.first_layer_facets(w, b, lower, upper,
+                                      (lower + upper) / 2)
+  planted = cuts._replace(constant=cuts.constant - np.eye(cuts.count)[0] * 0.05)
+  assert _worst_violation(cuts, w, b, lower, upper) <= 0
+  assert _worst_violation(planted, w, b, lower, upper) > 0.01
+  net, lower, upper, c, layers = _tiny_problem(1)
+  exact, _ = exact_min_spec(net, lower, upper, c)
+  cuts = _root_cuts(net, lower, upper)
+  bound = _root_bound(net, lower, upper, c, layers, cuts, gamma=1.0)
+  assert bound <= exact + 1e-9
+  unsound = cuts._replace(constant=cuts.constant - 1.0)
+  assert _root_bound(net, lower, upper, c, layers, unsound, 1.0) > exact
+
+
+def _tiny_problem(seed):
+  net = random_network(seed, (3, 6, 5, 3))
+  rng = np.random.default_rng(seed)
+  lower, upper = bounds.input_box(rng.uniform(0.3, 0.7, size=3), 0.3)
+  c = bounds.margin_spec(0, [1], 3)[0]
+  return net, lower, upper, c, bounds.crown_bounds(net, lower, upper)
+
+
+def _root_cuts(net, lower, upper):
+  return hull_cuts.first_layer_facets(net.weights[0], net.biases[0], lower,
+                                      upper, (lower + upper) / 2)
+
+
+def _root_bound(net, lower, upper, c, layers, cuts, gamma):
+  """The float64 proof's bound of the undivided box with every cut at
+  multiplier `gamma` and CROWN's lower slopes."""
+  zeros = [np.zeros((1, len(l))) for l, _ in layers.hidden]
+  alphas = [(u > -l).astype(float)[None] for l, u in layers.hidden]
+  gammas = None if cuts is None else np.full((1, cuts.count), gamma)
+  return bab.bound_float64(net, lower, upper, layers, c, zeros, alphas, zeros,
+                           cuts, gammas)[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_domain_bounds_with_cuts_are_sound_and_zero_gammas_change_nothing(
+    seed):
+  net, lower, upper, c, layers = _tiny_problem(seed)
+  exact, _ = exact_min_spec(net, lower, upper, c)
+  samples = np.random.default_rng(seed).uniform(lower, upper, (20000, 3))
+  assert exact <= np.min(forward(net, samples) @ c) + 1e-9
+  cuts = _root_cuts(net, lower, upper)
+  without = _root_bound(net, lower, upper, c, layers, None, 0.0)
+  assert _root_bound(net, lower, upper, c, layers, cuts, 0.0) == \
+      pytest.approx(without, abs=1e-12)
+  for gamma in (0.1, 0.5, 2.0, 10.0):
+    assert _root_bound(net, lower, upper, c, layers, cuts, gamma) <= exact
+
+
+def test_cut_rounds_tighten_the_root_and_the_search_stays_exact():
+  """On small networks the root bound with cuts is never looser and
+  sometimes tighter, and the search with cuts still brackets the exact
+  minimum (region enumeration)."""
+  tighter = 0
+  for seed in range(6):
+    net = random_network(seed, (4, 6, 5, 3))
+    rng = np.random.default_rng(seed)
+    lower, upper = bounds.input_box(rng.uniform(0.3, 0.7, size=4), 0.3)
+    c = bounds.margin_spec(0, [1 + seed % 2], 3)[0]
+    layers = bounds.crown_bounds(net, lower, upper)
+    root = {}
+    for rounds in (0, 2):
+      config = bab.BabConfig(time_limit=0.0, cut_rounds=rounds, batch_size=16)
+      root[rounds] = bab.branch_and_bound_spec(
+          net, lower, upper, c, config, layers, minimize=True).lower_bound
+    assert root[2] >= root[0] - 1e-4
+    tighter += root[2] > root[0] + 1e-3
+    exact, _ = exact_min_spec(net, lower, upper, c)
+    full = bab.branch_and_bound_spec(
+        net, lower, upper, c, bab.BabConfig(time_limit=60.0, cut_rounds=2,
+                                            batch_size=16), layers,
+        minimize=True)
+    assert full.optimal and full.lower_bound <= exact + 1e-9
+    assert full.objective == pytest.approx(exact, abs=bab.OPTIMUM_TOLERANCE)
+  assert tighter >= 2
+
+
+def test_cut_rounds_must_not_be_negative():
+  with pytest.raises(ValueError, match="cut_rounds"):
+    bab.BabConfig(cut_rounds=-1)
