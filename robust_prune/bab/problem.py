@@ -92,6 +92,11 @@ class Problem:
                          else hull_cuts.Cuts(*(f32(a) for a in cuts)))
 
   @property
+  def cut_rounds(self) -> int:
+    """config.cut_rounds, or 0 without a hidden layer to cut."""
+    return self.config.cut_rounds if self.slices.num_neurons else 0
+
+  @property
   def multipliers(self) -> int:
     """Columns of a domain's betas row (split and cut multipliers)."""
     return self.slices.num_neurons + (0 if self.cuts is None

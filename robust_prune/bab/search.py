@@ -76,7 +76,7 @@ class _Search:
     self.domains = 1
     if self.best.consider(evaluated.vertex):
       return self.result("witness", -np.inf)
-    if problem.config.cut_rounds:
+    if problem.cut_rounds:
       evaluated = self.cut_rounds(splits, evaluated)
       problem = self.problem
       if evaluated is None:

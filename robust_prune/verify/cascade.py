@@ -383,7 +383,7 @@ def _warm_up_bab(network, lower, upper, layers, c,
     return np.zeros((size, width), dtype)
 
   problem.evaluate(zeros(1, np.int8), zeros(1), zeros(1), config.root_steps)
-  if config.cut_rounds:
+  if problem.cut_rounds:
     problem = problem.with_cuts()
   betas = functools.partial(zeros, width=problem.multipliers)
   problem.evaluate(zeros(1, np.int8), zeros(1), betas(1), config.root_steps)
