@@ -594,6 +594,33 @@ def test_turns_give_a_hard_search_first_in_line_the_time_it_needs():
   assert clock[0] == pytest.approx(8.0)
 
 
+class _RisingSearch(_ClockedSearch):
+  """A _ClockedSearch whose estimate rises at `rate` per second of search
+  from `start`; decided when it reaches 0."""
+
+  def __init__(self, clock, start, rate):
+    super().__init__(clock, -start / rate, start)
+    self.start, self.rate = start, rate
+
+  def estimate(self):
+    return self.start + self.rate * self.had
+
+
+def test_turns_go_to_the_search_closest_to_closing_at_its_pace():
+  # in rounds (1 s each, then 2 s each) the near search would have had 3 s
+  # of the 9; going alone once the pace shows, it closes after its 5 s
+  clock = [0.0]
+  searches = {"far": _RisingSearch(clock, -10.0, 0.01),
+              "near": _RisingSearch(clock, -1.0, 0.2),
+              "far2": _RisingSearch(clock, -8.0, 0.01)}
+  results = bab.take_turns(searches, lambda: 9.0 - clock[0], overrun=0.0,
+                           final_proof=0.0, min_step=0.1)
+  assert results["near"].status == "robust"
+  assert searches["near"].had == pytest.approx(5.0)
+  assert results["far"].status == results["far2"].status == "unknown"
+  assert clock[0] == pytest.approx(9.0)
+
+
 def test_turns_end_when_stop_says_so():
   clock, stopped_on = [0.0], []
 
