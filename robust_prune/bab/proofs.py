@@ -35,7 +35,7 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
       layer_bounds.lowers[:-1], layer_bounds.uppers[:-1],
       np.asarray(c, np.float64), _float64(splits), _float64(alphas),
       _float64(betas), cuts, gammas, xp=np, track_magnitude=True)
-  extra = 0 if cuts is None else 2 * len(cuts.constant)
+  extra = 0 if cuts is None else 2 * cuts.count
   return result.bound - bounds_lib.roundoff_allowance(
       network, result.magnitude, extra)
 

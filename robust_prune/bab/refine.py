@@ -29,7 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
+from robust_prune.bab import cut_bounds
 from robust_prune.bab.config import SLACK32
+from robust_prune.bab.cut_bounds import cut_network
 from robust_prune.bab.domains import (branch, DomainPool, OpenDomains,
                                       padded_sizes)
 from robust_prune.bab.problem import Problem
@@ -39,6 +41,9 @@ from robust_prune.network import Network, forward
 @dataclasses.dataclass(frozen=True)
 class RefineConfig:
   seconds: float = 5.0       # cap for the whole image (all layers, rounds)
+  # alpha/gamma steps of the bounds with each side's own hull cuts
+  # (bab.cut_bounds), before the side searches; 0 = none
+  cut_steps: int = 40
   fraction: float = 0.25     # of the way from the bound to the attack's value
   rounds: int = 1            # each next one asks for half the fraction
   min_step: float = 1e-3     # a side whose next step is shorter stops
@@ -58,17 +63,6 @@ class RefineStats:
   proved: int
   stabilised: int   # neurons made stable
   seconds: float
-
-
-def cut_network(network: Network, k: int, j: int | None = None,
-                sign: float = 1.0) -> Network:
-  """The network's first k+1 layers: its outputs are the pre-activations
-  of hidden layer k (only sign * y_kj when j is given)."""
-  w = [np.asarray(a, np.float64) for a in network.weights[:k + 1]]
-  b = [np.asarray(a, np.float64) for a in network.biases[:k + 1]]
-  if j is not None:
-    w[k], b[k] = sign * w[k][:, [j]], sign * b[k][[j]]
-  return Network(tuple(w), tuple(b))
 
 
 def _signed_values(weights, biases, idx, signs, x):
@@ -234,6 +228,12 @@ def refine_layer_bounds(network: Network, in_lower, in_upper,
   uppers = [np.array(u, np.float64) for u in layer_bounds.uppers]
   sides = proved = 0
   for k in range(1, network.num_layers - 1):
+    if config.cut_steps and time.perf_counter() < t_end:
+      tightened = cut_bounds.tighten_layer(
+          network, in_lower, in_upper,
+          bounds_lib.LayerBounds(tuple(lowers), tuple(uppers)), k,
+          cut_bounds.CutBoundsConfig(steps=config.cut_steps), t_end)
+      lowers[k], uppers[k] = tightened.lowers[k], tightened.uppers[k]
     neurons = np.flatnonzero((lowers[k] < 0) & (uppers[k] > 0))
     if neurons.size == 0 or time.perf_counter() >= t_end:
       continue
@@ -277,6 +277,9 @@ def warm_up(network: Network, in_lower, in_upper,
             config: RefineConfig = RefineConfig()):
   """Compiles the side searches' bounds at every padded batch shape and
   step count they use, for each later hidden layer (once per process)."""
+  if config.cut_steps:
+    cut_bounds.warm_up(network, in_lower, in_upper, layer_bounds,
+                       cut_bounds.CutBoundsConfig(steps=config.cut_steps))
   for k in range(1, network.num_layers - 1):
     problem = _LayerSides(network, in_lower, in_upper, layer_bounds, k,
                           config).problem

@@ -75,15 +75,34 @@ def _relax_magnitude(mag, relaxation, beta, split, xp):
   return mag, added
 
 
+def _per_domain(cuts) -> bool:
+  """Cuts shared by every domain (input rows (K, n_in), constants (K,)) or
+  one set per domain ((D, K, n_in), (D, K)); the neuron rows are shared."""
+  return cuts.input_coeffs.ndim == 3
+
+
+def _cut_constants(gammas, cuts, xp, f=lambda a: a):
+  """sum_k gamma_k f(c_k) per domain."""
+  c = f(cuts.constant)
+  return xp.sum(gammas * c, axis=-1) if _per_domain(cuts) else gammas @ c
+
+
+def _cut_inputs(gammas, cuts, xp, f=lambda a: a):
+  """sum_k gamma_k f(v_k) per domain."""
+  v = f(cuts.input_coeffs)
+  return (xp.einsum("...k,...ki->...i", gammas, v) if _per_domain(cuts)
+          else gammas @ v)
+
+
 def _add_cuts(lam, const, mag, mag_const, cuts, gammas, xp):
   """The coefficients on h_0 and the constant after subtracting
   gamma * (v.x + c - h_0[n]) for every cut (the x terms follow at the end)."""
   gammas = xp.maximum(gammas, 0)
   lam = lam + gammas @ cuts.neurons
-  const = const - gammas @ cuts.constant
+  const = const - _cut_constants(gammas, cuts, xp)
   if mag is not None:
     mag = mag + gammas @ xp.abs(cuts.neurons)
-    mag_const = mag_const + gammas @ xp.abs(cuts.constant)
+    mag_const = mag_const + _cut_constants(gammas, cuts, xp, xp.abs)
   return lam, const, mag, mag_const
 
 
@@ -98,8 +117,8 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
   hidden layer j < k (bounds.relaxation.relu_relaxation), each broadcasting
   against the coefficients (per neuron, per domain or per spec row);
   betas/splits (optional) per hidden layer, like the relaxations; cuts
-  (bounds.hull_cuts.Cuts, on the first hidden layer) with their multipliers
-  gammas (..., K) (optional)."""
+  (bounds.hull_cuts.Cuts, on the first hidden layer; shared, or one set per
+  domain) with their multipliers gammas (..., K) (optional)."""
   use_cuts = cuts is not None and gammas is not None
   lam = spec
   const = (xp.zeros(spec.shape[:-1], spec.dtype) if spec_bias is None
@@ -127,7 +146,7 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
       if j > 0:
         mag = mag @ xp.abs(weights[j].T)
   if use_cuts:
-    lam = lam - xp.maximum(gammas, 0) @ cuts.input_coeffs
+    lam = lam - _cut_inputs(xp.maximum(gammas, 0), cuts, xp)
   bound = (const + _dot_last(xp.maximum(lam, 0), in_lower, xp)
            + _dot_last(xp.minimum(lam, 0), in_upper, xp))
   magnitude = None
@@ -139,6 +158,6 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
         @ xp.abs(weights[0]), xp)
     if use_cuts:
       magnitude = magnitude + _dot_last(
-          xp.abs(gammas) @ xp.abs(cuts.input_coeffs),
+          _cut_inputs(xp.abs(gammas), cuts, xp, xp.abs),
           xp.maximum(xp.abs(in_lower), xp.abs(in_upper)), xp)
   return Backsub(bound, lam, const, hidden_coeffs, magnitude)
