@@ -17,6 +17,8 @@ targeted question).
   bab.search        the loop, the public entry points, MarginSearch (resumable)
   bab.turns         resumable searches taking turns on one budget
   bab.refine        later layers' bounds tightened by batched side searches
+  bab.cut_bounds    later layers' bounds with each side's own hull cuts
+                    (the refinement's first step)
 """
 
 from robust_prune.bab.config import BabConfig
