@@ -1,7 +1,7 @@
 """First-layer hull cuts (bounds.hull_cuts) and their use in the branch and
 bound: valid at every box vertex, exact (the concave envelope) at the point
-they are made for, sound inside domain bounds, and a planted unsound cut is
-caught."""
+they are made for, the same when made at many vertices at once, sound
+inside domain bounds, and a planted unsound cut is caught."""
 
 import itertools
 
@@ -157,3 +157,30 @@ def test_cut_rounds_tighten_the_root_and_the_search_stays_exact():
 def test_cut_rounds_must_not_be_negative():
   with pytest.raises(ValueError, match="cut_rounds"):
     bab.BabConfig(cut_rounds=-1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vertex_facets_are_the_facets_at_each_vertex_and_valid(seed):
+  rng, w, b, lower, upper = _layer(seed, n_in=6, width=7)
+  w[1, 2] = 0.0                                   # a zero weight
+  every = _vertices(lower, upper)
+  points = every[rng.choice(len(every), 9, replace=False)]
+  # float32 vertices, as the search's minimising vertices are
+  batched = hull_cuts.vertex_facets(w, b, lower, upper,
+                                    points.astype(np.float32))
+  assert batched.input_coeffs.shape[0] == len(points)
+  for s, point in enumerate(points):
+    one = hull_cuts.first_layer_facets(w, b, lower, upper, point)
+    np.testing.assert_array_equal(batched.neurons, one.neurons)
+    np.testing.assert_allclose(batched.input_coeffs[s], one.input_coeffs,
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(batched.constant[s], one.constant,
+                               rtol=1e-12, atol=1e-12)
+    relu = np.maximum(every @ w + b, 0) @ one.neurons.T
+    worst = relu - (every @ batched.input_coeffs[s].T + batched.constant[s])
+    assert worst.max() <= 0.0
+    # tight at its own vertex: the hull is exact at a vertex
+    at = np.maximum(point @ w + b, 0) @ one.neurons.T
+    np.testing.assert_allclose(
+        batched.input_coeffs[s] @ point + batched.constant[s], at,
+        atol=1e-7)
