@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from testing import terminal_sigint
+
 _BINARY = textwrap.dedent("""
     import os, sys, time
     from absl import flags
@@ -45,13 +47,9 @@ def test_a_read_only_output_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_is_one_line_naming_it(sig):
-  # a suite started in the background (`pytest &`) passes on an ignored
-  # SIGINT, as shells do for background jobs; the binary is tested as
-  # started from a terminal
   proc = subprocess.Popen([sys.executable, "-c", _BINARY, "--out=sleep"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, preexec_fn=lambda: signal.signal(
-                              signal.SIGINT, signal.SIG_DFL))
+                          text=True, preexec_fn=terminal_sigint)
   assert proc.stdout.readline().strip() == "ready"
   time.sleep(0.2)
   proc.send_signal(sig)

@@ -16,6 +16,7 @@ from robust_prune import train as train_lib
 from robust_prune.network import (Network, forward, load_network,
                                   network_digest, save_network)
 from robust_prune.verify import cascade as verify
+from testing import terminal_sigint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ("image_index", "label", "target", "delta", "status", "objective",
@@ -481,7 +482,8 @@ def test_ctrl_c_is_one_line_naming_the_signal(network_path, tmp_path):
   out = str(tmp_path / "r.jsonl")
   proc, _ = _start_busy_run(network_path, out, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=terminal_sigint)
   children = _children(proc.pid)
   os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in a terminal does
   _, stderr = proc.communicate(timeout=120)

@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import itertools
 import os
+import signal
 
 import numpy as np
 import scipy.optimize
@@ -16,6 +17,13 @@ from robust_prune import bounds
 from robust_prune.milp import model as model_lib
 from robust_prune.milp import objective, solvers, standard_form
 from robust_prune.network import Network, forward
+
+
+def terminal_sigint():
+  """A child's preexec_fn: SIGINT as a terminal's foreground job gets it.
+  A suite started in the background (`pytest &`) passes on an ignored
+  SIGINT, as shells do for background jobs."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def random_network(seed, sizes, bias_scale=0.3):
