@@ -41,12 +41,12 @@ def take_turns(searches: dict, seconds_left: Callable[[], float], *,
   while True:
     chosen = pace.soonest() if turn > FIRST_TURN_SECONDS else None
     if chosen is None:
-      going = _round(searches, turn, seconds_left, overrun, final_proof,
-                     min_step, stop, pace)
+      going = _round(pace, turn, seconds_left, overrun, final_proof,
+                     min_step, stop)
       turn *= 2
     else:
-      going = _turn(searches, chosen, pace.turn[chosen], seconds_left,
-                    overrun, final_proof, min_step, stop, pace)
+      going = _turn(pace, chosen, seconds_left, overrun, final_proof,
+                    min_step, stop)
       pace.turn[chosen] *= 2
     if not going:
       break
@@ -61,6 +61,9 @@ class _Pace:
     self.searches = searches
     self.rate = {key: 0.0 for key in searches}
     self.turn = {key: 2 * FIRST_TURN_SECONDS for key in searches}
+
+  def any_open(self) -> bool:
+    return any(s.result is None for s in self.searches.values())
 
   def open_keys(self):
     return sorted((k for k, s in self.searches.items() if s.result is None),
@@ -86,21 +89,21 @@ class _Pace:
     return min(ahead, key=ahead.get)
 
 
-def _turn(searches, key, seconds, seconds_left, overrun, final_proof,
-          min_step, stop, pace) -> bool:
+def _turn(pace, key, seconds_left, overrun, final_proof, min_step,
+          stop) -> bool:
   """One search's turn alone; False when the time is spent or `stop`
   says so."""
   left = seconds_left() - overrun - final_proof * len(pace.open_keys())
   if left < min_step:
     return False
-  result = pace.advance(key, min(seconds, left), seconds_left)
+  result = pace.advance(key, min(pace.turn[key], left), seconds_left)
   if result is not None and stop(key, result):
     return False
-  return any(s.result is None for s in searches.values())
+  return pace.any_open()
 
 
-def _round(searches, turn, seconds_left, overrun, final_proof, min_step,
-           stop, pace) -> bool:
+def _round(pace, turn, seconds_left, overrun, final_proof, min_step,
+           stop) -> bool:
   """One round over the open searches, closest to a proof first; False when
   every search is decided, the time is spent or `stop` says so."""
   open_keys = pace.open_keys()
@@ -108,10 +111,10 @@ def _round(searches, turn, seconds_left, overrun, final_proof, min_step,
     left = seconds_left() - overrun - final_proof * len(open_keys)
     if left < min_step:
       return False
-    last = all(searches[k].result is not None for k in open_keys[:i]) and (
-        i == len(open_keys) - 1)
+    last = all(pace.searches[k].result is not None
+               for k in open_keys[:i]) and i == len(open_keys) - 1
     result = pace.advance(key, left if last else min(turn, left),
                           seconds_left)
     if result is not None and stop(key, result):
       return False
-  return any(s.result is None for s in searches.values())
+  return pace.any_open()
