@@ -39,6 +39,13 @@ flags.DEFINE_integer("bab_batch_size", 512, "Domains per branch and bound "
                      "batch (its largest compiled shape).")
 flags.DEFINE_bool("milp", True, "Try the conjunction MILP after the branch "
                   "and bound.")
+flags.DEFINE_enum("bab_intermediate", "refine", ["crown", "alpha", "refine"],
+                  "Hidden-layer bounds of the branch and bound and the MILP: "
+                  "CROWN's, alpha-CROWN's, or alpha's refined by proofs once "
+                  "the first tenth of the branch and bound leaves disjuncts "
+                  "open.")
+flags.DEFINE_float("refine_seconds", 5.0, "Cap on the refinement (it also "
+                   "takes at most a quarter of the time left).")
 
 
 def config_from_flags():
@@ -48,7 +55,9 @@ def config_from_flags():
   return decide_lib.DecideConfig(pgd_restarts=FLAGS.pgd_restarts,
                                  pgd_steps=FLAGS.pgd_steps,
                                  solver=FLAGS.solver, use_milp=FLAGS.milp,
-                                 bab_batch_size=FLAGS.bab_batch_size)
+                                 bab_batch_size=FLAGS.bab_batch_size,
+                                 intermediate=FLAGS.bab_intermediate,
+                                 refine_seconds=FLAGS.refine_seconds)
 
 
 def main(argv):

@@ -2,6 +2,7 @@
 networks, the decision's verdicts (ties included), and the binaries end to
 end."""
 
+import dataclasses
 import itertools
 import os
 import subprocess
@@ -179,6 +180,56 @@ def test_property_verdicts_match_exact_minimum(seed):
       assert np.all(verdict.x >= BOX[0]) and np.all(verdict.x <= BOX[1])
       np.testing.assert_array_equal(verdict.y, forward(network, verdict.x))
       assert c @ verdict.y <= threshold
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("intermediate", ["crown", "alpha", "refine"])
+def test_branch_and_bound_verdicts_on_each_kind_of_hidden_bounds(
+    seed, intermediate, monkeypatch):
+  # thresholds CROWN alone cannot refute, so the branch and bound decides;
+  # "refine" with no plain turns first refines before every search
+  network = _tiny_network(seed)
+  c = np.random.default_rng(200 + seed).normal(size=3)
+  exact = exact_minimum(network, *BOX, c)
+  refined, refine = [], bab.refine_layer_bounds
+
+  def spy(*args, **kwargs):
+    layers, stats = refine(*args, **kwargs)
+    refined.append(layers)
+    return layers, stats
+  monkeypatch.setattr(decide.bab_lib, "refine_layer_bounds", spy)
+  config = dataclasses.replace(SMALL, intermediate=intermediate,
+                               plain_first_fraction=0.0)
+  prop = vnnlib.parse_vnnlib_text(_row_property(c, exact - 0.02))
+  verdict = decide.decide(network, prop, time.monotonic() + 300, config)
+  assert verdict.result == "unsat" and verdict.refuted_by == {0: "bab"}
+  assert len(refined) == (intermediate == "refine")
+  for layers in refined:   # sound: every sampled activation inside
+    x = np.random.default_rng(seed).uniform(*BOX, size=(2000, 2))
+    for (lo, hi), y in zip(layers.hidden,
+                           _pre_activations(network, x)):
+      assert np.all(y >= lo - 1e-9) and np.all(y <= hi + 1e-9)
+
+
+def test_searches_stopped_by_time_are_a_timeout_not_unknown(monkeypatch):
+  # no search gets a turn (as when the time runs out): the property is open
+  # because of time, which VNN-COMP scores as a timeout, whatever is left
+  network = _tiny_network(1)
+  c = np.random.default_rng(201).normal(size=3)
+  prop = vnnlib.parse_vnnlib_text(
+      _row_property(c, exact_minimum(network, *BOX, c) - 0.02))
+  monkeypatch.setattr(decide.bab_lib, "take_turns", lambda *a, **k: {})
+  config = dataclasses.replace(SMALL, use_milp=False, intermediate="alpha")
+  verdict = decide.decide(network, prop, time.monotonic() + 300, config)
+  assert verdict.result == "timeout" and verdict.out_of_time
+
+
+def _pre_activations(network, x):
+  out = []
+  for w, b in zip(network.weights[:-1], network.biases[:-1]):
+    out.append(x @ np.asarray(w, np.float64) + b)
+    x = np.maximum(out[-1], 0.0)
+  return out
 
 
 def test_a_tie_is_a_counterexample():

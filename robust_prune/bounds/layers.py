@@ -30,6 +30,18 @@ class LayerBounds:
   def num_unstable(self) -> int:
     return int(sum(self.unstable_counts()))
 
+  def intersect(self, other: "LayerBounds") -> "LayerBounds":
+    """Both sound for the same box, so their intersection is."""
+    return LayerBounds(
+        tuple(np.maximum(a, b) for a, b in zip(self.lowers, other.lowers)),
+        tuple(np.minimum(a, b) for a, b in zip(self.uppers, other.uppers)))
+
+  def with_hidden_of(self, other: "LayerBounds") -> "LayerBounds":
+    """These logits' bounds after `other`'s hidden layers (a network whose
+    last layer was replaced keeps its hidden layers, and their bounds)."""
+    return LayerBounds(other.lowers[:-1] + self.lowers[-1:],
+                       other.uppers[:-1] + self.uppers[-1:])
+
 
 def input_box(x, delta: float):
   """The verification box [max(0, x - delta), min(1, x + delta)]: the

@@ -40,6 +40,13 @@ class DecideConfig:
   min_step: float = 0.5         # no step starts with less than this left
   use_milp: bool = True
   bab_batch_size: int = bab_lib.BabConfig.batch_size
+  # the hidden layers' bounds the branch and bound and the MILP keep:
+  # "crown", "alpha" (alpha-CROWN's, intersected with CROWN's), or "refine"
+  # (alpha's, then tightened by bab.refine once a first part of the branch
+  # and bound's turns on alpha's leaves disjuncts open), as in certify mode
+  intermediate: str = "refine"
+  plain_first_fraction: float = 0.1   # of the branch and bound's time
+  refine_seconds: float = 5.0         # cap, and a quarter of the time left
 
 
 @dataclasses.dataclass
@@ -49,6 +56,7 @@ class Verdict:
   y: np.ndarray | None = None   # its outputs, float64 forward pass
   message: str = ""
   refuted_by: dict = dataclasses.field(default_factory=dict)  # disjunct: how
+  out_of_time: bool = False     # a search stopped at its time, not a limit
 
 
 @dataclasses.dataclass
@@ -57,6 +65,7 @@ class _Box:
   folded network (row r of the stack is target r + 1)."""
   lower: np.ndarray
   upper: np.ndarray
+  network: Network
   members: list                 # disjunct indices
   rows: dict                    # disjunct index -> global row indices
   layer_bounds: bounds_lib.LayerBounds = None
@@ -96,7 +105,7 @@ def _prepare(network: Network, prop: Property, lower, upper, members) -> _Box:
     rows[i] = list(range(len(consts), len(consts) + len(d.consts)))
     stacked += list(-d.coeffs)      # objective of row r: -g_r
     consts += list(-d.consts)
-  box = _Box(lower, upper, members, rows)
+  box = _Box(lower, upper, network, members, rows)
   box.layer_bounds = bounds_lib.crown_bounds(network, lower, upper)
   if consts:
     h_mag = objective.last_hidden_magnitude(network, lower, upper,
@@ -136,7 +145,7 @@ def decide(network: Network, prop: Property, deadline: float,
       return Verdict("sat", *found, message=stage)
   if not open_:
     verdict.result = "unsat"
-  elif time.monotonic() >= end - config.min_step:
+  elif verdict.out_of_time or time.monotonic() >= end - config.min_step:
     verdict.result = "timeout"
   verdict.message = f"{len(open_)} of {len(prop.disjuncts)} disjuncts open"
   return verdict
@@ -205,16 +214,48 @@ def _attack(network, prop, box: _Box, config: DecideConfig):
 
 def _bab_in_turns(network, prop, open_, end, share, verdict, config):
   """The branch and bound on each open disjunct's most promising row, the
-  searches taking turns (bab.turns) on `share` of the time left: (still
-  open, counterexample or None)."""
+  searches taking turns (bab.turns) on `share` of the time left, first on
+  `config.intermediate` bounds without refinement, then (if "refine" and
+  disjuncts stay open) on refined ones: (still open, counterexample or
+  None)."""
   stage_end = time.monotonic() + share * (end - time.monotonic())
+  if config.intermediate != "crown":
+    for box in {id(box): box for box, _ in open_}.values():
+      _tighten(box, bounds_lib.alpha_crown_bounds(network, box.lower,
+                                                  box.upper))
+  if config.intermediate != "refine":
+    return _turns(prop, open_, stage_end, verdict, config)
+  first_end = time.monotonic() + config.plain_first_fraction * (
+      stage_end - time.monotonic())
+  open_, found = _turns(prop, open_, first_end, verdict, config)
+  if found is not None or not open_:
+    return open_, found
+  for box in {id(box): box for box, _ in open_}.values():
+    cap = min(config.refine_seconds, (stage_end - time.monotonic()) / 4)
+    if cap > config.min_step:
+      _tighten(box, bab_lib.refine_layer_bounds(
+          network, box.lower, box.upper, box.layer_bounds,
+          bab_lib.RefineConfig(seconds=cap))[0])
+  return _turns(prop, open_, stage_end, verdict, config)
+
+
+def _tighten(box: _Box, layers: bounds_lib.LayerBounds):
+  """The box's hidden bounds (kept by the branch and bound and the MILP)
+  intersected with `layers`' (sound for the same box)."""
+  box.layer_bounds = box.layer_bounds.intersect(layers)
+  box.folded_bounds = box.folded_bounds.with_hidden_of(box.layer_bounds)
+
+
+def _turns(prop, open_, stage_end, verdict, config):
+  """One search per open disjunct (on its box's folded network and bounds),
+  taking turns until `stage_end`: (still open, counterexample or None)."""
   seconds_left = lambda: stage_end - time.monotonic()
   searches, found = {}, []
 
   def witness(n, result) -> bool:
     if result.x_adv is not None:
       box, i = open_[n]
-      x_y = counterexample(network, prop, result.x_adv[None], [i])
+      x_y = counterexample(box.network, prop, result.x_adv[None], [i])
       if x_y is not None:
         found.append(x_y)
     return bool(found)
@@ -235,12 +276,14 @@ def _bab_in_turns(network, prop, open_, end, share, verdict, config):
                                stop=witness)
   if found:
     return [], found[0]
-  still = []
+  still, stopped = [], False
   for n, (box, i) in enumerate(open_):
     if n in results and results[n].status == "robust":
       verdict.refuted_by[i] = "bab"
     else:
       still.append((box, i))
+      stopped |= n not in results or results[n].reason == "time_limit"
+  verdict.out_of_time = stopped
   return still, None
 
 

@@ -202,11 +202,8 @@ def bab_layer_bounds(p: ImageProblem, config: VerifyConfig,
   `refine`) then tightened by proofs (`refined_layer_bounds`)."""
   if config.intermediate_bounds == "crown":
     return p.layer_bounds
-  alpha = bounds_lib.alpha_crown_bounds(p.network, p.lower, p.upper)
-  own = p.layer_bounds
-  layers = bounds_lib.LayerBounds(
-      tuple(np.maximum(a, b) for a, b in zip(own.lowers, alpha.lowers)),
-      tuple(np.minimum(a, b) for a, b in zip(own.uppers, alpha.uppers)))
+  layers = p.layer_bounds.intersect(
+      bounds_lib.alpha_crown_bounds(p.network, p.lower, p.upper))
   if config.intermediate_bounds == "refine" and refine:
     layers = refined_layer_bounds(p, layers, deadline)
   return layers
