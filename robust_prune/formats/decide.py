@@ -11,8 +11,10 @@ is neither is `timeout` (the deadline passed) or `unknown`.
 
 Order, cheapest first: PGD on every disjunct; CROWN on every row; branch and
 bound per open disjunct (its most promising row), the searches taking turns
-(bab.turns) on `bab_share` of the time left; then the conjunction MILP per
-open disjunct with an equal share of the rest.
+(bab.turns) on `bab_share` of the time left, on alpha-CROWN's hidden bounds
+and then, if disjuncts stay open, on refined ones (as in certify mode); then
+the conjunction MILP per open disjunct with an equal share of the rest, on
+the same hidden bounds.
 """
 
 from __future__ import annotations
