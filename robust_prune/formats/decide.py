@@ -67,7 +67,6 @@ class _Box:
   folded network (row r of the stack is target r + 1)."""
   lower: np.ndarray
   upper: np.ndarray
-  network: Network
   members: list                 # disjunct indices
   rows: dict                    # disjunct index -> global row indices
   layer_bounds: bounds_lib.LayerBounds = None
@@ -107,7 +106,7 @@ def _prepare(network: Network, prop: Property, lower, upper, members) -> _Box:
     rows[i] = list(range(len(consts), len(consts) + len(d.consts)))
     stacked += list(-d.coeffs)      # objective of row r: -g_r
     consts += list(-d.consts)
-  box = _Box(lower, upper, network, members, rows)
+  box = _Box(lower, upper, members, rows)
   box.layer_bounds = bounds_lib.crown_bounds(network, lower, upper)
   if consts:
     h_mag = objective.last_hidden_magnitude(network, lower, upper,
@@ -222,23 +221,28 @@ def _bab_in_turns(network, prop, open_, end, share, verdict, config):
   None)."""
   stage_end = time.monotonic() + share * (end - time.monotonic())
   if config.intermediate != "crown":
-    for box in {id(box): box for box, _ in open_}.values():
+    for box in _boxes(open_):
       _tighten(box, bounds_lib.alpha_crown_bounds(network, box.lower,
                                                   box.upper))
   if config.intermediate != "refine":
-    return _turns(prop, open_, stage_end, verdict, config)
+    return _turns(network, prop, open_, stage_end, verdict, config)
   first_end = time.monotonic() + config.plain_first_fraction * (
       stage_end - time.monotonic())
-  open_, found = _turns(prop, open_, first_end, verdict, config)
+  open_, found = _turns(network, prop, open_, first_end, verdict, config)
   if found is not None or not open_:
     return open_, found
-  for box in {id(box): box for box, _ in open_}.values():
+  for box in _boxes(open_):
     cap = min(config.refine_seconds, (stage_end - time.monotonic()) / 4)
     if cap > config.min_step:
       _tighten(box, bab_lib.refine_layer_bounds(
           network, box.lower, box.upper, box.layer_bounds,
           bab_lib.RefineConfig(seconds=cap))[0])
-  return _turns(prop, open_, stage_end, verdict, config)
+  return _turns(network, prop, open_, stage_end, verdict, config)
+
+
+def _boxes(open_) -> list:
+  """The distinct boxes of (box, disjunct) pairs."""
+  return list({id(box): box for box, _ in open_}.values())
 
 
 def _tighten(box: _Box, layers: bounds_lib.LayerBounds):
@@ -248,7 +252,7 @@ def _tighten(box: _Box, layers: bounds_lib.LayerBounds):
   box.folded_bounds = box.folded_bounds.with_hidden_of(box.layer_bounds)
 
 
-def _turns(prop, open_, stage_end, verdict, config):
+def _turns(network, prop, open_, stage_end, verdict, config):
   """One search per open disjunct (on its box's folded network and bounds),
   taking turns until `stage_end`: (still open, counterexample or None)."""
   seconds_left = lambda: stage_end - time.monotonic()
@@ -257,7 +261,7 @@ def _turns(prop, open_, stage_end, verdict, config):
   def witness(n, result) -> bool:
     if result.x_adv is not None:
       box, i = open_[n]
-      x_y = counterexample(box.network, prop, result.x_adv[None], [i])
+      x_y = counterexample(network, prop, result.x_adv[None], [i])
       if x_y is not None:
         found.append(x_y)
     return bool(found)
