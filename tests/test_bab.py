@@ -11,18 +11,8 @@ from robust_prune.bab import domain_bound
 from robust_prune.bab.domains import OpenDomains
 from robust_prune.milp import verify
 from robust_prune.network import Network, forward
-from testing import (exact_min_margin, exact_min_spec, random_network,
-                     solve_targeted)
-
-
-def _pre_activations(net, x):
-  """Pre-activations of every hidden layer for a batch of inputs (float64)."""
-  pre, h = [], x
-  for w, b in zip(net.weights[:-1], net.biases[:-1]):
-    y = h @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
-    pre.append(y)
-    h = np.maximum(y, 0)
-  return pre
+from testing import (exact_min_margin, exact_min_spec, pre_activations,
+                     random_network, solve_targeted)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -39,7 +29,7 @@ def test_domain_bound_is_sound_on_sampled_inputs(seed):
   c = bounds.margin_spec(label, [target], 4)[0]
   samples = rng.uniform(lower, upper, size=(200_000, 6))
   samples[:64] = np.where(rng.uniform(size=(64, 6)) < 0.5, lower, upper)
-  pre = _pre_activations(net, samples)
+  pre = pre_activations(net, samples)
   margins = forward(net, samples) @ c
   num_domains = 8
   splits, alphas, betas = [], [], []

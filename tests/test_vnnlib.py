@@ -16,6 +16,7 @@ import scipy.optimize
 from robust_prune import bab
 from robust_prune.formats import decide, objective, onnx_io, results, vnnlib
 from robust_prune.network import Network, forward
+from testing import pre_activations
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,8 +207,7 @@ def test_branch_and_bound_verdicts_on_each_kind_of_hidden_bounds(
   assert len(refined) == (intermediate == "refine")
   for layers in refined:   # sound: every sampled activation inside
     x = np.random.default_rng(seed).uniform(*BOX, size=(2000, 2))
-    for (lo, hi), y in zip(layers.hidden,
-                           _pre_activations(network, x)):
+    for (lo, hi), y in zip(layers.hidden, pre_activations(network, x)):
       assert np.all(y >= lo - 1e-9) and np.all(y <= hi + 1e-9)
 
 
@@ -222,14 +222,6 @@ def test_searches_stopped_by_time_are_a_timeout_not_unknown(monkeypatch):
   config = dataclasses.replace(SMALL, use_milp=False, intermediate="alpha")
   verdict = decide.decide(network, prop, time.monotonic() + 300, config)
   assert verdict.result == "timeout" and verdict.out_of_time
-
-
-def _pre_activations(network, x):
-  out = []
-  for w, b in zip(network.weights[:-1], network.biases[:-1]):
-    out.append(x @ np.asarray(w, np.float64) + b)
-    x = np.maximum(out[-1], 0.0)
-  return out
 
 
 def test_a_tie_is_a_counterexample():

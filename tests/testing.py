@@ -44,6 +44,16 @@ def sample_box(rng, lower, upper, n):
   return np.concatenate([points, vertices])
 
 
+def pre_activations(net, x):
+  """Pre-activations of every hidden layer for a batch of inputs (float64)."""
+  pre, h = [], x
+  for w, b in zip(net.weights[:-1], net.biases[:-1]):
+    y = h @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+    pre.append(y)
+    h = np.maximum(y, 0)
+  return pre
+
+
 def exact_min_spec(net, lower, upper, c, splits=None):
   """Ground truth by enumerating activation patterns: on each pattern's
   region c^T f is linear, so an LP gives its minimum there. Returns the
