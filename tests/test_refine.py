@@ -1,6 +1,8 @@
 """Later layers' bounds tightened by batched side searches (bab.refine),
 against exact ranges from region enumeration."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -105,12 +107,34 @@ def test_refined_bounds_hold_the_exact_range_and_reach_every_true_threshold(
 
 
 def test_a_deeper_net_refines_every_later_layer_soundly():
-  net, lower, upper, crown = _case(7, sizes=(2, 4, 4, 4, 2), delta=0.5)
+  net, lower, upper, crown = _case(11, sizes=(2, 4, 4, 4, 2), delta=0.5)
+  assert all(crown.unstable_counts())   # each later layer has work
   refined, stats = bab.refine_layer_bounds(
       net, lower, upper, crown,
       refine.RefineConfig(seconds=600.0, rounds=3, cut_steps=0))
   _assert_holds_exact_ranges(net, lower, upper, refined)
   assert stats.proved > 0
+
+
+def test_each_later_layer_gets_its_share_of_the_cap(monkeypatch):
+  """Searches that spend all their time on the first later layer leave the
+  next one its share: with two later layers and a 4 s cap, the first
+  layer's searches end within 2 s and the second's still get time."""
+  net, lower, upper, crown = _case(11, sizes=(2, 4, 4, 4, 2), delta=0.5)
+  assert crown.unstable_counts()[1:] == (2, 1)
+  config = refine.RefineConfig(seconds=4.0, cut_steps=0)
+  refine.warm_up(net, lower, upper, crown, config)   # no compile in the cap
+  calls = []
+
+  def spends_its_time(self, specs, tau, t_end):
+    calls.append((len(self.layers.lowers) - 1, t_end - time.perf_counter()))
+    time.sleep(max(t_end - time.perf_counter(), 0.0))
+    return np.full(len(tau), np.nan)   # nothing proved
+
+  monkeypatch.setattr(refine._LayerSides, "run", spends_its_time)  # pylint: disable=protected-access
+  bab.refine_layer_bounds(net, lower, upper, crown, config)
+  assert [k for k, _ in calls] == [1, 2]
+  assert calls[0][1] <= 2.0 and calls[1][1] >= 1.0, calls
 
 
 def test_a_planted_unsound_proof_is_caught(monkeypatch):

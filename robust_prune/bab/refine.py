@@ -233,15 +233,20 @@ def refine_layer_bounds(network: Network, in_lower, in_upper,
   lowers = [np.array(l, np.float64) for l in layer_bounds.lowers]
   uppers = [np.array(u, np.float64) for u in layer_bounds.uppers]
   sides = proved = 0
-  for k in range(1, network.num_layers - 1):
-    if config.cut_steps and time.perf_counter() < t_end:
+  last = network.num_layers - 2
+  for k in range(1, last + 1):
+    # each layer gets an equal share of what is left: a deep network's
+    # first later layer would otherwise spend the whole cap
+    now = time.perf_counter()
+    layer_end = now + max(t_end - now, 0.0) / (last - k + 1)
+    if config.cut_steps and time.perf_counter() < layer_end:
       tightened = cut_bounds.tighten_layer(
           network, in_lower, in_upper,
           bounds_lib.LayerBounds(tuple(lowers), tuple(uppers)), k,
-          cut_bounds.CutBoundsConfig(steps=config.cut_steps), t_end)
+          cut_bounds.CutBoundsConfig(steps=config.cut_steps), layer_end)
       lowers[k], uppers[k] = tightened.lowers[k], tightened.uppers[k]
     neurons = np.flatnonzero((lowers[k] < 0) & (uppers[k] > 0))
-    if neurons.size == 0 or time.perf_counter() >= t_end:
+    if neurons.size == 0 or time.perf_counter() >= layer_end:
       continue
     low, high = (v[neurons] for v in attack_extremes(
         network, in_lower, in_upper, k, config))
@@ -253,14 +258,14 @@ def refine_layer_bounds(network: Network, in_lower, in_upper,
       current = np.where(signs > 0, lowers[k][neuron], -uppers[k][neuron])
       active &= goal - current > config.min_step
       rows = np.flatnonzero(active)
-      if rows.size == 0 or time.perf_counter() >= t_end:
+      if rows.size == 0 or time.perf_counter() >= layer_end:
         break
       specs = np.zeros((rows.size, len(lowers[k])))
       specs[np.arange(rows.size), neuron[rows]] = signs[rows]
       tau = current[rows] + fraction * (goal - current)[rows]
       layers = bounds_lib.LayerBounds(tuple(lowers), tuple(uppers))
       found = _LayerSides(network, in_lower, in_upper, layers, k,
-                          config).run(specs, tau, t_end)
+                          config).run(specs, tau, layer_end)
       ok = np.isfinite(found)
       sides, proved = sides + rows.size, proved + int(ok.sum())
       for sign, bounds, better in ((1.0, lowers[k], np.maximum),
@@ -281,12 +286,14 @@ def refine_layer_bounds(network: Network, in_lower, in_upper,
 def warm_up(network: Network, in_lower, in_upper,
             layer_bounds: bounds_lib.LayerBounds,
             config: RefineConfig = RefineConfig()):
-  """Compiles the side searches' bounds at every padded batch shape and
-  step count they use, for each later hidden layer (once per process)."""
+  """Compiles the attack and the side searches' bounds at every padded
+  batch shape and step count they use, for each later hidden layer (once
+  per process)."""
   if config.cut_steps:
     cut_bounds.warm_up(network, in_lower, in_upper, layer_bounds,
                        cut_bounds.CutBoundsConfig(steps=config.cut_steps))
   for k in range(1, network.num_layers - 1):
+    attack_extremes(network, in_lower, in_upper, k, config)
     problem = _LayerSides(network, in_lower, in_upper, layer_bounds, k,
                           config).problem
     spec = np.zeros((1, network.hidden_widths[k]))
