@@ -7,8 +7,12 @@ Each instance (onnx, vnnlib, timeout; paths relative to the csv) is decided
 in this one process (networks and compiled functions are reused), one at a
 time, within its timeout counted from its start, and appended to --out as
 `benchmark,onnx,vnnlib,prepare seconds,result,run seconds` (flushed and
-fsynced). A rerun skips the instances already in --out, so an interrupted
-run resumes where it stopped. --result_dir keeps each instance's result file
+fsynced). Before the first instance of each network the decision's jitted
+steps are compiled (decide.warm_up), as a VNN-COMP tool's prepare step may:
+its timeout starts after that, and the compile's seconds are printed on
+their own line (`warm-up NET: S s`), in no instance's columns. A rerun
+skips the instances already in --out, so an interrupted run resumes where
+it stopped. --result_dir keeps each instance's result file
 (counterexamples included).
 """
 
@@ -55,9 +59,16 @@ def selected_instances():
 
 
 def run_one(inst, networks, config):
-  """(result row, InstanceResult or None); input errors are an `error` row."""
+  """(result row, InstanceResult or None); input errors are an `error` row.
+  A network's first instance is preceded by its warm-up (the compile), which
+  its timeout does not count."""
   started = time.monotonic()
   try:
+    warm = instance_lib.warm_up_network(inst.onnx_path, inst.vnnlib_path,
+                                        networks, config)
+    if warm:
+      print(f"warm-up {inst.onnx}: {warm:.2f} s", flush=True)
+    started = time.monotonic()
     outcome = instance_lib.run_instance(
         inst.onnx_path, inst.vnnlib_path, inst.timeout, started=started,
         config=config, networks=networks)

@@ -3,7 +3,6 @@ networks, the decision's verdicts (ties included), and the binaries end to
 end."""
 
 import dataclasses
-import itertools
 import os
 import subprocess
 import sys
@@ -11,12 +10,11 @@ import time
 
 import numpy as np
 import pytest
-import scipy.optimize
 
 from robust_prune import bab
 from robust_prune.formats import decide, objective, onnx_io, results, vnnlib
 from robust_prune.network import Network, forward
-from testing import pre_activations
+from testing import exact_min_spec, pre_activations, row_property
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,30 +28,8 @@ def _tiny_network(seed, widths=(2, 4, 4, 3)):
 
 
 def exact_minimum(network, lower, upper, c, d=0.0):
-  """min over the box of c @ f(x) + d: one LP per activation pattern (the
-  network is affine on each pattern's region)."""
-  widths = network.hidden_widths
-  best = np.inf
-  for bits in itertools.product([0, 1], repeat=sum(widths)):
-    a, a0 = np.eye(network.input_dim), np.zeros(network.input_dim)
-    rows, start = [], 0
-    for w, b, n in zip(network.weights, network.biases, widths):
-      w = np.asarray(w, np.float64)
-      y, y0 = a @ w, a0 @ w + b
-      on = np.array(bits[start:start + n], bool)
-      start += n
-      sign = np.where(on, -1.0, 1.0)      # active: -y <= 0; inactive: y <= 0
-      rows += [(sign[k] * y[:, k], -sign[k] * y0[k]) for k in range(n)]
-      a, a0 = y * on, y0 * on
-    out = a @ network.weights[-1].astype(np.float64)
-    out0 = a0 @ network.weights[-1].astype(np.float64) + network.biases[-1]
-    res = scipy.optimize.linprog(
-        out @ c, A_ub=np.array([r for r, _ in rows]),
-        b_ub=np.array([r for _, r in rows]), bounds=list(zip(lower, upper)),
-        method="highs")
-    if res.status == 0:
-      best = min(best, res.fun + out0 @ c + d)
-  return best
+  """min over the box of c @ f(x) + d (testing.exact_min_spec)."""
+  return exact_min_spec(network, lower, upper, c)[0] + d
 
 
 BOX = (np.array([-1.0, -0.5]), np.array([0.5, 1.0]))
@@ -62,18 +38,6 @@ BOX = (np.array([-1.0, -0.5]), np.array([0.5, 1.0]))
 # seconds compiling).
 SMALL_BAB = bab.BabConfig(time_limit=300, batch_size=16)
 SMALL = decide.DecideConfig(bab_batch_size=16)
-
-
-def _row_property(c, threshold, lower=BOX[0], upper=BOX[1]):
-  """Counterexample: c @ y <= threshold, written with +, * and constants."""
-  lines = [f"(declare-const X_{i} Real)" for i in range(len(lower))]
-  lines += [f"(declare-const Y_{j} Real)" for j in range(len(c))]
-  for i, (lo, hi) in enumerate(zip(lower, upper)):
-    lines += [f"(assert (>= X_{i} {float(lo)!r}))",
-              f"(assert (<= X_{i} {float(hi)!r}))"]
-  terms = " ".join(f"(* {float(v)!r} Y_{j})" for j, v in enumerate(c))
-  lines.append(f"(assert (<= (+ {terms}) {float(threshold)!r}))")
-  return "\n".join(lines) + "\n"
 
 
 def test_parses_boxes_disjunctions_conjunctions_and_constants():
@@ -173,7 +137,7 @@ def test_property_verdicts_match_exact_minimum(seed):
   c = np.random.default_rng(200 + seed).normal(size=3)
   exact = exact_minimum(network, *BOX, c)
   for threshold, expected in ((exact - 0.05, "unsat"), (exact + 0.05, "sat")):
-    prop = vnnlib.parse_vnnlib_text(_row_property(c, threshold))
+    prop = vnnlib.parse_vnnlib_text(row_property(c, threshold))
     verdict = decide.decide(network, prop, time.monotonic() + 300, SMALL)
     assert verdict.result == expected, (threshold, verdict)
     if expected == "sat":
@@ -201,7 +165,7 @@ def test_branch_and_bound_verdicts_on_each_kind_of_hidden_bounds(
   monkeypatch.setattr(decide.bab_lib, "refine_layer_bounds", spy)
   config = dataclasses.replace(SMALL, intermediate=intermediate,
                                plain_first_fraction=0.0)
-  prop = vnnlib.parse_vnnlib_text(_row_property(c, exact - 0.02))
+  prop = vnnlib.parse_vnnlib_text(row_property(c, exact - 0.02))
   verdict = decide.decide(network, prop, time.monotonic() + 300, config)
   assert verdict.result == "unsat" and verdict.refuted_by == {0: "bab"}
   assert len(refined) == (intermediate == "refine")
@@ -217,7 +181,7 @@ def test_searches_stopped_by_time_are_a_timeout_not_unknown(monkeypatch):
   network = _tiny_network(1)
   c = np.random.default_rng(201).normal(size=3)
   prop = vnnlib.parse_vnnlib_text(
-      _row_property(c, exact_minimum(network, *BOX, c) - 0.02))
+      row_property(c, exact_minimum(network, *BOX, c) - 0.02))
   monkeypatch.setattr(decide.bab_lib, "take_turns", lambda *a, **k: {})
   config = dataclasses.replace(SMALL, use_milp=False, intermediate="alpha")
   verdict = decide.decide(network, prop, time.monotonic() + 300, config)
@@ -313,10 +277,10 @@ def instance_files(tmp_path_factory):
   assert crown <= exact
   # (the branch and bound is exercised in process above; here the cheap
   # steps decide, which keeps the subprocesses' compile time small)
-  (folder / "sat.vnnlib").write_text(_row_property(c, exact + 0.05))
-  (folder / "unsat.vnnlib").write_text(_row_property(c, crown - 0.05))
+  (folder / "sat.vnnlib").write_text(row_property(c, exact + 0.05))
+  (folder / "unsat.vnnlib").write_text(row_property(c, crown - 0.05))
   (folder / "unknown.vnnlib").write_text(
-      _row_property(c, 0.0).replace("Y_2)", "Y_7)"))
+      row_property(c, 0.0).replace("Y_2)", "Y_7)"))
   import onnx  # pylint: disable=g-import-not-at-top
   from onnx import TensorProto, helper  # pylint: disable=g-import-not-at-top
   graph = helper.make_graph(

@@ -162,3 +162,17 @@ def trained_network_path(tmp_path_factory, recipe, splits) -> str:
   train_lib.train_and_evaluate(recipe, workdir, train=splits[0],
                                test=splits[1])
   return os.path.join(workdir, train_lib.NETWORK)
+
+
+def row_property(c, threshold, lower=(-1.0, -0.5), upper=(0.5, 1.0)):
+  """VNN-LIB text of a property over a 2-input box (by default the box of
+  test_vnnlib's tiny networks) whose counterexample is c @ y <= threshold,
+  written with +, * and constants."""
+  lines = [f"(declare-const X_{i} Real)" for i in range(len(lower))]
+  lines += [f"(declare-const Y_{j} Real)" for j in range(len(c))]
+  for i, (lo, hi) in enumerate(zip(lower, upper)):
+    lines += [f"(assert (>= X_{i} {float(lo)!r}))",
+              f"(assert (<= X_{i} {float(hi)!r}))"]
+  terms = " ".join(f"(* {float(v)!r} Y_{j})" for j, v in enumerate(c))
+  lines.append(f"(assert (<= (+ {terms}) {float(threshold)!r}))")
+  return "\n".join(lines) + "\n"

@@ -8,7 +8,9 @@ a time, each within its published timeout; resumable through --out), then
 prints per tool (ours and each file in results_csv/): SAT, UNSAT, unknown,
 median seconds, solved counts per network and epsilon, start-up time, and
 every instance where two tools' verdicts contradict each other.
-Our seconds are an instance's whole time (reading its files + deciding);
+Our seconds are an instance's whole time (reading its files + deciding;
+each network's warm-up, the compile before its first instance, is printed
+on its own);
 the published run seconds include each tool's start-up, so the start-up
 (ours: the runner's process start and imports; theirs: the competition's
 convention, the tool's smallest run time) is printed separately.
@@ -64,6 +66,8 @@ def _run_ours():
   if proc.returncode != 0:
     raise SystemExit(f"vnncomp_run failed ({proc.returncode})")
   startup = re.search(r"start-up ([\d.]+) s", proc.stdout)
+  for line in re.findall(r"^warm-up .*$", proc.stdout, re.M):
+    print(line, "(compile, before the network's first timeout)")
   return wall, float(startup.group(1)) if startup else None
 
 

@@ -35,6 +35,7 @@ from robust_prune.bab.search import bab_minimum
 from robust_prune.bab.search import branch_and_bound
 from robust_prune.bab.search import branch_and_bound_spec
 from robust_prune.bab.search import MarginSearch
+from robust_prune.bab.search import warm_up
 from robust_prune.bab import refine
 from robust_prune.bab.refine import cut_network
 from robust_prune.bab.refine import RefineConfig
@@ -47,5 +48,5 @@ __all__ = [
     "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
     "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
     "RefineConfig", "cut_network", "padded_size", "padded_sizes", "refine",
-    "refine_layer_bounds", "take_turns",
+    "refine_layer_bounds", "take_turns", "warm_up",
 ]

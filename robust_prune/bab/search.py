@@ -22,7 +22,8 @@ from robust_prune.bounds import hull_cuts
 from robust_prune.bab.branching import make_brancher
 from robust_prune.bab.config import (BabConfig, BabResult, OPTIMUM_TOLERANCE,
                                      SLACK32)
-from robust_prune.bab.domains import branch, DomainPool, OpenDomains
+from robust_prune.bab.domains import (branch, DomainPool, OpenDomains,
+                                      padded_sizes)
 from robust_prune.bab.problem import Incumbent, Problem
 from robust_prune.network import Network
 
@@ -335,3 +336,25 @@ def bab_minimum(network: Network, in_lower, in_upper, label: int, target: int,
   return branch_and_bound(network, in_lower, in_upper, label, target, config,
                           layer_bounds, minimize=True, tolerance=tolerance,
                           start=start)
+
+
+def warm_up(network: Network, lower, upper, layers: bounds_lib.LayerBounds,
+            c, config: BabConfig = BabConfig()):
+  """Compiles the search's jitted bounds at each padded batch shape
+  (domains.padded_sizes; 4x the batch for the branching's one-pass bounds)
+  and the root's step count, so that a timed search does not pay it."""
+  problem = Problem(network, lower, upper, layers, c, config)
+
+  def zeros(size, dtype=np.float32, width=problem.slices.num_neurons):
+    return np.zeros((size, width), dtype)
+
+  problem.evaluate(zeros(1, np.int8), zeros(1), zeros(1), config.root_steps)
+  if problem.cut_rounds:
+    problem = problem.with_cuts()
+  betas = lambda size: zeros(size, width=problem.multipliers)
+  problem.evaluate(zeros(1, np.int8), zeros(1), betas(1), config.root_steps)
+  for size in padded_sizes(config.batch_size):
+    problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
+                     config.steps)
+  for size in padded_sizes(4 * config.batch_size):
+    problem.one_pass_bound(zeros(size, np.int8), zeros(size), betas(size))

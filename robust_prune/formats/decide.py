@@ -19,9 +19,11 @@ the same hidden bounds.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 
+from absl import logging
 import numpy as np
 
 from robust_prune import bab as bab_lib
@@ -148,8 +150,41 @@ def decide(network: Network, prop: Property, deadline: float,
     verdict.result = "unsat"
   elif verdict.out_of_time or time.monotonic() >= end - config.min_step:
     verdict.result = "timeout"
-  verdict.message = f"{len(open_)} of {len(prop.disjuncts)} disjuncts open"
+  steps = collections.Counter(verdict.refuted_by.values())
+  verdict.message = (f"{len(open_)} of {len(prop.disjuncts)} disjuncts open"
+                     + "".join(f"; {n} refuted by {step}"
+                               for step, n in sorted(steps.items())))
   return verdict
+
+
+def warm_up(network: Network, prop: Property,
+            config: DecideConfig = DecideConfig()) -> float:
+  """Runs each jitted step of `decide` once at the shapes `prop` (and any
+  property of its form) meets: the compile is then paid here, once per
+  network, and not from an instance's timeout; returns its seconds. A
+  failure only costs the warm-up (the run compiles as it goes)."""
+  t0 = time.monotonic()
+  try:
+    lower, upper, members = next(iter(prop.boxes()))
+    box = _prepare(network, prop, lower, upper, members)
+    _attack(network, prop, box, config)
+    if box.folded is not None:
+      if config.intermediate != "crown":
+        bounds_lib.alpha_crown_bounds(network, lower, upper)
+      spec = bounds_lib.margin_spec(0, [1], box.folded.num_classes)[0]
+      bab_lib.warm_up(box.folded, lower, upper, box.folded_bounds, spec,
+                      _bab_config(config))
+      if config.intermediate == "refine":
+        bab_lib.refine.warm_up(network, lower, upper, box.layer_bounds)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("warm-up failed (%s: %s); compiling as the run goes",
+                    type(e).__name__, e)
+  return time.monotonic() - t0
+
+
+def _bab_config(config: DecideConfig) -> bab_lib.BabConfig:
+  return bab_lib.BabConfig(time_limit=float("inf"),
+                           batch_size=config.bab_batch_size)
 
 
 def _open_after_crown(boxes, verdict: Verdict) -> list:
@@ -272,9 +307,7 @@ def _turns(network, prop, open_, stage_end, verdict, config):
     searches[n] = bab_lib.MarginSearch(
         box.folded, box.lower, box.upper, bounds_lib.margin_spec(
             0, [row + 1], box.folded.num_classes)[0],
-        bab_lib.BabConfig(time_limit=float("inf"),
-                          batch_size=config.bab_batch_size),
-        box.folded_bounds)
+        _bab_config(config), box.folded_bounds)
     if searches[n].result is not None and witness(n, searches[n].result):
       return [], found[0]
   results = bab_lib.take_turns(searches, seconds_left, overrun=1.0,

@@ -357,35 +357,11 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
       problem = ImageProblem(network, image, label, lower, upper, layers)
       layers = bab_layer_bounds(problem, config, refine=False)
       c = bounds_lib.margin_spec(label, targets[:1], network.num_classes)[0]
-      _warm_up_bab(network, lower, upper, layers, c,
-                   config.bab_config(math.inf))
+      bab.warm_up(network, lower, upper, layers, c,
+                  config.bab_config(math.inf))
       if config.intermediate_bounds == "refine":
         bab.refine.warm_up(network, lower, upper, layers)
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("warm-up failed (%s: %s); compiling as the run goes",
                     type(e).__name__, e)
   return time.perf_counter() - t0
-
-
-def _warm_up_bab(network, lower, upper, layers, c,
-                 config: bab.BabConfig = bab.BabConfig()):
-  """The branch and bound's jitted bounds at each padded batch shape
-  (bab.domains.padded_sizes, 4x the batch for the branching's one-pass
-  bounds) and the root's step count."""
-  from robust_prune.bab.problem import Problem  # pylint: disable=g-import-not-at-top
-  problem = Problem(network, lower, upper, layers, c, config)
-  n = problem.slices.num_neurons
-
-  def zeros(size, dtype=np.float32, width=n):
-    return np.zeros((size, width), dtype)
-
-  problem.evaluate(zeros(1, np.int8), zeros(1), zeros(1), config.root_steps)
-  if problem.cut_rounds:
-    problem = problem.with_cuts()
-  betas = functools.partial(zeros, width=problem.multipliers)
-  problem.evaluate(zeros(1, np.int8), zeros(1), betas(1), config.root_steps)
-  for size in bab.padded_sizes(config.batch_size):
-    problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
-                     config.steps)
-  for size in bab.padded_sizes(4 * config.batch_size):
-    problem.one_pass_bound(zeros(size, np.int8), zeros(size), betas(size))
