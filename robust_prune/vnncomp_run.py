@@ -31,6 +31,7 @@ from robust_prune import io as io_lib
 from robust_prune import vnnlib_verify
 from robust_prune.formats import instance as instance_lib
 from robust_prune.formats import results as results_lib
+from robust_prune.verify import engines
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("instances", None, "The benchmark's instances.csv.")
@@ -92,6 +93,7 @@ def main(argv):
     raise ValueError("--instances and --out are required")
   instances = selected_instances()
   config = vnnlib_verify.config_from_flags()
+  engines.enable_compilation_cache()   # a rerun loads the warm-ups' compiles
   networks = {}
   with io_lib.WorkdirLock(FLAGS.out, "vnncomp_run"):
     done = {results_lib.instance_key(r[1], r[2])

@@ -8,6 +8,9 @@ writes the result file: `sat` with the counterexample `((X_0 v) ... (Y_0 v)
 or `error` with its message. The timeout is a wall-clock budget counted from
 the process's start. Bad input (an unsupported ONNX op, a malformed VNN-LIB
 file, a timeout <= 0) writes `error` and ends in one error line, exit 2.
+Compiled steps are kept in JAX's persistent cache ($ROBUST_PRUNE_CACHE, by
+default ~/.cache/robust_prune), so a run after the first on a network of
+the same shapes loads them instead of compiling within its timeout.
 """
 
 import os
@@ -73,6 +76,10 @@ def main(argv):
       raise ValueError(f"--timeout must be a positive number of seconds, "
                        f"got {FLAGS.timeout}")
     from robust_prune.formats import instance as instance_lib
+    from robust_prune.verify import engines
+    # one process per instance (as VNN-COMP runs tools): a later instance
+    # loads what an earlier one compiled
+    engines.enable_compilation_cache()
     outcome = instance_lib.run_instance(
         FLAGS.onnx, FLAGS.vnnlib, FLAGS.timeout, started=_STARTED,
         config=config_from_flags())

@@ -310,6 +310,21 @@ def test_verify_binary_end_to_end(instance_files, tmp_path, spec, expected):
     assert prop.disjuncts[0].holds_at(x, y)
 
 
+def test_verify_binary_keeps_its_compiles_for_the_next_run(
+    instance_files, tmp_path, monkeypatch):
+  """One process per instance, as VNN-COMP runs tools: what it compiled
+  goes to the persistent cache, for the next instance to load."""
+  folder, _, _ = instance_files
+  cache = tmp_path / "cache"
+  monkeypatch.setenv("ROBUST_PRUNE_CACHE", str(cache))
+  proc = _binary("robust_prune.vnnlib_verify", f"--onnx={folder}/tiny.onnx",
+                 f"--vnnlib={folder}/unsat.vnnlib", "--timeout=600",
+                 f"--out={tmp_path}/result.txt", "--bab_batch_size=16")
+  assert proc.returncode == 0, proc.stderr
+  assert (tmp_path / "result.txt").read_text().splitlines()[0] == "unsat"
+  assert len(list((cache / "jax").iterdir())) > 0
+
+
 def test_verify_binary_bad_timeout_is_one_error_line(instance_files, tmp_path):
   folder, _, _ = instance_files
   out = tmp_path / "result.txt"
