@@ -41,7 +41,8 @@ flags.DEFINE_integer("pgd_steps", 100, "PGD steps per restart.")
 flags.DEFINE_integer("bab_batch_size", 512, "Domains per branch and bound "
                      "batch (its largest compiled shape).")
 flags.DEFINE_bool("milp", True, "Try the conjunction MILP after the branch "
-                  "and bound.")
+                  "and bound (time is kept for it only where an open "
+                  "disjunct has several rows).")
 flags.DEFINE_enum("bab_intermediate", "refine", ["crown", "alpha", "refine"],
                   "Hidden-layer bounds of the branch and bound and the MILP: "
                   "CROWN's, alpha-CROWN's, or alpha's refined by proofs once "

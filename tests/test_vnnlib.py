@@ -226,6 +226,32 @@ def test_a_conjunction_is_refuted_by_its_milp_when_no_row_alone_is():
   assert feasible.disjuncts[0].holds_at(verdict.x, forward(network, verdict.x))
 
 
+def test_the_branch_and_bound_keeps_time_back_only_for_conjunctions(
+    monkeypatch):
+  # a single row's MILP poses the branch and bound's own problem, so the
+  # searches get all the time; a conjunction's MILP sees every row
+  shares = []
+
+  def searches(network, prop, open_, end, share, verdict, config):
+    shares.append(share)
+    return open_, None   # nothing refuted: the MILP stage follows
+  monkeypatch.setattr(decide, "_bab_in_turns", searches)
+  network = _tiny_network(1)
+  c = np.random.default_rng(201).normal(size=3)
+  row = vnnlib.parse_vnnlib_text(
+      row_property(c, exact_minimum(network, *BOX, c) - 0.02))
+  verdict = decide.decide(network, row, time.monotonic() + 300, SMALL)
+  assert shares == [1.0] and verdict.refuted_by == {0: "milp"}
+  head = ("(declare-const X_0 Real)(declare-const Y_0 Real)"
+          "(declare-const Y_1 Real)(assert (>= X_0 -1))(assert (<= X_0 1))")
+  both = vnnlib.parse_vnnlib_text(
+      head + "(assert (and (>= Y_0 0.5) (>= Y_1 0.5)))")
+  relus = Network((np.array([[1.0, -1.0]]), np.eye(2)),
+                  (np.zeros(2), np.zeros(2)))
+  decide.decide(relus, both, time.monotonic() + 300, SMALL)
+  assert shares == [1.0, SMALL.bab_share]
+
+
 def test_robustness_properties_for_mnist_images(tmp_path):
   from robust_prune import data  # pylint: disable=g-import-not-at-top
   from robust_prune.formats import __main__ as formats_main  # pylint: disable=g-import-not-at-top

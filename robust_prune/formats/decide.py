@@ -11,10 +11,13 @@ is neither is `timeout` (the deadline passed) or `unknown`.
 
 Order, cheapest first: PGD on every disjunct; CROWN on every row; branch and
 bound per open disjunct (its most promising row), the searches taking turns
-(bab.turns) on `bab_share` of the time left, on alpha-CROWN's hidden bounds
-and then, if disjuncts stay open, on refined ones (as in certify mode); then
-the conjunction MILP per open disjunct with an equal share of the rest, on
-the same hidden bounds.
+(bab.turns) on alpha-CROWN's hidden bounds and then, if disjuncts stay open,
+on refined ones (as in certify mode); then the conjunction MILP per open
+disjunct with an equal share of what is left, on the same hidden bounds.
+The branch and bound gets `bab_share` of the time left when an open
+disjunct has several rows (only the MILP sees them all), else all of it (a
+single row's MILP poses the branch and bound's own problem; it still runs
+if the searches stop early).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from robust_prune.network import Network, forward
 class DecideConfig:
   pgd_restarts: int = 8
   pgd_steps: int = 100
-  bab_share: float = 0.6        # of the time left after CROWN, for BaB
+  bab_share: float = 0.6        # of the time left after CROWN, for BaB,
+                                # when the MILP has a conjunction to solve
   solver: str = "HIGHS"
   reserve: float = 1.0          # seconds kept back to write the result,
   reserve_fraction: float = 0.02  # and this fraction of the time given
@@ -135,8 +139,10 @@ def decide(network: Network, prop: Property, deadline: float,
     if found is not None:
       return Verdict("sat", *found, message="pgd")
   open_ = _open_after_crown(boxes, verdict)
-  milp = config.use_milp and _milp_fits(network, open_, end,
-                                        1 - config.bab_share)
+  # time is kept back for the MILP only where it adds something: a single
+  # row's MILP poses the branch and bound's own problem
+  milp = config.use_milp and _milp_fits(network, _conjunctions(prop, open_),
+                                        end, 1 - config.bab_share)
   for stage in ("bab", "milp"):
     if stage == "milp" and not (config.use_milp and _milp_fits(
         network, open_, end, 1.0)):
@@ -222,6 +228,11 @@ def _stage(stage, network, prop, open_, end, share, verdict, config):
     else:
       still.append((box, i))
   return still, None
+
+
+def _conjunctions(prop: Property, open_) -> list:
+  """The open (box, disjunct) pairs whose disjunct has more than one row."""
+  return [(box, i) for box, i in open_ if len(prop.disjuncts[i].consts) > 1]
 
 
 def _milp_fits(network, open_, end: float, fraction: float) -> bool:
