@@ -48,7 +48,7 @@ flags.DEFINE_enum("bab_intermediate", "refine", ["crown", "alpha", "refine"],
                   "CROWN's, alpha-CROWN's, or alpha's refined by proofs once "
                   "the first tenth of the branch and bound leaves disjuncts "
                   "open.")
-flags.DEFINE_float("refine_seconds", 30.0, "Cap on the refinement (it also "
+flags.DEFINE_float("refine_seconds", 90.0, "Cap on the refinement (it also "
                    "takes at most a quarter of the time left).")
 
 

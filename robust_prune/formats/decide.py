@@ -54,7 +54,7 @@ class DecideConfig:
   # and bound's turns on alpha's leaves disjuncts open), as in certify mode
   intermediate: str = "refine"
   plain_first_fraction: float = 0.1   # of the branch and bound's time
-  refine_seconds: float = 30.0        # cap, and a quarter of the time left
+  refine_seconds: float = 90.0        # cap, and a quarter of the time left
 
 
 @dataclasses.dataclass
