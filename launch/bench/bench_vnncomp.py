@@ -208,9 +208,9 @@ def main(argv):
   found = contradictions(tools, keys)
   print(f"contradictions between any two tools: {len(found)}")
   for k, by in found:
-    ours = next((v for v, t in by.items() if OURS in t), None)
+    our_verdict = next((v for v, t in by.items() if OURS in t), None)
     note = ""
-    if ours == "sat":
+    if our_verdict == "sat":
       note = (" (our counterexample is confirmed by onnxruntime: the unsat "
               "answers are wrong)" if checked.get(k) else
               " (our counterexample is NOT confirmed)")
