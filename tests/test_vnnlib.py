@@ -208,15 +208,20 @@ def test_a_tie_is_a_counterexample():
   assert verdict.result != "sat"      # no point has Y_1 > Y_0
 
 
+# y0 = relu(x), y1 = relu(-x) on [-1, 1]: y0 >= 0.5 and y1 >= 0.5 are each
+# feasible, together not
+_RELU_PAIR = Network((np.array([[1.0, -1.0]]), np.eye(2)),
+                     (np.zeros(2), np.zeros(2)))
+_RELU_PAIR_HEAD = ("(declare-const X_0 Real)(declare-const Y_0 Real)"
+                   "(declare-const Y_1 Real)(assert (>= X_0 -1))"
+                   "(assert (<= X_0 1))")
+_BOTH_HALF = vnnlib.parse_vnnlib_text(
+    _RELU_PAIR_HEAD + "(assert (and (>= Y_0 0.5) (>= Y_1 0.5)))")
+
+
 def test_a_conjunction_is_refuted_by_its_milp_when_no_row_alone_is():
-  # y0 = relu(x), y1 = relu(-x) on [-1, 1]: y0 >= 0.5 and y1 >= 0.5 are each
-  # feasible, together not; y0 >= 0.5 and y1 <= 0.1 together are
-  network = Network((np.array([[1.0, -1.0]]), np.eye(2)),
-                    (np.zeros(2), np.zeros(2)))
-  head = ("(declare-const X_0 Real)(declare-const Y_0 Real)"
-          "(declare-const Y_1 Real)(assert (>= X_0 -1))(assert (<= X_0 1))")
-  both = vnnlib.parse_vnnlib_text(
-      head + "(assert (and (>= Y_0 0.5) (>= Y_1 0.5)))")
+  # y0 >= 0.5 and y1 <= 0.1 together are feasible
+  network, head, both = _RELU_PAIR, _RELU_PAIR_HEAD, _BOTH_HALF
   verdict = decide.decide(network, both, time.monotonic() + 300, SMALL)
   assert verdict.result == "unsat" and verdict.refuted_by == {0: "milp"}
   feasible = vnnlib.parse_vnnlib_text(
@@ -242,13 +247,7 @@ def test_the_branch_and_bound_keeps_time_back_only_for_conjunctions(
       row_property(c, exact_minimum(network, *BOX, c) - 0.02))
   verdict = decide.decide(network, row, time.monotonic() + 300, SMALL)
   assert shares == [1.0] and verdict.refuted_by == {0: "milp"}
-  head = ("(declare-const X_0 Real)(declare-const Y_0 Real)"
-          "(declare-const Y_1 Real)(assert (>= X_0 -1))(assert (<= X_0 1))")
-  both = vnnlib.parse_vnnlib_text(
-      head + "(assert (and (>= Y_0 0.5) (>= Y_1 0.5)))")
-  relus = Network((np.array([[1.0, -1.0]]), np.eye(2)),
-                  (np.zeros(2), np.zeros(2)))
-  decide.decide(relus, both, time.monotonic() + 300, SMALL)
+  decide.decide(_RELU_PAIR, _BOTH_HALF, time.monotonic() + 300, SMALL)
   assert shares == [1.0, SMALL.bab_share]
 
 
