@@ -50,6 +50,9 @@ flags.DEFINE_enum("bab_intermediate", "refine", ["crown", "alpha", "refine"],
                   "open.")
 flags.DEFINE_float("refine_seconds", 90.0, "Cap on the refinement (it also "
                    "takes at most a quarter of the time left).")
+flags.DEFINE_integer("refine_rounds", 4, "Rounds of the refinement's side "
+                     "searches (each asks the sides proved in the last one "
+                     "for half its step again).", lower_bound=1)
 
 
 def config_from_flags():
@@ -61,7 +64,8 @@ def config_from_flags():
                                  solver=FLAGS.solver, use_milp=FLAGS.milp,
                                  bab_batch_size=FLAGS.bab_batch_size,
                                  intermediate=FLAGS.bab_intermediate,
-                                 refine_seconds=FLAGS.refine_seconds)
+                                 refine_seconds=FLAGS.refine_seconds,
+                                 refine_rounds=FLAGS.refine_rounds)
 
 
 def main(argv):

@@ -106,6 +106,24 @@ def test_refined_bounds_hold_the_exact_range_and_reach_every_true_threshold(
   assert stats.proved >= checked > 0
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_later_rounds_move_the_proved_sides_further_and_stay_sound(seed):
+  """Each round asks the sides proved in the last one for half its step
+  again (the VNN-LIB path runs 4): never looser than one round, tighter
+  where a second step holds, and still inside the exact ranges."""
+  net, lower, upper, crown = _case(seed)
+  one, _ = bab.refine_layer_bounds(net, lower, upper, crown, GENEROUS)
+  four, stats = bab.refine_layer_bounds(
+      net, lower, upper, crown,
+      refine.RefineConfig(seconds=600.0, rounds=4, cut_steps=0))
+  _assert_holds_exact_ranges(net, lower, upper, four)
+  assert np.all(four.lowers[1] >= one.lowers[1])
+  assert np.all(four.uppers[1] <= one.uppers[1])
+  moved = np.sum(four.lowers[1] > one.lowers[1] + 1e-6) + np.sum(
+      four.uppers[1] < one.uppers[1] - 1e-6)
+  assert moved > 0 and stats.sides > 6
+
+
 def test_a_deeper_net_refines_every_later_layer_soundly():
   net, lower, upper, crown = _case(11, sizes=(2, 4, 4, 4, 2), delta=0.5)
   assert all(crown.unstable_counts())   # each later layer has work

@@ -160,6 +160,7 @@ def test_branch_and_bound_verdicts_on_each_kind_of_hidden_bounds(
 
   def spy(*args, **kwargs):
     layers, stats = refine(*args, **kwargs)
+    assert args[4].rounds == SMALL.refine_rounds   # the config's rounds
     refined.append(layers)
     return layers, stats
   monkeypatch.setattr(decide.bab_lib, "refine_layer_bounds", spy)
