@@ -198,7 +198,8 @@ def test_refined_bounds_only_once_the_plain_turns_leave_targets_open(
   first, second, last = [t for t in range(4) if t != _LABEL]
   refined = []
 
-  def fake_refine(p, layers, deadline):
+  def fake_refine(p, verify_config, layers, deadline):
+    assert verify_config is config
     refined.append(deadline.remaining())
     return layers
   monkeypatch.setattr(cascade, "refined_layer_bounds", fake_refine)

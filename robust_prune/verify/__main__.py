@@ -92,6 +92,13 @@ def define_flags():
                        "first-layer neuron, the facet of its convex hull "
                        "over the input box tightest at the root's minimising "
                        "input; 0: none.")
+  flags.DEFINE_float("refine_seconds", VerifyConfig.refine_seconds,
+                     "refine: cap in seconds on the refinement of an image's "
+                     "later-layer bounds (also at most a quarter of what "
+                     "--image_time_limit has left).")
+  flags.DEFINE_integer("refine_rounds", VerifyConfig.refine_rounds,
+                       "refine: rounds of side searches (each asks the sides "
+                       "proved in the last one for half its step again).")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
@@ -130,6 +137,12 @@ def check_flags():
   if FLAGS.bab_cut_rounds < 0:
     raise EvaluateError(f"--bab_cut_rounds must be >= 0 (0: no cuts), got "
                         f"{FLAGS.bab_cut_rounds}")
+  if not (math.isfinite(FLAGS.refine_seconds) and FLAGS.refine_seconds >= 0):
+    raise EvaluateError(f"--refine_seconds must be a finite number of "
+                        f"seconds >= 0, got {FLAGS.refine_seconds}")
+  if FLAGS.refine_rounds < 1:
+    raise EvaluateError(f"--refine_rounds must be >= 1, got "
+                        f"{FLAGS.refine_rounds}")
   try:
     solvers_lib.check_solver(FLAGS.solver)
   except solvers_lib.SolverUnavailableError as e:
@@ -184,7 +197,8 @@ def main(argv):
       engine=FLAGS.engine, ray_address=FLAGS.ray_address,
       image_time_limit=FLAGS.image_time_limit,
       bab_intermediate=FLAGS.bab_intermediate,
-      bab_cut_rounds=FLAGS.bab_cut_rounds)
+      bab_cut_rounds=FLAGS.bab_cut_rounds,
+      refine_seconds=FLAGS.refine_seconds, refine_rounds=FLAGS.refine_rounds)
   wanted = set(indices)
   mine = [r for r in results if r.image_index in wanted]
   logging.info("done in %.1fs: %d records in %s: %s", time.time() - start,

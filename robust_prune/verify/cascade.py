@@ -205,15 +205,17 @@ def bab_layer_bounds(p: ImageProblem, config: VerifyConfig,
   layers = p.layer_bounds.intersect(
       bounds_lib.alpha_crown_bounds(p.network, p.lower, p.upper))
   if config.intermediate_bounds == "refine" and refine:
-    layers = refined_layer_bounds(p, layers, deadline)
+    layers = refined_layer_bounds(p, config, layers, deadline)
   return layers
 
 
-def refined_layer_bounds(p: ImageProblem, layers, deadline: Deadline | None):
+def refined_layer_bounds(p: ImageProblem, verify_config: VerifyConfig, layers,
+                         deadline: Deadline | None):
   """`layers` with the later layers' bounds tightened by batched side
   searches (bab.refine), within a quarter of what the image budget has
   left."""
-  config = bab.RefineConfig()
+  config = bab.RefineConfig(seconds=verify_config.refine_seconds,
+                            rounds=verify_config.refine_rounds)
   if deadline is not None and deadline.enabled:
     config = dataclasses.replace(config, seconds=min(
         config.seconds, max(deadline.remaining(), 0.0) / 4))
@@ -244,7 +246,7 @@ def _bab_results(p: ImageProblem, targets, config: VerifyConfig,
   in_turns = deadline is not None and deadline.enabled
   layers = bab_layer_bounds(p, config, deadline, refine=not in_turns)
   if in_turns:   # refined bounds only once the plain ones leave targets open
-    refine = (functools.partial(refined_layer_bounds, p)
+    refine = (functools.partial(refined_layer_bounds, p, config)
               if config.intermediate_bounds == "refine" else None)
     results = bab_turns.decide_in_turns(p, targets, layers, deadline, refine,
                                         config.bab_config(math.inf))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from robust_prune.bab.config import BabConfig
+from robust_prune.bab.refine import RefineConfig
 from robust_prune.verify.records import MODES, STATUSES  # pylint: disable=unused-import
 
 BOX_TOLERANCE = 1e-6      # a witness may leave the box by solver feasibility tol
@@ -58,6 +59,11 @@ class VerifyConfig:
   # certify/targeted: rounds of first-layer hull cuts at each branch and
   # bound's root (bab.BabConfig.cut_rounds; 0: none).
   bab_cut_rounds: int = BabConfig.cut_rounds
+  # certify/targeted with refine: the refinement's cap in seconds (it also
+  # takes at most a quarter of what the image budget has left) and its
+  # rounds of side searches (bab.RefineConfig)
+  refine_seconds: float = RefineConfig.seconds
+  refine_rounds: int = RefineConfig.rounds
 
   def __post_init__(self):
     if self.bab_intermediate not in BAB_INTERMEDIATE:
@@ -66,6 +72,9 @@ class VerifyConfig:
     if self.bab_cut_rounds < 0:
       raise ValueError(f"bab_cut_rounds must be >= 0, got "
                        f"{self.bab_cut_rounds}")
+    if not (self.refine_seconds >= 0 and self.refine_rounds >= 1):
+      raise ValueError(f"refine_seconds must be >= 0 and refine_rounds >= 1,"
+                       f" got {self.refine_seconds}, {self.refine_rounds}")
 
   def bab_config(self, time_limit: float) -> BabConfig:
     """The branch and bound's options for one search of this run."""

@@ -131,7 +131,9 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   ray_address: str | None = None,
                   image_time_limit: float = 0.0,
                   bab_intermediate: str = "auto",
-                  bab_cut_rounds: int = VerifyConfig.bab_cut_rounds
+                  bab_cut_rounds: int = VerifyConfig.bab_cut_rounds,
+                  refine_seconds: float = VerifyConfig.refine_seconds,
+                  refine_rounds: int = VerifyConfig.refine_rounds
                   ) -> list[Verdict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
@@ -145,7 +147,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
         time_limit=float(time_limit), bounds=bounds, pgd_steps=pgd_steps,
         bab_time_limit=float(bab_time_limit),
         image_time_limit=float(image_time_limit),
-        bab_intermediate=bab_intermediate, bab_cut_rounds=int(bab_cut_rounds))
+        bab_intermediate=bab_intermediate, bab_cut_rounds=int(bab_cut_rounds),
+        refine_seconds=float(refine_seconds), refine_rounds=int(refine_rounds))
   images, indices = _checked_inputs(network, images, labels, indices)
   if engine not in engines.ENGINES:
     raise EvaluateError(f"unknown engine {engine!r}; use one of "
