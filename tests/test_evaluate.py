@@ -180,7 +180,7 @@ def test_work_units_skip_done_pairs():
     (["--bab_intermediate=lp"], "--bab_intermediate"),
     (["--bab_cut_rounds=-1"], "--bab_cut_rounds must be >= 0"),
     (["--refine_seconds=nan"], "--refine_seconds must be a finite"),
-    (["--refine_rounds=0"], "--refine_rounds must be >= 1"),
+    (["--refine_rounds=-1"], "--refine_rounds must be >= 0"),
 ])
 def test_bad_input_is_one_clear_line(network_path, tmp_path, args, message):
   base = {"--network": network_path, "--out": str(tmp_path / "r.jsonl"),

@@ -188,3 +188,24 @@ def test_no_time_changes_nothing():
   assert stats.sides == 0
   for a, b in zip(refined.lowers + refined.uppers, crown.lowers + crown.uppers):
     np.testing.assert_array_equal(a, b)
+
+
+def test_no_rounds_gives_the_cut_bounds_alone(monkeypatch):
+  """rounds=0 (certify's default): each side's own cut bounds, no side
+  search nor its attack started, still inside the exact ranges and tighter than CROWN
+  somewhere."""
+  net, lower, upper, crown = _case(2)
+  started = []
+  monkeypatch.setattr(refine._LayerSides, "run",  # pylint: disable=protected-access
+                      lambda self, specs, tau, t_end: started.append(1))
+  monkeypatch.setattr(refine, "attack_extremes",
+                      lambda *a, **k: started.append(2))
+  refined, stats = bab.refine_layer_bounds(
+      net, lower, upper, crown, refine.RefineConfig(seconds=600.0, rounds=0))
+  assert not started and stats.sides == 0
+  _assert_holds_exact_ranges(net, lower, upper, refined)
+  cut = bab.cut_bounds.tighten_layer(net, lower, upper, crown, 1)
+  np.testing.assert_array_equal(refined.lowers[1], cut.lowers[1])
+  np.testing.assert_array_equal(refined.uppers[1], cut.uppers[1])
+  assert (np.any(refined.lowers[1] > crown.lowers[1] + 1e-6)
+          or np.any(refined.uppers[1] < crown.uppers[1] - 1e-6))

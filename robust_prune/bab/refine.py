@@ -51,7 +51,9 @@ class RefineConfig:
   # (bab.cut_bounds), before the side searches; 0 = none
   cut_steps: int = 40
   fraction: float = 0.25     # of the way from the bound to the attack's value
-  rounds: int = 1            # each next one asks for half the fraction
+  # rounds of side searches, each asking half the last one's fraction;
+  # 0 = the per-side cut bounds only
+  rounds: int = 1
   min_step: float = 1e-3     # a side whose next step is shorter stops
   side_domains: int = 500    # a side that needs more is given up (per round)
   batch_size: int = 512
@@ -246,7 +248,8 @@ def refine_layer_bounds(network: Network, in_lower, in_upper,
           cut_bounds.CutBoundsConfig(steps=config.cut_steps), layer_end)
       lowers[k], uppers[k] = tightened.lowers[k], tightened.uppers[k]
     neurons = np.flatnonzero((lowers[k] < 0) & (uppers[k] > 0))
-    if neurons.size == 0 or time.perf_counter() >= layer_end:
+    if (neurons.size == 0 or config.rounds == 0
+        or time.perf_counter() >= layer_end):
       continue
     low, high = (v[neurons] for v in attack_extremes(
         network, in_lower, in_upper, k, config))

@@ -97,8 +97,10 @@ def define_flags():
                      "later-layer bounds (also at most a quarter of what "
                      "--image_time_limit has left).")
   flags.DEFINE_integer("refine_rounds", VerifyConfig.refine_rounds,
-                       "refine: rounds of side searches (each asks the sides "
-                       "proved in the last one for half its step again).")
+                       "refine: rounds of side searches after the per-side "
+                       "cut bounds (each asks the sides proved in the last "
+                       "one for half its step again); 0: the cut bounds "
+                       "only.")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
@@ -140,8 +142,8 @@ def check_flags():
   if not (math.isfinite(FLAGS.refine_seconds) and FLAGS.refine_seconds >= 0):
     raise EvaluateError(f"--refine_seconds must be a finite number of "
                         f"seconds >= 0, got {FLAGS.refine_seconds}")
-  if FLAGS.refine_rounds < 1:
-    raise EvaluateError(f"--refine_rounds must be >= 1, got "
+  if FLAGS.refine_rounds < 0:
+    raise EvaluateError(f"--refine_rounds must be >= 0, got "
                         f"{FLAGS.refine_rounds}")
   try:
     solvers_lib.check_solver(FLAGS.solver)
