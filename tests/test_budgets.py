@@ -224,6 +224,33 @@ def test_refined_bounds_only_once_the_plain_turns_leave_targets_open(
   assert by_target[last].status == "timeout"
 
 
+def test_a_root_far_from_a_proof_refines_at_once(monkeypatch):
+  # a search's root bound below REFINE_AT_ONCE_BELOW: no plain turns, the
+  # refinement gets (almost) the whole budget and every target is searched
+  # again on its bounds; just above it, the plain turns come first
+  first, second, last = [t for t in range(4) if t != _LABEL]
+  at_refine = []
+  proved = bab.BabResult("robust", 0.5, None, None, 1, 0.1, "proved")
+  config = _config(image_time_limit=20.0, bab_intermediate="refine")
+  below = cascade.bab_turns.REFINE_AT_ONCE_BELOW
+  for root in (below - 0.01, below + 0.01):
+    log = _TurnLog(monkeypatch, lambda t, n, s: None if t == last else proved,
+                   {first: -0.1, second: -0.2, last: root})
+
+    def fake_refine(p, verify_config, layers, deadline, log=log):
+      at_refine.append((deadline.remaining(), list(log.turns)))
+      return layers
+    monkeypatch.setattr(cascade, "refined_layer_bounds", fake_refine)
+    records = cascade.verify_image(_NET, _X, _LABEL, 0, None, config)
+    by_target = {r.target: r for r in records}
+    assert by_target[first].status == by_target[second].status == "robust"
+    assert by_target[last].status == "timeout"
+  (left_at_once, turns_at_once), (left_plain, turns_plain) = at_refine
+  assert not turns_at_once and left_at_once > 20.0 - 0.5
+  assert {t for t, _ in turns_plain} == {first, second, last}
+  assert left_plain < 20.0 - 1.0
+
+
 def test_without_a_budget_every_target_gets_bab_time_limit(monkeypatch):
   calls = _bab_stub(monkeypatch, lambda target, limit: _open(-1.0))
   monkeypatch.setattr(milp_stage, "_SHARED", [])

@@ -1,8 +1,9 @@
 """The branch and bound's share of an image budget in certify mode: one
 resumable search per open target, taking turns (bab.turns) until the
 image's deadline. With refined intermediate bounds (bab.refine), the
-searches first take turns on the plain ones for a tenth of the budget: the
-refinement costs seconds, which pays on hard images only."""
+searches first take turns on the plain ones for a tenth of the budget (at
+most 3 s): the refinement costs seconds, which pays on hard images only. An
+image whose root bounds are far from a proof refines at once."""
 
 from __future__ import annotations
 
@@ -19,9 +20,15 @@ from robust_prune.verify.config import (BAB_OVERRUN_SECONDS, Deadline,
 # per target; rows not re-proved count with their parents' proven bound
 FINAL_PROOF_SECONDS = 0.2
 # with refinement: the share of the remaining budget searched on the plain
-# bounds first (on the 300-100 net, every pair that delta 0.05 leaves to the
-# branch and bound and most decided ones at 0.1 take under ~6 s)
+# bounds first, at most PLAIN_FIRST_MAX_SECONDS (on the 300-100 net, every
+# pair that delta 0.05 leaves to the branch and bound and most that the plain
+# bounds decide at 0.1 take under ~3 s; a hard image refines no later)
 PLAIN_FIRST_FRACTION = 0.1
+PLAIN_FIRST_MAX_SECONDS = 3.0
+# ... unless a search's root bound is below this: on the 300-100 net at delta
+# 0.1 (images 0-39), every image the plain turns decided had all its roots
+# above -3.6, every image with a root below -5.1 needed the refinement
+REFINE_AT_ONCE_BELOW = -4.5
 
 
 def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
@@ -35,8 +42,13 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
   searches start again on its bounds for the rest of the budget."""
   if refine is None:
     return _turns(p, targets, layers, deadline, FINAL_PROOF_SECONDS, config)
-  first = Deadline(deadline.remaining() * PLAIN_FIRST_FRACTION)
-  results = _turns(p, targets, layers, first, 0.0, config)
+  first = Deadline(min(deadline.remaining() * PLAIN_FIRST_FRACTION,
+                       PLAIN_FIRST_MAX_SECONDS))
+  searches = _start(p, targets, layers, first, 0.0, config)
+  if min(_estimates(searches), default=0.0) < REFINE_AT_ONCE_BELOW:
+    results = {t: search.stop(0.0) for t, search in searches.items()}
+  else:
+    results = _take_turns(searches, first, 0.0)
   still_open = [t for t, r in results.items() if r.status == "unknown"]
   still_open += [t for t in targets if t not in results]
   if still_open and deadline.remaining() > BAB_OVERRUN_SECONDS:
@@ -48,6 +60,17 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
 
 def _turns(p: ImageProblem, targets, layers, deadline: Deadline,
            final_proof: float, config: bab.BabConfig) -> dict:
+  return _take_turns(_start(p, targets, layers, deadline, final_proof,
+                            config), deadline, final_proof)
+
+
+def _estimates(searches: dict):
+  return [s.estimate() for s in searches.values() if s.result is None]
+
+
+def _start(p: ImageProblem, targets, layers, deadline: Deadline,
+           final_proof: float, config: bab.BabConfig) -> dict:
+  """{target: MarginSearch} (root bounded) while time is left to start."""
   searches = {}
   for t in targets:
     if (deadline.remaining() - BAB_OVERRUN_SECONDS
@@ -57,6 +80,10 @@ def _turns(p: ImageProblem, targets, layers, deadline: Deadline,
     searches[t] = bab.MarginSearch(
         p.network, p.lower, p.upper, c,
         dataclasses.replace(config, time_limit=math.inf), layers)
+  return searches
+
+
+def _take_turns(searches: dict, deadline: Deadline, final_proof: float):
   return bab.take_turns(searches, deadline.remaining,
                         overrun=BAB_OVERRUN_SECONDS,
                         final_proof=final_proof,
