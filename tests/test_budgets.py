@@ -3,8 +3,10 @@ solver does, the branch and bound's searches take turns on the open targets
 (closest to a proof first, time left by a decided one going to the rest),
 no budget is today's behaviour, and witnesses are still re-checked."""
 
+import logging
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -359,3 +361,31 @@ def test_warm_up_reports_its_seconds():
       _NET, _X, _config(bab_time_limit=0.0, image_time_limit=10.0))
   assert seconds is not None and seconds > 0
   assert engines.prepare_process(_NET, _X, _config()) is None
+
+
+def test_after_the_warm_up_certify_compiles_nothing(caplog, monkeypatch):
+  """The refinement's warm-up covers what certify runs (its cut bounds;
+  with 0 rounds no side search), so an image's budget pays no compile."""
+  net = random_network(30, [12, 15, 11, 4])   # widths no other test uses
+  label = int(np.argmax(forward(net, _X)))
+  config = _config(bab_intermediate="refine", image_time_limit=30.0)
+  # every search refines at once: each jitted step of the image runs
+  monkeypatch.setattr(cascade.bab_turns, "REFINE_AT_ONCE_BELOW", np.inf)
+  refined = []
+  honest = cascade.refined_layer_bounds
+  monkeypatch.setattr(cascade, "refined_layer_bounds",
+                      lambda *a: refined.append(1) or honest(*a))
+
+  def compiles(run):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+      run()
+    return [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("Compiling")]
+  assert compiles(lambda: cascade.warm_up(net, _X, config))
+  assert "warm-up failed" not in caplog.text
+  records = []
+  compiled = compiles(lambda: records.extend(
+      cascade.verify_image(net, _X, label, 0, None, config)))
+  assert refined and {r.decided_by for r in records} & {"bab"}
+  assert not compiled, compiled[:3]

@@ -291,10 +291,12 @@ def warm_up(network: Network, in_lower, in_upper,
             config: RefineConfig = RefineConfig()):
   """Compiles the attack and the side searches' bounds at every padded
   batch shape and step count they use, for each later hidden layer (once
-  per process)."""
+  per process; with 0 rounds only the cut bounds)."""
   if config.cut_steps:
     cut_bounds.warm_up(network, in_lower, in_upper, layer_bounds,
                        cut_bounds.CutBoundsConfig(steps=config.cut_steps))
+  if config.rounds == 0:
+    return
   for k in range(1, network.num_layers - 1):
     attack_extremes(network, in_lower, in_upper, k, config)
     problem = _LayerSides(network, in_lower, in_upper, layer_bounds, k,

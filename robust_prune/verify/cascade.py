@@ -362,7 +362,8 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
       bab.warm_up(network, lower, upper, layers, c,
                   config.bab_config(math.inf))
       if config.intermediate_bounds == "refine":
-        bab.refine.warm_up(network, lower, upper, layers)
+        bab.refine.warm_up(network, lower, upper, layers,
+                           bab.RefineConfig(rounds=config.refine_rounds))
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("warm-up failed (%s: %s); compiling as the run goes",
                     type(e).__name__, e)

@@ -51,7 +51,8 @@ class VerifyConfig:
   # on the default 300-100 net at delta 0.1: 3-19% fewer domains for
   # ~0.1-0.5 s per image), "crown", "refine": alpha's, then the later
   # layers' bounds tightened by batched proofs (bab.refine; under an image
-  # budget only once a tenth of it on alpha's leaves targets open), or
+  # budget only once a tenth of it, at most 3 s, on alpha's leaves targets
+  # open, or at once when a root bound is far from a proof), or
   # "auto": refine where it was measured to pay (certify mode under an
   # image budget of AUTO_REFINE_MIN_SECONDS or more), else alpha. The MILP
   # keeps `bounds`.
