@@ -214,8 +214,7 @@ def refined_layer_bounds(p: ImageProblem, verify_config: VerifyConfig, layers,
   """`layers` with the later layers' bounds tightened by batched side
   searches (bab.refine), within a quarter of what the image budget has
   left."""
-  config = bab.RefineConfig(seconds=verify_config.refine_seconds,
-                            rounds=verify_config.refine_rounds)
+  config = verify_config.refine_config()
   if deadline is not None and deadline.enabled:
     config = dataclasses.replace(config, seconds=min(
         config.seconds, max(deadline.remaining(), 0.0) / 4))
@@ -363,7 +362,7 @@ def warm_up(network: Network, image, config: VerifyConfig) -> float:
                   config.bab_config(math.inf))
       if config.intermediate_bounds == "refine":
         bab.refine.warm_up(network, lower, upper, layers,
-                           bab.RefineConfig(rounds=config.refine_rounds))
+                           config.refine_config())
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("warm-up failed (%s: %s); compiling as the run goes",
                     type(e).__name__, e)

@@ -83,6 +83,10 @@ class VerifyConfig:
     """The branch and bound's options for one search of this run."""
     return BabConfig(time_limit=time_limit, cut_rounds=self.bab_cut_rounds)
 
+  def refine_config(self) -> RefineConfig:
+    """The refinement's options (its cap before any image budget's share)."""
+    return RefineConfig(seconds=self.refine_seconds, rounds=self.refine_rounds)
+
   @property
   def intermediate_bounds(self) -> str:
     """bab_intermediate with "auto" resolved (alpha, crown or refine)."""
