@@ -184,3 +184,117 @@ def test_vertex_facets_are_the_facets_at_each_vertex_and_valid(seed):
     np.testing.assert_allclose(
         batched.input_coeffs[s] @ point + batched.constant[s], at,
         atol=1e-7)
+
+
+def _unstable(w, b, lower, upper):
+  lows = b + np.minimum(w * lower[:, None], w * upper[:, None]).sum(0)
+  ups = b + np.maximum(w * lower[:, None], w * upper[:, None]).sum(0)
+  return np.flatnonzero((lows < 0) & (ups > 0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vertex_facet_rows_are_vertex_facets_in_numpy_and_under_jit(seed):
+  """The search's own cuts (a running sum per neuron, no per-vertex sort)
+  are `vertex_facets` at each vertex, for chosen neurons padded with zero
+  rows; under jax.jit in float32 to round-off."""
+  import jax
+  import jax.numpy as jnp
+  rng, w, b, lower, upper = _layer(seed, n_in=7, width=8)
+  w[2, 3] = 0.0
+  chosen = _unstable(w, b, lower, upper)[::-1][:4]
+  bits = rng.random((12, len(lower))) < 0.5
+  reference = hull_cuts.vertex_facets(w, b, lower, upper,
+                                      np.where(bits, upper, lower), chosen)
+  plan = hull_cuts.facet_plan(w, b, lower, upper, chosen, len(chosen) + 2)
+  rows, constant = hull_cuts.vertex_facet_rows(plan, bits)
+  k = len(chosen)
+  np.testing.assert_allclose(rows[:, :k], reference.input_coeffs, atol=1e-12)
+  np.testing.assert_allclose(constant[:, :k], reference.constant, atol=1e-7)
+  assert not rows[:, k:].any() and not constant[:, k:].any()
+  np.testing.assert_array_equal(plan.neurons[:k], reference.neurons)
+  device = hull_cuts.FacetPlan(*(jnp.asarray(a, {"f": jnp.float32, "i": jnp.int32}
+                                             .get(a.dtype.kind, a.dtype))
+                                 for a in plan))
+  rows32, constant32 = jax.jit(lambda p, x: hull_cuts.vertex_facet_rows(
+      p, x, xp=jnp))(device, bits)
+  np.testing.assert_allclose(rows32, rows, atol=1e-4)
+  np.testing.assert_allclose(constant32, constant, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_valid_constants_make_any_row_a_valid_cut_tight_on_the_box(seed):
+  """Any input row with the constant from `valid_constants` is a cut valid
+  at every box vertex (and so on the box) and touching it; for a facet it
+  is the facet's own constant."""
+  rng, w, b, lower, upper = _layer(seed, n_in=6, width=7)
+  chosen = _unstable(w, b, lower, upper)
+  plan = hull_cuts.facet_plan(w, b, lower, upper, chosen, len(chosen))
+  every = _vertices(lower, upper)
+  relu = np.maximum(every @ w[:, chosen] + b[chosen], 0)      # (V, K)
+  noise = rng.normal(size=(3, len(chosen), len(lower)))
+  for rows in (noise, hull_cuts.vertex_facet_rows(plan, rng.random(
+      (3, len(lower))) < 0.5)[0]):
+    constant = hull_cuts.valid_constants(rows, plan.w, plan.bias, lower,
+                                         upper)
+    gap = np.einsum("sko,vo->svk", rows, every) + constant[:, None] - relu
+    assert gap.min() >= 0.0
+    np.testing.assert_allclose(gap.min(axis=1), 0.0, atol=1e-7)
+
+
+def test_own_cuts_in_a_tuple_are_sound_and_a_planted_one_is_caught():
+  """Root cuts and per-domain cuts together (a tuple of cut sets) give a
+  bound below the exact minimum at any multipliers; lowering the per-domain
+  cuts' constants by 1 lifts it above."""
+  net, lower, upper, c, layers = _tiny_problem(1)
+  exact, _ = exact_min_spec(net, lower, upper, c)
+  root = _root_cuts(net, lower, upper)
+  w, b = net.weights[0], net.biases[0]
+  chosen = _unstable(w, b, lower, upper)
+  plan = hull_cuts.facet_plan(w, b, lower, upper, chosen, len(chosen))
+  rows, _ = hull_cuts.vertex_facet_rows(plan, np.array([[True, False, True]]))
+  own = hull_cuts.Cuts(plan.neurons, rows, hull_cuts.valid_constants(
+      rows, plan.w, plan.bias, lower, upper))
+  zeros = [np.zeros((1, len(l))) for l, _ in layers.hidden]
+  alphas = [(u > -l).astype(float)[None] for l, u in layers.hidden]
+  bound = lambda cuts, gamma: bab.bound_float64(
+      net, lower, upper, layers, c, zeros, alphas, zeros, cuts,
+      np.full((1, root.count + own.count), gamma))[0]
+  for gamma in (0.0, 0.3, 1.0, 5.0):
+    assert bound((root, own), gamma) <= exact
+  planted = own._replace(constant=own.constant - 1.0)
+  assert bound((root, planted), 1.0) > exact
+
+
+def test_search_with_own_cuts_stays_exact(own_cuts=3):
+  """With each domain's own facets (at its parent's vertex) the search
+  still brackets the exact minimum (region enumeration) on small networks,
+  and a decision search's verdict is the exact minimum's sign."""
+  used = 0
+  for seed in range(8):
+    net = random_network(seed, (4, 8, 5, 3))
+    x = np.random.default_rng(seed).uniform(0.3, 0.7, size=4)
+    label = int(np.argmax(forward(net, x[None])[0]))
+    lower, upper = bounds.input_box(x, 0.2)
+    c = bounds.margin_spec(label, [(label + 1 + seed % 2) % 3], 3)[0]
+    layers = bounds.crown_bounds(net, lower, upper)
+    exact, _ = exact_min_spec(net, lower, upper, c)
+    config = bab.BabConfig(time_limit=60.0, cut_rounds=1, batch_size=16,
+                           own_cuts=own_cuts)
+    full = bab.branch_and_bound_spec(net, lower, upper, c, config, layers,
+                                     minimize=True)
+    assert full.optimal and full.lower_bound <= exact + 1e-9
+    assert full.objective == pytest.approx(exact, abs=bab.OPTIMUM_TOLERANCE)
+    search = bab.MarginSearch(net, lower, upper, c, config, layers)
+    used += search._search.problem.own_neurons is not None
+    decided = search.result or search.advance(60.0)
+    if exact > 1e-6:
+      assert decided.status == "robust"
+    elif exact < -1e-6:
+      assert decided.status == "adversarial"
+      assert forward(net, decided.x_adv[None])[0] @ c < 0
+  assert used >= 3   # the root's cuts chose neurons for own cuts
+
+
+def test_own_cuts_must_not_be_negative():
+  with pytest.raises(ValueError, match="own_cuts"):
+    bab.BabConfig(own_cuts=-1)

@@ -57,6 +57,11 @@ class BabConfig:
   # the root, each adding the facet tightest at the root's minimising
   # vertex for every unstable first-layer neuron; 0 = none.
   cut_rounds: int = 1
+  # Own cuts: each domain also gets, for the `own_cuts` first-layer neurons
+  # whose root cuts weigh most, the facet tightest at its parent's
+  # minimising vertex (root cuts are tight near the root's vertex only);
+  # 0 = none (also without root cuts, which choose the neurons).
+  own_cuts: int = 0
 
   def __post_init__(self):
     if self.branching not in BRANCHING_RULES:
@@ -64,3 +69,5 @@ class BabConfig:
                        f"of {BRANCHING_RULES}")
     if self.cut_rounds < 0:
       raise ValueError(f"cut_rounds must be >= 0, got {self.cut_rounds}")
+    if self.own_cuts < 0:
+      raise ValueError(f"own_cuts must be >= 0, got {self.own_cuts}")

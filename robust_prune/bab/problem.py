@@ -5,13 +5,18 @@ cuts with their float32 device copies and runs the bounds on them
 decides what closes a domain.
 
 With cuts, a domain's `betas` row holds the split multipliers of every
-hidden neuron followed by one multiplier (gamma) per cut slot."""
+hidden neuron followed by one multiplier (gamma) per cut slot: the root's
+cuts (shared by every domain), then, with own cuts, one slot per chosen
+first-layer neuron for the facets made at the domain's parent's minimising
+vertex (one set per domain)."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +28,14 @@ from robust_prune.bab.domain_bound import bounds_only, optimise
 from robust_prune.bab.domains import (DomainPool, LayerSlices, pad_rows,
                                       padded_size)
 from robust_prune.network import forward
+
+
+@functools.partial(jax.jit, static_argnames=("repeat",))
+def _own_rows(plan, bits, repeat: int = 1):
+  """Own cut rows at the vertices `bits`, each repeated `repeat` times (in
+  the jitted call: an eager repeat compiles per shape)."""
+  rows, constant = hull_cuts.vertex_facet_rows(plan, bits, xp=jnp)
+  return jnp.repeat(rows, repeat, axis=0), jnp.repeat(constant, repeat, axis=0)
 
 
 class Incumbent:
@@ -69,6 +82,7 @@ class Evaluated:
   vertex: np.ndarray
   vertex_margin: np.ndarray
   coeffs: list
+  own_coeffs: object = None   # the own cuts' float32 rows (device), if any
 
 
 class Problem:
@@ -77,11 +91,22 @@ class Problem:
   all-zero), their float32 device copies, and the bounds run on them."""
 
   def __init__(self, network, in_lower, in_upper, layer_bounds, c, config,
-               cuts: hull_cuts.Cuts | None = None):
+               cuts: hull_cuts.Cuts | None = None, own_neurons=None):
     self.network, self.layer_bounds, self.c = network, layer_bounds, c
     self.in_lower, self.in_upper, self.config = in_lower, in_upper, config
     self.slices = LayerSlices.of(network.hidden_widths)
     self.cuts = cuts
+    # first-layer neurons given a facet at each domain's own vertex (None:
+    # no own cuts), in config.own_cuts slots
+    self.own_neurons = own_neurons
+    if own_neurons is not None:
+      self._own_plan64 = hull_cuts.facet_plan(
+          network.weights[0], network.biases[0], in_lower, in_upper,
+          own_neurons, config.own_cuts)
+      self._own_plan = hull_cuts.FacetPlan(*(
+          jnp.asarray(a, {"f": jnp.float32, "i": jnp.int32}.get(
+              a.dtype.kind, a.dtype))
+          for a in self._own_plan64))
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     self._device = (tuple(f32(w) for w in network.weights),
                     tuple(f32(b) for b in network.biases), f32(in_lower),
@@ -99,8 +124,9 @@ class Problem:
   @property
   def multipliers(self) -> int:
     """Columns of a domain's betas row (split and cut multipliers)."""
-    return self.slices.num_neurons + (0 if self.cuts is None
-                                      else self.cuts.count)
+    return (self.slices.num_neurons
+            + (0 if self.cuts is None else self.cuts.count)
+            + (0 if self.own_neurons is None else self.config.own_cuts))
 
   def with_cuts(self, cuts: hull_cuts.Cuts | None = None) -> "Problem":
     """This problem with `cuts` padded to `config.cut_rounds` slots per
@@ -111,12 +137,70 @@ class Problem:
                             np.zeros(0))
     return Problem(self.network, self.in_lower, self.in_upper,
                    self.layer_bounds, self.c, self.config,
-                   hull_cuts.padded(cuts, self.config.cut_rounds * width))
+                   hull_cuts.padded(cuts, self.config.cut_rounds * width),
+                   self.own_neurons)
+
+  def with_own(self, neurons) -> "Problem":
+    """This problem with own cuts on `neurons` (at most config.own_cuts
+    first-layer neurons)."""
+    return Problem(self.network, self.in_lower, self.in_upper,
+                   self.layer_bounds, self.c, self.config, self.cuts,
+                   np.asarray(neurons, int))
+
+  def vertex_bits(self, vertices) -> np.ndarray:
+    """Which end of the box each input of a minimising vertex is at (what
+    a domain keeps for its children's own cuts; (D, 0) without them)."""
+    vertices = np.atleast_2d(vertices)
+    if self.own_neurons is None:
+      return np.zeros((len(vertices), 0), bool)
+    return (np.abs(vertices - self.in_upper)
+            < np.abs(vertices - self.in_lower))
+
+  def _own_device(self, bits, size: int, repeat: int = 1) -> hull_cuts.Cuts:
+    """float32 own cuts at the vertices `bits`, each row repeated `repeat`
+    times (both children of a parent share its vertex) and padded to
+    `size` rows."""
+    coeffs, constant = _own_rows(self._own_plan, pad_rows(
+        np.asarray(bits, bool), size // repeat), repeat=repeat)
+    return hull_cuts.Cuts(self._own_plan.neurons, coeffs, constant)
+
+  def own_proof(self, coeffs) -> hull_cuts.Cuts:
+    """Own cuts for the float64 proof from float32 facet rows (D, K, n_in):
+    their constants recomputed in float64 to be valid on the whole box
+    (hull_cuts.valid_constants), whatever the rows' round-off."""
+    plan, coeffs = self._own_plan64, np.asarray(coeffs, np.float64)
+    return hull_cuts.Cuts(plan.neurons, coeffs, hull_cuts.valid_constants(
+        coeffs, plan.w, plan.bias, self.in_lower, self.in_upper))
+
+  def own_at(self, bits) -> hull_cuts.Cuts | None:
+    """Per row of `bits` (vertex_bits), the facet of each own neuron
+    tightest at that vertex, for the float64 proof (own_proof); None
+    without own cuts."""
+    if self.own_neurons is None:
+      return None
+    size = self.config.batch_size
+    rows = [bits[i:i + size] for i in range(0, len(bits), size)]
+    return self.own_proof(np.concatenate(
+        [np.zeros((0, self.config.own_cuts, len(self.in_lower)))]
+        + [np.asarray(self._own_device(part, padded_size(len(part), size))
+                      .input_coeffs)[:len(part)] for part in rows]))
 
   def _gammas(self, betas):
-    return None if self.cuts is None else betas[:, self.slices.num_neurons:]
+    """The root cuts' multipliers (None without cuts)."""
+    if self.cuts is None:
+      return None
+    n = self.slices.num_neurons
+    return betas[:, n:n + self.cuts.count]
 
-  def _batch(self, splits, alphas, betas, batch_size):
+  def _cuts(self, betas, own, device: bool = False):
+    """The cuts and their multipliers for domains with `own` cuts (or
+    without: their own cuts' multipliers count as 0, still sound)."""
+    cuts = self._device_cuts if device else self.cuts
+    if own is None:
+      return cuts, self._gammas(betas)
+    return (cuts, own), betas[:, self.slices.num_neurons:]
+
+  def _batch(self, splits, alphas, betas, batch_size, own=None):
     """Per-layer float32 splits, alphas, betas padded to the smallest
     compiled batch shape that holds the domains, then the cuts and their
     gammas (None without cuts)."""
@@ -125,28 +209,33 @@ class Problem:
         container(jnp.asarray(x, jnp.float32)
                   for x in self.slices.per_layer(pad_rows(a, size)))
         for container, a in ((tuple, splits), (list, alphas), (list, betas)))
-    gammas = self._gammas(betas)
+    cuts, gammas = self._cuts(betas, own, device=True)
     if gammas is not None:
       gammas = jnp.asarray(pad_rows(gammas, size), jnp.float32)
-    return (*per_layer, self._device_cuts, gammas)
+    return (*per_layer, cuts, gammas)
 
-  def evaluate(self, splits, alphas, betas, steps, c=None) -> Evaluated:
+  def evaluate(self, splits, alphas, betas, steps, c=None, own=None,
+               own_repeat: int = 1) -> Evaluated:
     """Optimises alpha/beta of each domain (padded batch); `c` (D, out),
-    a spec row per domain, replaces the problem's spec."""
+    a spec row per domain, replaces the problem's spec; `own`: the
+    vertices (vertex_bits) of the domains' own cuts, if any, one per
+    `own_repeat` consecutive domains."""
     n, cfg = len(splits), self.config
-    device = self._device
+    device, size = self._device, padded_size(n, cfg.batch_size)
     if c is not None:
-      size = padded_size(n, cfg.batch_size)
       device = (*device[:-1], jnp.asarray(pad_rows(c, size), jnp.float32))
+    if own is not None:
+      own = self._own_device(own, size, own_repeat)
     new_a, new_b, bound, vertex, margin, coeffs, gammas = optimise(
-        *device, *self._batch(splits, alphas, betas, cfg.batch_size),
+        *device, *self._batch(splits, alphas, betas, cfg.batch_size, own),
         steps=steps, alpha_lr=cfg.alpha_lr, beta_lr=cfg.beta_lr)
     cat = lambda arrays: np.concatenate([np.asarray(a) for a in arrays], 1)[:n]
     return Evaluated(cat(new_a), cat([*new_b, gammas]),
                      np.asarray(bound, np.float64)[:n],
                      np.asarray(vertex, np.float64)[:n],
                      np.asarray(margin, np.float64)[:n],
-                     [np.asarray(k)[:n] for k in coeffs])
+                     [np.asarray(k)[:n] for k in coeffs],
+                     None if own is None else own.input_coeffs)
 
   def one_pass_bound(self, splits, alphas, betas) -> np.ndarray:
     """float32 bounds without optimisation (branching candidates; batches
@@ -155,21 +244,25 @@ class Problem:
         splits, alphas, betas, 4 * self.config.batch_size))
     return np.asarray(bound)[:len(splits)]
 
-  def proven(self, splits, alphas, betas, c=None) -> np.ndarray:
-    """The domains' bounds in float64, less the round-off allowance."""
+  def proven(self, splits, alphas, betas, c=None, own=None) -> np.ndarray:
+    """The domains' bounds in float64, less the round-off allowance (with
+    their own cuts `own`, if given)."""
     per_layer, c = self.slices.per_layer, self.c if c is None else c
+    cuts, gammas = self._cuts(betas, own)
     return proofs.bound_float64(self.network, self.in_lower, self.in_upper,
                                 self.layer_bounds, c, per_layer(splits),
                                 per_layer(alphas), per_layer(betas),
-                                self.cuts, self._gammas(betas))
+                                cuts, gammas)
 
   def pool_minimum(self, pool: DomainPool, seconds: float = math.inf,
                    chunk: int = 4096) -> float:
     """The lowest proven bound over the open domains (re-proved for about
     `seconds` at most)."""
+    own = lambda rows: (None if self.own_neurons is None
+                        else self.own_at(pool.cut_vertex[rows]))
     return proofs.min_proven_bound(pool.lb, lambda rows: self.proven(
-        pool.splits[rows], pool.alphas[rows], pool.betas[rows]), chunk,
-                                   seconds)
+        pool.splits[rows], pool.alphas[rows], pool.betas[rows],
+        own=own(rows)), chunk, seconds)
 
   def leaf(self, splits_row, c=None):
     return proofs.leaf_minimum(self.network, self.in_lower, self.in_upper,

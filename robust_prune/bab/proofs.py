@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
-from robust_prune.bounds import relaxation
+from robust_prune.bounds import hull_cuts, relaxation
 from robust_prune.bab.domain_bound import domain_bounds
 from robust_prune.network import Network
 
@@ -26,8 +26,9 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
   the same back-substitution (the proof), less `bounds.roundoff_allowance`
   for the magnitude of every term summed (each cut adds a term to the sums
   it enters: two per cut are allowed for)."""
+  sets = () if cuts is None else hull_cuts.as_sets(cuts)
   if cuts is not None:
-    cuts = type(cuts)(*_float64(cuts))
+    cuts = tuple(type(one)(*_float64(one)) for one in sets)
     gammas = np.asarray(gammas, np.float64)
   result = domain_bounds(
       _float64(network.weights), _float64(network.biases),
@@ -35,7 +36,7 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
       layer_bounds.lowers[:-1], layer_bounds.uppers[:-1],
       np.asarray(c, np.float64), _float64(splits), _float64(alphas),
       _float64(betas), cuts, gammas, xp=np, track_magnitude=True)
-  extra = 0 if cuts is None else 2 * cuts.count
+  extra = 2 * sum(one.count for one in sets)
   return result.bound - bounds_lib.roundoff_allowance(
       network, result.magnitude, extra)
 

@@ -28,6 +28,15 @@ from robust_prune.bab.problem import Incumbent, Problem
 from robust_prune.network import Network
 
 
+@dataclasses.dataclass
+class SearchDomains(DomainPool):
+  """Domains with the box vertices own cuts are made at (Problem.vertex_bits;
+  (D, 0) without own cuts): `vertex`, the domain's minimising one (its
+  children's cuts), and `cut_vertex`, its parent's (its own cuts)."""
+  vertex: np.ndarray
+  cut_vertex: np.ndarray
+
+
 class _Search:
   """The loop's state: the open pool, the incumbent, the smallest proven
   bound of the domains closed so far, and the count of domains bounded."""
@@ -82,14 +91,33 @@ class _Search:
       problem = self.problem
       if evaluated is None:
         return self.result("witness", -np.inf)
+      if problem.config.own_cuts:
+        evaluated = self.own_neurons(evaluated)
+        problem = self.problem
     lb = problem.proven(splits, evaluated.alphas, evaluated.betas)
     if self.best.closes(lb[0]):
       return self.result("proved", lb[0])
     self.checked_at = self.best.threshold()
-    self.pool = OpenDomains(DomainPool(
+    bits = problem.vertex_bits(evaluated.vertex)
+    self.pool = OpenDomains(SearchDomains(
         splits, evaluated.alphas, evaluated.betas, lb, lb.copy(),
-        problem.scores(evaluated.coeffs, splits)))
+        problem.scores(evaluated.coeffs, splits), bits, bits))
     return None
+
+  def own_neurons(self, evaluated):
+    """Chooses the own cuts' neurons: the first-layer neurons whose root
+    cuts weigh most (the root's gammas); the root's own gammas start at 0."""
+    problem, n = self.problem, self.problem.slices.num_neurons
+    gammas = evaluated.betas[0, n:n + problem.cuts.count]
+    live = (problem.cuts.neurons.sum(1) > 0) & (gammas > 0)
+    top = np.argsort(-np.where(live, gammas, -np.inf))[:problem.config.own_cuts]
+    top = top[live[top]]
+    if top.size == 0:
+      return evaluated
+    self.problem = problem.with_own(np.argmax(problem.cuts.neurons[top], 1))
+    betas = np.zeros((1, self.problem.multipliers), np.float32)
+    betas[:, :evaluated.betas.shape[1]] = evaluated.betas
+    return dataclasses.replace(evaluated, betas=betas)
 
   def cut_rounds(self, splits, evaluated):
     """Adds first-layer hull cuts at the root's minimising vertex and
@@ -132,7 +160,8 @@ class _Search:
     recheck = np.flatnonzero(pool.key >= self.best.threshold() - SLACK32)
     if recheck.size:
       pool.lb[recheck] = np.maximum(pool.lb[recheck], self.problem.proven(
-          pool.splits[recheck], pool.alphas[recheck], pool.betas[recheck]))
+          pool.splits[recheck], pool.alphas[recheck], pool.betas[recheck],
+          own=self.problem.own_at(pool.cut_vertex[recheck])))
     shut = self.best.closes(pool.lb)
     if shut.any():
       self.closed_min = min(self.closed_min, float(pool.lb[shut].min()))
@@ -168,7 +197,11 @@ class _Search:
     problem = self.problem
     splits, alphas, betas = branch(parents.splits, parents.alphas,
                                    parents.betas, neuron)
-    evaluated = problem.evaluate(splits, alphas, betas, problem.config.steps)
+    # both children of a parent get the facets at its minimising vertex
+    cut_vertex = np.repeat(parents.vertex, 2, 0)
+    own = None if problem.own_neurons is None else parents.vertex
+    evaluated = problem.evaluate(splits, alphas, betas, problem.config.steps,
+                                 own=own, own_repeat=2)
     self.domains += len(splits)
     if self.best.consider(evaluated.vertex, evaluated.vertex_margin):
       return self.result("witness", -np.inf)
@@ -179,9 +212,14 @@ class _Search:
     maybe = np.flatnonzero(key >= self.best.threshold() - SLACK32)
     if maybe.size:
       lb[maybe] = np.maximum(lb[maybe], problem.proven(
-          splits[maybe], evaluated.alphas[maybe], evaluated.betas[maybe]))
-    children = DomainPool(splits, evaluated.alphas, evaluated.betas, lb, key,
-                          problem.scores(evaluated.coeffs, splits))
+          splits[maybe], evaluated.alphas[maybe], evaluated.betas[maybe],
+          own=None if own is None else problem.own_proof(
+              # indexing on the device would compile a gather per size
+              np.asarray(evaluated.own_coeffs)[maybe])))
+    children = SearchDomains(splits, evaluated.alphas, evaluated.betas, lb,
+                             key, problem.scores(evaluated.coeffs, splits),
+                             problem.vertex_bits(evaluated.vertex),
+                             cut_vertex)
     self.pool.add(self.close(children, lb))
     return None
 
@@ -353,8 +391,18 @@ def warm_up(network: Network, lower, upper, layers: bounds_lib.LayerBounds,
     problem = problem.with_cuts()
   betas = lambda size: zeros(size, width=problem.multipliers)
   problem.evaluate(zeros(1, np.int8), zeros(1), betas(1), config.root_steps)
+  if problem.cut_rounds and config.own_cuts:
+    problem = problem.with_own(np.arange(min(config.own_cuts,
+                                             len(network.biases[0]))))
   for size in padded_sizes(config.batch_size):
+    own = None if problem.own_neurons is None else np.zeros(
+        (size, len(lower)), bool)
     problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
-                     config.steps)
+                     config.steps, own=own)
+    if own is not None:
+      problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
+                       config.steps, own=own[:max(size // 2, 1)],
+                       own_repeat=2)
+      problem.own_at(own)
   for size in padded_sizes(4 * config.batch_size):
     problem.one_pass_bound(zeros(size, np.int8), zeros(size), betas(size))

@@ -81,27 +81,56 @@ def _per_domain(cuts) -> bool:
   return cuts.input_coeffs.ndim == 3
 
 
+def _cut_sets(cuts, gammas):
+  """(cut set, its gammas) for one Cuts or a tuple of them (e.g. shared
+  root cuts then per-domain ones), the gammas in the same order."""
+  if hasattr(cuts, "input_coeffs"):
+    return [(cuts, gammas)]
+  out, start = [], 0
+  for one in cuts:
+    count = one.constant.shape[-1]
+    out.append((one, gammas[..., start:start + count]))
+    start += count
+  return out
+
+
 def _cut_constants(gammas, cuts, xp, f=lambda a: a):
   """sum_k gamma_k f(c_k) per domain."""
-  c = f(cuts.constant)
-  return xp.sum(gammas * c, axis=-1) if _per_domain(cuts) else gammas @ c
+  total = 0.0
+  for one, g in _cut_sets(cuts, gammas):
+    c = f(one.constant)
+    total = total + (xp.sum(g * c, axis=-1) if _per_domain(one) else g @ c)
+  return total
 
 
 def _cut_inputs(gammas, cuts, xp, f=lambda a: a):
   """sum_k gamma_k f(v_k) per domain."""
-  v = f(cuts.input_coeffs)
-  return (xp.einsum("...k,...ki->...i", gammas, v) if _per_domain(cuts)
-          else gammas @ v)
+  total = 0.0
+  for one, g in _cut_sets(cuts, gammas):
+    v = f(one.input_coeffs)
+    # per domain: a batched (1, K) x (K, n_in) product (numpy's einsum
+    # of this form is a slow loop; XLA's fused multiply-and-sum was slower)
+    total = total + (xp.matmul(g[..., None, :], v)[..., 0, :]
+                     if _per_domain(one) else g @ v)
+  return total
+
+
+def _cut_neurons(gammas, cuts, f=lambda a: a):
+  """sum_k gamma_k f(e_{n_k}): the cuts' coefficients on h_0."""
+  total = 0.0
+  for one, g in _cut_sets(cuts, gammas):
+    total = total + g @ f(one.neurons)
+  return total
 
 
 def _add_cuts(lam, const, mag, mag_const, cuts, gammas, xp):
   """The coefficients on h_0 and the constant after subtracting
   gamma * (v.x + c - h_0[n]) for every cut (the x terms follow at the end)."""
   gammas = xp.maximum(gammas, 0)
-  lam = lam + gammas @ cuts.neurons
+  lam = lam + _cut_neurons(gammas, cuts)
   const = const - _cut_constants(gammas, cuts, xp)
   if mag is not None:
-    mag = mag + gammas @ xp.abs(cuts.neurons)
+    mag = mag + _cut_neurons(gammas, cuts, xp.abs)
     mag_const = mag_const + _cut_constants(gammas, cuts, xp, xp.abs)
   return lam, const, mag, mag_const
 
@@ -118,7 +147,8 @@ def backsubstitute(spec, weights: Sequence, biases: Sequence,
   against the coefficients (per neuron, per domain or per spec row);
   betas/splits (optional) per hidden layer, like the relaxations; cuts
   (bounds.hull_cuts.Cuts, on the first hidden layer; shared, or one set per
-  domain) with their multipliers gammas (..., K) (optional)."""
+  domain, or a tuple of such sets) with their multipliers gammas (..., K),
+  the sets' in order (optional)."""
   use_cuts = cuts is not None and gammas is not None
   lam = spec
   const = (xp.zeros(spec.shape[:-1], spec.dtype) if spec_bias is None

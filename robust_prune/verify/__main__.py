@@ -92,6 +92,12 @@ def define_flags():
                        "first-layer neuron, the facet of its convex hull "
                        "over the input box tightest at the root's minimising "
                        "input; 0: none.")
+  flags.DEFINE_integer("bab_own_cuts", VerifyConfig.bab_own_cuts,
+                       "first-layer neurons (those whose root cuts weigh "
+                       "most) that also get, in each domain, the hull facet "
+                       "tightest at its parent's minimising input; 0: none "
+                       "(on 2 CPU cores at delta 0.1 it did not pay, see "
+                       "BUILD_NOTES).")
   flags.DEFINE_float("refine_seconds", VerifyConfig.refine_seconds,
                      "refine: cap in seconds on the refinement of an image's "
                      "later-layer bounds (also at most a quarter of what "
@@ -139,6 +145,9 @@ def check_flags():
   if FLAGS.bab_cut_rounds < 0:
     raise EvaluateError(f"--bab_cut_rounds must be >= 0 (0: no cuts), got "
                         f"{FLAGS.bab_cut_rounds}")
+  if FLAGS.bab_own_cuts < 0:
+    raise EvaluateError(f"--bab_own_cuts must be >= 0 (0: none), got "
+                        f"{FLAGS.bab_own_cuts}")
   if not (math.isfinite(FLAGS.refine_seconds) and FLAGS.refine_seconds >= 0):
     raise EvaluateError(f"--refine_seconds must be a finite number of "
                         f"seconds >= 0, got {FLAGS.refine_seconds}")
@@ -199,7 +208,7 @@ def main(argv):
       engine=FLAGS.engine, ray_address=FLAGS.ray_address,
       image_time_limit=FLAGS.image_time_limit,
       bab_intermediate=FLAGS.bab_intermediate,
-      bab_cut_rounds=FLAGS.bab_cut_rounds,
+      bab_cut_rounds=FLAGS.bab_cut_rounds, bab_own_cuts=FLAGS.bab_own_cuts,
       refine_seconds=FLAGS.refine_seconds, refine_rounds=FLAGS.refine_rounds)
   wanted = set(indices)
   mine = [r for r in results if r.image_index in wanted]

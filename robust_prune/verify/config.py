@@ -60,6 +60,9 @@ class VerifyConfig:
   # certify/targeted: rounds of first-layer hull cuts at each branch and
   # bound's root (bab.BabConfig.cut_rounds; 0: none).
   bab_cut_rounds: int = BabConfig.cut_rounds
+  # certify/targeted: first-layer neurons given a facet at each domain's
+  # parent's vertex (bab.BabConfig.own_cuts; 0: none)
+  bab_own_cuts: int = BabConfig.own_cuts
   # certify/targeted with refine: the refinement's cap in seconds (it also
   # takes at most a quarter of what the image budget has left) and its
   # rounds of side searches (bab.RefineConfig; 0: the per-side cut bounds
@@ -75,13 +78,16 @@ class VerifyConfig:
     if self.bab_cut_rounds < 0:
       raise ValueError(f"bab_cut_rounds must be >= 0, got "
                        f"{self.bab_cut_rounds}")
+    if self.bab_own_cuts < 0:
+      raise ValueError(f"bab_own_cuts must be >= 0, got {self.bab_own_cuts}")
     if not (self.refine_seconds >= 0 and self.refine_rounds >= 0):
       raise ValueError(f"refine_seconds must be >= 0 and refine_rounds >= 0,"
                        f" got {self.refine_seconds}, {self.refine_rounds}")
 
   def bab_config(self, time_limit: float) -> BabConfig:
     """The branch and bound's options for one search of this run."""
-    return BabConfig(time_limit=time_limit, cut_rounds=self.bab_cut_rounds)
+    return BabConfig(time_limit=time_limit, cut_rounds=self.bab_cut_rounds,
+                     own_cuts=self.bab_own_cuts)
 
   def refine_config(self) -> RefineConfig:
     """The refinement's options (its cap before any image budget's share)."""

@@ -132,6 +132,7 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   image_time_limit: float = 0.0,
                   bab_intermediate: str = "auto",
                   bab_cut_rounds: int = VerifyConfig.bab_cut_rounds,
+                  bab_own_cuts: int = VerifyConfig.bab_own_cuts,
                   refine_seconds: float = VerifyConfig.refine_seconds,
                   refine_rounds: int = VerifyConfig.refine_rounds
                   ) -> list[Verdict]:
@@ -148,6 +149,7 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
         bab_time_limit=float(bab_time_limit),
         image_time_limit=float(image_time_limit),
         bab_intermediate=bab_intermediate, bab_cut_rounds=int(bab_cut_rounds),
+        bab_own_cuts=int(bab_own_cuts),
         refine_seconds=float(refine_seconds), refine_rounds=int(refine_rounds))
   images, indices = _checked_inputs(network, images, labels, indices)
   if engine not in engines.ENGINES:
