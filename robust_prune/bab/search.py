@@ -395,14 +395,13 @@ def warm_up(network: Network, lower, upper, layers: bounds_lib.LayerBounds,
     problem = problem.with_own(np.arange(min(config.own_cuts,
                                              len(network.biases[0]))))
   for size in padded_sizes(config.batch_size):
-    own = None if problem.own_neurons is None else np.zeros(
-        (size, len(lower)), bool)
+    # without own cuts too: a search whose root chose no neuron runs so
     problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
-                     config.steps, own=own)
-    if own is not None:
+                     config.steps)
+    if problem.own_neurons is not None:   # children: a parent's vertex each
+      own = np.zeros((size, len(lower)), bool)
       problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
-                       config.steps, own=own[:max(size // 2, 1)],
-                       own_repeat=2)
-      problem.own_at(own)
+                       config.steps, own=own[:size // 2], own_repeat=2)
+      problem.own_at(own)   # the re-proofs' facets
   for size in padded_sizes(4 * config.batch_size):
     problem.one_pass_bound(zeros(size, np.int8), zeros(size), betas(size))

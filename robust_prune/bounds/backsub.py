@@ -26,6 +26,8 @@ from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
 
+from robust_prune.bounds import hull_cuts
+
 
 class Backsub(NamedTuple):
   bound: object         # (...,) lower bound of the objective over the box
@@ -84,10 +86,8 @@ def _per_domain(cuts) -> bool:
 def _cut_sets(cuts, gammas):
   """(cut set, its gammas) for one Cuts or a tuple of them (e.g. shared
   root cuts then per-domain ones), the gammas in the same order."""
-  if hasattr(cuts, "input_coeffs"):
-    return [(cuts, gammas)]
   out, start = [], 0
-  for one in cuts:
+  for one in hull_cuts.as_sets(cuts):
     count = one.constant.shape[-1]
     out.append((one, gammas[..., start:start + count]))
     start += count
