@@ -24,8 +24,12 @@ def _domains(seed):
   alphas = per_layer(rng.uniform(size=(d, 10)))
   betas = per_layer(rng.uniform(size=(d, 10)))
   vertices = np.where(rng.random((d, 5)) < 0.5, lower, upper)
-  cuts = hull_cuts.vertex_facets(net.weights[0], net.biases[0], lower, upper,
-                                 vertices)
+  plan = hull_cuts.facet_plan(net.weights[0], net.biases[0], lower, upper,
+                              None, 6)
+  rows, _ = hull_cuts.vertex_facet_rows(
+      plan, np.abs(vertices - upper) < np.abs(vertices - lower))
+  cuts = hull_cuts.Cuts(plan.neurons, rows, hull_cuts.valid_constants(
+      rows, plan.w, plan.bias, lower, upper))
   gammas = rng.uniform(size=(d, cuts.count))
   return net, lower, upper, crown, splits, alphas, betas, cuts, gammas
 
@@ -112,15 +116,14 @@ def test_a_deeper_net_tightens_every_later_layer_soundly():
 
 
 def test_a_planted_unsound_cut_is_caught(monkeypatch):
-  """Cuts whose constants are lowered by 1 cut off true points: the
+  """Proof cuts whose constants are lowered by 1 cut off true points: the
   tightened bounds then leave some exact range."""
-  honest = hull_cuts.vertex_facets
+  honest = hull_cuts.valid_constants
 
   def planted(*args, **kwargs):
-    cuts = honest(*args, **kwargs)
-    return cuts._replace(constant=cuts.constant - 1.0)
+    return honest(*args, **kwargs) - 1.0
 
-  monkeypatch.setattr(hull_cuts, "vertex_facets", planted)
+  monkeypatch.setattr(hull_cuts, "valid_constants", planted)
   caught = 0
   for seed in SEEDS:
     net, lower, upper, crown = _case(seed)

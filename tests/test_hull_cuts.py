@@ -159,66 +159,77 @@ def test_cut_rounds_must_not_be_negative():
     bab.BabConfig(cut_rounds=-1)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_vertex_facets_are_the_facets_at_each_vertex_and_valid(seed):
-  rng, w, b, lower, upper = _layer(seed, n_in=6, width=7)
-  w[1, 2] = 0.0                                   # a zero weight
-  every = _vertices(lower, upper)
-  points = every[rng.choice(len(every), 9, replace=False)]
-  # float32 vertices, as the search's minimising vertices are
-  batched = hull_cuts.vertex_facets(w, b, lower, upper,
-                                    points.astype(np.float32))
-  assert batched.input_coeffs.shape[0] == len(points)
-  for s, point in enumerate(points):
-    one = hull_cuts.first_layer_facets(w, b, lower, upper, point)
-    np.testing.assert_array_equal(batched.neurons, one.neurons)
-    np.testing.assert_allclose(batched.input_coeffs[s], one.input_coeffs,
-                               rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(batched.constant[s], one.constant,
-                               rtol=1e-12, atol=1e-12)
-    relu = np.maximum(every @ w + b, 0) @ one.neurons.T
-    worst = relu - (every @ batched.input_coeffs[s].T + batched.constant[s])
-    assert worst.max() <= 0.0
-    # tight at its own vertex: the hull is exact at a vertex
-    at = np.maximum(point @ w + b, 0) @ one.neurons.T
-    np.testing.assert_allclose(
-        batched.input_coeffs[s] @ point + batched.constant[s], at,
-        atol=1e-7)
-
-
 def _unstable(w, b, lower, upper):
   lows = b + np.minimum(w * lower[:, None], w * upper[:, None]).sum(0)
   ups = b + np.maximum(w * lower[:, None], w * upper[:, None]).sum(0)
   return np.flatnonzero((lows < 0) & (ups > 0))
 
 
+def _at_upper(points, lower, upper):
+  return np.abs(points - upper) < np.abs(points - lower)
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_vertex_facet_rows_are_vertex_facets_in_numpy_and_under_jit(seed):
-  """The search's own cuts (a running sum per neuron, no per-vertex sort)
-  are `vertex_facets` at each vertex, for chosen neurons padded with zero
-  rows; under jax.jit in float32 to round-off."""
-  import jax
-  import jax.numpy as jnp
+def test_vertex_facet_rows_are_the_facets_at_each_vertex_and_valid(seed):
+  """At many vertices at once (a running sum per neuron, no per-vertex
+  sort), every unstable neuron's rows are first_layer_facets' facet at
+  that vertex (its own sort); with valid_constants each is a cut valid on
+  the box and tight at its vertex."""
+  rng, w, b, lower, upper = _layer(seed, n_in=6, width=7)
+  w[1, 2] = 0.0                                   # a zero weight
+  every = _vertices(lower, upper)
+  points = every[rng.choice(len(every), 9, replace=False)]
+  plan = hull_cuts.facet_plan(w, b, lower, upper, None, 7)
+  k = len(_unstable(w, b, lower, upper))
+  assert k > 0
+  rows, constant = hull_cuts.vertex_facet_rows(
+      plan, _at_upper(points.astype(np.float32), lower, upper))
+  assert not rows[:, k:].any() and not constant[:, k:].any()
+  valid = hull_cuts.valid_constants(rows, plan.w, plan.bias, lower, upper)
+  for s, point in enumerate(points):
+    one = hull_cuts.first_layer_facets(w, b, lower, upper, point)
+    np.testing.assert_array_equal(plan.neurons[:k], one.neurons)
+    np.testing.assert_allclose(rows[s, :k], one.input_coeffs, atol=1e-12)
+    np.testing.assert_allclose(constant[s, :k], one.constant, atol=1e-7)
+    np.testing.assert_allclose(valid[s, :k], one.constant, atol=1e-7)
+    cuts = hull_cuts.Cuts(plan.neurons, rows[s], valid[s])
+    assert _worst_violation(cuts, w, b, lower, upper) <= 0.0
+    # tight at its own vertex: the hull is exact at a vertex
+    at = np.maximum(point @ w + b, 0) @ one.neurons.T
+    np.testing.assert_allclose(rows[s, :k] @ point + valid[s, :k], at,
+                               atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vertex_cuts_on_the_device_are_the_facets_of_chosen_neurons(seed):
+  """bab.vertex_cuts: chosen neurons' facets (padded with zero rows, each
+  vertex's repeated for both children) in float32 under jit equal the
+  float64 facets to round-off, and their proof cuts are valid."""
+  from robust_prune.bab.vertex_cuts import VertexCuts
   rng, w, b, lower, upper = _layer(seed, n_in=7, width=8)
   w[2, 3] = 0.0
   chosen = _unstable(w, b, lower, upper)[::-1][:4]
-  bits = rng.random((12, len(lower))) < 0.5
-  reference = hull_cuts.vertex_facets(w, b, lower, upper,
-                                      np.where(bits, upper, lower), chosen)
-  plan = hull_cuts.facet_plan(w, b, lower, upper, chosen, len(chosen) + 2)
-  rows, constant = hull_cuts.vertex_facet_rows(plan, bits)
   k = len(chosen)
-  np.testing.assert_allclose(rows[:, :k], reference.input_coeffs, atol=1e-12)
-  np.testing.assert_allclose(constant[:, :k], reference.constant, atol=1e-7)
-  assert not rows[:, k:].any() and not constant[:, k:].any()
-  np.testing.assert_array_equal(plan.neurons[:k], reference.neurons)
-  device = hull_cuts.FacetPlan(*(jnp.asarray(a, {"f": jnp.float32, "i": jnp.int32}
-                                             .get(a.dtype.kind, a.dtype))
-                                 for a in plan))
-  rows32, constant32 = jax.jit(lambda p, x: hull_cuts.vertex_facet_rows(
-      p, x, xp=jnp))(device, bits)
-  np.testing.assert_allclose(rows32, rows, atol=1e-4)
-  np.testing.assert_allclose(constant32, constant, atol=1e-4)
+  points = np.where(rng.random((12, len(lower))) < 0.5, upper, lower)
+  facets = VertexCuts(w, b, lower, upper, chosen, k + 2)
+  device = facets.device(facets.bits(points), 32, repeat=2)
+  rows32 = np.asarray(device.input_coeffs)
+  assert rows32.shape == (32, k + 2, len(lower))
+  proof = facets.proof(rows32[:24:2])
+  for s, point in enumerate(points):
+    one = hull_cuts.first_layer_facets(w, b, lower, upper, point, chosen)
+    np.testing.assert_array_equal(np.asarray(device.neurons)[:k], one.neurons)
+    for row in (2 * s, 2 * s + 1):
+      np.testing.assert_allclose(rows32[row, :k], one.input_coeffs,
+                                 atol=1e-4)
+      np.testing.assert_allclose(np.asarray(device.constant)[row, :k],
+                                 one.constant, atol=1e-4)
+    assert not rows32[2 * s, k:].any()
+    cuts = hull_cuts.Cuts(proof.neurons, proof.input_coeffs[s],
+                          proof.constant[s])
+    assert _worst_violation(cuts, w, b, lower, upper) <= 0.0
+    np.testing.assert_allclose(proof.constant[s, :k], one.constant,
+                               atol=1e-4)
 
 
 @pytest.mark.parametrize("seed", range(6))

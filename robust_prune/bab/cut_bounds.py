@@ -5,7 +5,7 @@ made at and loose elsewhere. Cuts made at one second-layer neuron's
 minimising vertex hardly move another neuron's bound (300-100 net, delta
 0.1, images 2 and 7: by 0.003-0.09, against 0.3-1.0 for its own cuts), so
 each side (neuron, sign) of a later layer gets one facet per unstable
-first-layer neuron at its own minimising vertex (hull_cuts.vertex_facets),
+first-layer neuron at its own minimising vertex (bab.vertex_cuts),
 and its alpha and gamma are optimised for it alone: the sides are the
 domains of one batched bound, each with its own cuts (bounds.backsub's
 per-domain cuts). Measured there (the refinement's first step, ~3 s per
@@ -29,7 +29,7 @@ from robust_prune import bounds as bounds_lib
 from robust_prune.bab.domain_bound import optimise
 from robust_prune.bab.domains import LayerSlices, pad_rows
 from robust_prune.bab.proofs import bound_float64
-from robust_prune.bounds import hull_cuts
+from robust_prune.bab.vertex_cuts import VertexCuts
 from robust_prune.network import Network
 
 
@@ -62,17 +62,16 @@ def _cut_problem(network: Network, layer_bounds, k: int):
       tuple(layer_bounds.uppers[:k]) + (dummy,))
 
 
-def own_cuts(network: Network, in_lower, in_upper, vertices,
-             width: int) -> hull_cuts.Cuts:
-  """Per row of `vertices`, the facet of every unstable first-layer neuron
-  tightest at that vertex, padded to `width` slots: per-domain cuts."""
-  return hull_cuts.padded(hull_cuts.vertex_facets(
-      network.weights[0], network.biases[0], in_lower, in_upper, vertices),
-                          width)
+def vertex_cuts(network: Network, in_lower, in_upper) -> VertexCuts:
+  """Facets of every unstable first-layer neuron, one slot per neuron of
+  the layer (one compiled shape for every image)."""
+  return VertexCuts(network.weights[0], network.biases[0], in_lower,
+                    in_upper, None, len(network.biases[0]))
 
 
-def _chunk_bounds(cut, layers, in_lower, in_upper, specs, config):
-  """Proven lower bounds of specs . y_k (one row per side, a full chunk)."""
+def _chunk_bounds(cut, layers, in_lower, in_upper, specs, config, facets):
+  """Proven lower bounds of specs . y_k (one row per side, a full chunk),
+  each side with `facets` at its own minimising vertex."""
   f32 = lambda a: np.asarray(a, np.float32)
   slices = LayerSlices.of(cut.hidden_widths)
   lows = np.concatenate(layers.lowers[:-1])
@@ -90,17 +89,16 @@ def _chunk_bounds(cut, layers, in_lower, in_upper, specs, config):
       *device, per_layer(splits), per_layer(alphas), per_layer(zeros),
       steps=config.vertex_steps, alpha_lr=config.alpha_lr,
       beta_lr=config.gamma_lr)
-  cuts = own_cuts(cut, in_lower, in_upper, np.asarray(vertex, np.float64),
-                  len(cut.biases[0]))
+  cuts = facets.device(facets.bits(np.asarray(vertex)), d)
   alphas, _, _, _, _, _, gammas = optimise(
-      *device, per_layer(splits), alphas, per_layer(zeros),
-      hull_cuts.Cuts(*(f32(a) for a in cuts)),
+      *device, per_layer(splits), alphas, per_layer(zeros), cuts,
       f32(np.zeros((d, cuts.count))), steps=config.steps,
       alpha_lr=config.alpha_lr, beta_lr=config.gamma_lr)
   return bound_float64(cut, in_lower, in_upper, layers, specs,
                        slices.per_layer(splits),
                        [np.asarray(a) for a in alphas],
-                       slices.per_layer(zeros), cuts, np.asarray(gammas))
+                       slices.per_layer(zeros),
+                       facets.proof(cuts.input_coeffs), np.asarray(gammas))
 
 
 def tighten_layer(network: Network, in_lower, in_upper,
@@ -120,13 +118,14 @@ def tighten_layer(network: Network, in_lower, in_upper,
   neuron = np.concatenate([neurons, neurons])
   specs = np.zeros((len(signs), len(lowers[k])))
   specs[np.arange(len(signs)), neuron] = signs
+  facets = vertex_cuts(network, in_lower, in_upper)
   for rows in np.array_split(np.arange(len(signs)),
                              -(-len(signs) // config.chunk)):
     if time.perf_counter() >= t_end:
       break
     found = _chunk_bounds(cut, layers, in_lower, in_upper,
                           pad_rows(specs[rows], config.chunk),
-                          config)[:len(rows)]
+                          config, facets)[:len(rows)]
     low = signs[rows] > 0
     j = neuron[rows]
     lowers[k][j[low]] = np.maximum(lowers[k][j[low]], found[low])
@@ -139,7 +138,9 @@ def warm_up(network: Network, in_lower, in_upper,
             config: CutBoundsConfig = CutBoundsConfig()):
   """Compiles the bounds of one chunk of sides for each later hidden layer
   (once per process)."""
+  facets = vertex_cuts(network, in_lower, in_upper)
   for k in range(1, network.num_layers - 1):
     cut, layers = _cut_problem(network, layer_bounds, k)
     _chunk_bounds(cut, layers, in_lower, in_upper,
-                  np.zeros((config.chunk, network.hidden_widths[k])), config)
+                  np.zeros((config.chunk, network.hidden_widths[k])), config,
+                  facets)

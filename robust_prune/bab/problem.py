@@ -13,10 +13,8 @@ vertex (one set per domain)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -27,15 +25,8 @@ from robust_prune.bab.config import SLACK32
 from robust_prune.bab.domain_bound import bounds_only, optimise
 from robust_prune.bab.domains import (DomainPool, LayerSlices, pad_rows,
                                       padded_size)
+from robust_prune.bab.vertex_cuts import VertexCuts
 from robust_prune.network import forward
-
-
-@functools.partial(jax.jit, static_argnames=("repeat",))
-def _own_rows(plan, bits, repeat: int = 1):
-  """Own cut rows at the vertices `bits`, each repeated `repeat` times (in
-  the jitted call: an eager repeat compiles per shape)."""
-  rows, constant = hull_cuts.vertex_facet_rows(plan, bits, xp=jnp)
-  return jnp.repeat(rows, repeat, axis=0), jnp.repeat(constant, repeat, axis=0)
 
 
 class Incumbent:
@@ -99,14 +90,9 @@ class Problem:
     # first-layer neurons given a facet at each domain's own vertex (None:
     # no own cuts), in config.own_cuts slots
     self.own_neurons = own_neurons
-    if own_neurons is not None:
-      self._own_plan64 = hull_cuts.facet_plan(
-          network.weights[0], network.biases[0], in_lower, in_upper,
-          own_neurons, config.own_cuts)
-      self._own_plan = hull_cuts.FacetPlan(*(
-          jnp.asarray(a, {"f": jnp.float32, "i": jnp.int32}.get(
-              a.dtype.kind, a.dtype))
-          for a in self._own_plan64))
+    self._own = None if own_neurons is None else VertexCuts(
+        network.weights[0], network.biases[0], in_lower, in_upper,
+        own_neurons, config.own_cuts)
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     self._device = (tuple(f32(w) for w in network.weights),
                     tuple(f32(b) for b in network.biases), f32(in_lower),
@@ -150,27 +136,14 @@ class Problem:
   def vertex_bits(self, vertices) -> np.ndarray:
     """Which end of the box each input of a minimising vertex is at (what
     a domain keeps for its children's own cuts; (D, 0) without them)."""
-    vertices = np.atleast_2d(vertices)
-    if self.own_neurons is None:
-      return np.zeros((len(vertices), 0), bool)
-    return (np.abs(vertices - self.in_upper)
-            < np.abs(vertices - self.in_lower))
-
-  def _own_device(self, bits, size: int, repeat: int = 1) -> hull_cuts.Cuts:
-    """float32 own cuts at the vertices `bits`, each row repeated `repeat`
-    times (both children of a parent share its vertex) and padded to
-    `size` rows."""
-    coeffs, constant = _own_rows(self._own_plan, pad_rows(
-        np.asarray(bits, bool), size // repeat), repeat=repeat)
-    return hull_cuts.Cuts(self._own_plan.neurons, coeffs, constant)
+    if self._own is None:
+      return np.zeros((len(np.atleast_2d(vertices)), 0), bool)
+    return self._own.bits(vertices)
 
   def own_proof(self, coeffs) -> hull_cuts.Cuts:
-    """Own cuts for the float64 proof from float32 facet rows (D, K, n_in):
-    their constants recomputed in float64 to be valid on the whole box
-    (hull_cuts.valid_constants), whatever the rows' round-off."""
-    plan, coeffs = self._own_plan64, np.asarray(coeffs, np.float64)
-    return hull_cuts.Cuts(plan.neurons, coeffs, hull_cuts.valid_constants(
-        coeffs, plan.w, plan.bias, self.in_lower, self.in_upper))
+    """Own cuts for the float64 proof from float32 facet rows (D, K, n_in)
+    (bab.vertex_cuts: constants valid on the whole box)."""
+    return self._own.proof(coeffs)
 
   def own_at(self, bits) -> hull_cuts.Cuts | None:
     """Per row of `bits` (vertex_bits), the facet of each own neuron
@@ -182,7 +155,7 @@ class Problem:
     rows = [bits[i:i + size] for i in range(0, len(bits), size)]
     return self.own_proof(np.concatenate(
         [np.zeros((0, self.config.own_cuts, len(self.in_lower)))]
-        + [np.asarray(self._own_device(part, padded_size(len(part), size))
+        + [np.asarray(self._own.device(part, padded_size(len(part), size))
                       .input_coeffs)[:len(part)] for part in rows]))
 
   def _gammas(self, betas):
@@ -225,7 +198,7 @@ class Problem:
     if c is not None:
       device = (*device[:-1], jnp.asarray(pad_rows(c, size), jnp.float32))
     if own is not None:
-      own = self._own_device(own, size, own_repeat)
+      own = self._own.device(own, size, own_repeat)
     new_a, new_b, bound, vertex, margin, coeffs, gammas = optimise(
         *device, *self._batch(splits, alphas, betas, cfg.batch_size, own),
         steps=steps, alpha_lr=cfg.alpha_lr, beta_lr=cfg.beta_lr)

@@ -118,47 +118,6 @@ def first_layer_facets(weights, bias, in_lower, in_upper, point,
                  np.asarray(in_upper, np.float64), len(bias))
 
 
-def vertex_facets(weights, bias, in_lower, in_upper, vertices,
-                  neurons=None) -> Cuts:
-  """`first_layer_facets` at many box vertices (S, n_in) at once: one set
-  of cuts per vertex (input rows (S, N, n_in), constants (S, N)). At a
-  vertex every t_i is 0 or 1 (rounded here: any order gives a valid facet),
-  so the order is the t = 1 coordinates, then the others, each by
-  decreasing d: all is computed in one order by d, shared by the vertices."""
-  in_lower = np.asarray(in_lower, np.float64)
-  in_upper = np.asarray(in_upper, np.float64)
-  n = _neurons(weights, bias, in_lower, in_upper, neurons)
-  # (N, n_in) layout: the sums run along the contiguous axis; only the
-  # running sums need the order by d, the facets are built in place
-  w, low_end, up_end, d = (a.T for a in (n.w, n.low_end, n.up_end, n.d))
-  by_d = np.argsort(-d, axis=1, kind="stable")
-  rank = np.argsort(by_d, axis=1)                         # position by d
-  span = up_end - low_end
-  vertices = np.asarray(vertices, np.float64)
-  at_upper = (np.abs(vertices - in_upper) < np.abs(vertices - in_lower))
-  first = (span != 0) & (at_upper[:, None, :] == (w >= 0))  # t_i = 1
-  first_by_d = np.take_along_axis(first, by_d[None], 2)
-  d_by_d = np.take_along_axis(d, by_d, 1)
-  lowest = n.lowest[:, None]
-  part1 = np.cumsum(first_by_d * d_by_d, 2)
-  in_first = (lowest + part1[..., -1:]) >= 0              # h among t = 1
-  running = lowest + np.where(first_by_d, part1, part1[..., -1:] + np.cumsum(
-      ~first_by_d * d_by_d, 2))
-  h = np.argmax((running >= 0) & (first_by_d == in_first), axis=2)[..., None]
-  after = rank > h
-  coeffs = w * np.where(in_first, ~first | after, ~first & after)
-  h_index = np.take_along_axis(np.broadcast_to(by_d, running.shape), h, 2)
-  np.put_along_axis(coeffs, h_index, np.take_along_axis(running, h, 2) / (
-      np.take_along_axis(np.broadcast_to(span, coeffs.shape), h_index, 2)), 2)
-  reach = np.maximum(np.abs(in_lower), np.abs(in_upper))
-  constant = -(coeffs * low_end).sum(2)
-  magnitude = np.abs(coeffs) @ reach
-  constant += CUT_SLACK_REL * (magnitude + np.abs(constant) + 1.0)
-  onehot = np.zeros((len(n.index), len(bias)))
-  onehot[np.arange(len(n.index)), n.index] = 1.0
-  return Cuts(onehot, coeffs, constant)
-
-
 def as_sets(cuts) -> tuple[Cuts, ...]:
   """One Cuts or a tuple of them (bounds.backsub takes either) as a tuple."""
   return (cuts,) if isinstance(cuts, Cuts) else tuple(cuts)
@@ -224,17 +183,30 @@ def facet_plan(weights, bias, in_lower, in_upper, neurons,
                                                  a.dtype)]) for a in plan))
 
 
+_DOMAINS_AT_ONCE = 8
+
+
 def valid_constants(coeffs, w, bias, in_lower, in_upper):
   """The smallest c (float64, plus a round-off slack) with relu(w.x + b)
   <= v.x + c on the whole box, per row v of `coeffs` (..., K, n_in): the
   larger of the maxima of (w - v).x + b and -v.x over the box. Any v gives
   a valid cut this way, so a facet computed in float32 is proven with its
-  constant recomputed here."""
+  constant recomputed here. (A batch's rows are ~15M entries: a few
+  domains at a time, its temporaries stay in cache.)"""
+  if np.ndim(coeffs) == 3 and len(coeffs) > _DOMAINS_AT_ONCE:
+    return np.concatenate([
+        valid_constants(coeffs[i:i + _DOMAINS_AT_ONCE], w, bias, in_lower,
+                        in_upper)
+        for i in range(0, len(coeffs), _DOMAINS_AT_ONCE)])
+  coeffs = np.asarray(coeffs, np.float64)
   mid, rad = (in_upper + in_lower) / 2, (in_upper - in_lower) / 2
-  top = lambda a: a @ mid + np.abs(a) @ rad
-  constant = np.maximum(top(w - coeffs) + bias, top(-coeffs))
   reach = np.maximum(np.abs(in_lower), np.abs(in_upper))
-  magnitude = (np.abs(w - coeffs) + np.abs(coeffs)) @ reach + np.abs(bias)
+  v_mid = coeffs @ mid
+  off = np.abs(w - coeffs)                                 # |w - v|
+  on = np.abs(coeffs, out=np.empty_like(coeffs))           # |v|
+  constant = np.maximum(w @ mid - v_mid + off @ rad + bias,
+                        -v_mid + on @ rad)
+  magnitude = off @ reach + on @ reach + np.abs(bias)
   return constant + CUT_SLACK_REL * (magnitude + np.abs(constant) + 1.0)
 
 
@@ -256,10 +228,12 @@ def _running_sum(x, xp, block: int = 28):
 
 
 def vertex_facet_rows(plan: FacetPlan, at_upper, xp=np):
-  """`vertex_facets` for the plan's neurons at box vertices given by which
-  end each input is at (at_upper (D, n_in) bool), in array code that runs
-  under jax.jit too: input rows (D, K, n_in) and constants (D, K) (exact
-  up to round-off; `valid_constants` makes them valid).
+  """`first_layer_facets` for the plan's neurons at many box vertices at
+  once, given by which end each input is at (at_upper (D, n_in) bool), in
+  array code that runs under jax.jit too: input rows (D, K, n_in) and
+  constants (D, K) (exact up to round-off; `valid_constants` makes them
+  valid). At a vertex every t_i is 0 or 1, so the inputs' order by d
+  (the plan's, shared by all vertices) gives each vertex's order.
 
   Along each neuron's order by d, the order of the facet is the t = 1
   inputs, then the t = 0 ones: the running sum l + S reaches 0 at h within
