@@ -362,6 +362,23 @@ def test_verify_binary_bad_timeout_is_one_error_line(instance_files, tmp_path):
   assert out.read_text().splitlines()[0] == "error"
 
 
+def test_verify_binary_flag_defaults_are_decide_configs():
+  """The binary defines its flags before JAX is imported (so bad ones fail
+  fast), hence apart from DecideConfig: their defaults must stay its."""
+  code = ("from absl import flags\n"
+          "from robust_prune import vnnlib_verify\n"
+          "flags.FLAGS(['vnnlib_verify'])\n"
+          "from robust_prune.formats import decide\n"
+          "made, default = vnnlib_verify.config_from_flags(), "
+          "decide.DecideConfig()\n"
+          "assert made == default, (made, default)\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=_REPO,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr
+
+
 def test_runner_writes_results_resumably_and_records_bad_inputs(
     instance_files, tmp_path):
   folder, _, _ = instance_files
