@@ -81,12 +81,13 @@ class _TurnLog:
   orders the turns. Logs every turn as (target, seconds)."""
 
   def __init__(self, monkeypatch, decide, estimates=None):
-    self.turns, log = [], self
+    self.turns, self.started, log = [], [], self
 
     class FakeSearch:
       def __init__(self, network, lower, upper, c, config, layers):
         self.target = int(np.argmin(c))   # c = e_label - e_target
         self.result, self.count = None, 0
+        log.started.append(self.target)
 
       def estimate(self):
         return (estimates or {}).get(self.target, -1.0)
@@ -251,6 +252,28 @@ def test_a_root_far_from_a_proof_refines_at_once(monkeypatch):
   assert not turns_at_once and left_at_once > 20.0 - 0.5
   assert {t for t, _ in turns_plain} == {first, second, last}
   assert left_plain < 20.0 - 1.0
+
+
+def test_the_first_root_far_from_a_proof_bounds_no_other_plain_root(
+    monkeypatch):
+  # its plain root below REFINE_AT_ONCE_BELOW: the other targets' plain
+  # roots are not bounded (their searches start on the refined bounds)
+  first, second, last = [t for t in range(4) if t != _LABEL]
+  proved = bab.BabResult("robust", 0.5, None, None, 1, 0.1, "proved")
+  below = cascade.bab_turns.REFINE_AT_ONCE_BELOW
+  log = _TurnLog(monkeypatch, lambda t, n, s: proved, {first: below - 0.01})
+  started_at_refine = []
+
+  def fake_refine(p, verify_config, layers, deadline):
+    started_at_refine.append(list(log.started))
+    return layers
+  monkeypatch.setattr(cascade, "refined_layer_bounds", fake_refine)
+  records = cascade.verify_image(
+      _NET, _X, _LABEL, 0, None,
+      _config(image_time_limit=20.0, bab_intermediate="refine"))
+  assert started_at_refine == [[first]]
+  assert sorted(log.started) == sorted([first, first, second, last])
+  assert {r.status for r in records} == {"robust"}
 
 
 def test_without_a_budget_every_target_gets_bab_time_limit(monkeypatch):

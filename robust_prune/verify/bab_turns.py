@@ -3,7 +3,8 @@ resumable search per open target, taking turns (bab.turns) until the
 image's deadline. With refined intermediate bounds (bab.refine), the
 searches first take turns on the plain ones for a tenth of the budget (at
 most 3 s): the refinement costs seconds, which pays on hard images only. An
-image whose root bounds are far from a proof refines at once."""
+image with a root far from a proof refines at once, bounding no further
+plain root."""
 
 from __future__ import annotations
 
@@ -44,7 +45,10 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
     return _turns(p, targets, layers, deadline, FINAL_PROOF_SECONDS, config)
   first = Deadline(min(deadline.remaining() * PLAIN_FIRST_FRACTION,
                        PLAIN_FIRST_MAX_SECONDS))
-  searches = _start(p, targets, layers, first, 0.0, config)
+  # the first root far from a proof ends the plain phase: the targets not
+  # started yet are searched on the refined bounds only
+  searches = _start(p, targets, layers, first, 0.0, config,
+                    stop_below=REFINE_AT_ONCE_BELOW)
   if min(_estimates(searches), default=0.0) < REFINE_AT_ONCE_BELOW:
     results = {t: search.stop(0.0) for t, search in searches.items()}
   else:
@@ -69,8 +73,10 @@ def _estimates(searches: dict):
 
 
 def _start(p: ImageProblem, targets, layers, deadline: Deadline,
-           final_proof: float, config: bab.BabConfig) -> dict:
-  """{target: MarginSearch} (root bounded) while time is left to start."""
+           final_proof: float, config: bab.BabConfig,
+           stop_below: float = -math.inf) -> dict:
+  """{target: MarginSearch} (root bounded) while time is left to start,
+  and until a root's bound is below `stop_below`."""
   searches = {}
   for t in targets:
     if (deadline.remaining() - BAB_OVERRUN_SECONDS
@@ -80,6 +86,8 @@ def _start(p: ImageProblem, targets, layers, deadline: Deadline,
     searches[t] = bab.MarginSearch(
         p.network, p.lower, p.upper, c,
         dataclasses.replace(config, time_limit=math.inf), layers)
+    if searches[t].result is None and searches[t].estimate() < stop_below:
+      break
   return searches
 
 
