@@ -19,6 +19,8 @@ targeted question).
   bab.refine        later layers' bounds tightened by batched side searches
   bab.cut_bounds    later layers' bounds with each side's own hull cuts
                     (the refinement's first step)
+  bab.vertex_cuts   first-layer facets at many vertices: made on the
+                    device, proven in float64 (per-side and own cuts)
 """
 
 from robust_prune.bab.config import BabConfig
