@@ -87,9 +87,8 @@ class Problem:
     self.in_lower, self.in_upper, self.config = in_lower, in_upper, config
     self.slices = LayerSlices.of(network.hidden_widths)
     self.cuts = cuts
-    # first-layer neurons given a facet at each domain's own vertex (None:
-    # no own cuts), in config.own_cuts slots
-    self.own_neurons = own_neurons
+    # facets of the first-layer neurons `own_neurons` at each domain's own
+    # vertex (None: no own cuts), in config.own_cuts slots
     self._own = None if own_neurons is None else VertexCuts(
         network.weights[0], network.biases[0], in_lower, in_upper,
         own_neurons, config.own_cuts)
@@ -103,6 +102,11 @@ class Problem:
                          else hull_cuts.Cuts(*(f32(a) for a in cuts)))
 
   @property
+  def own_neurons(self):
+    """The first-layer neurons given own cuts (None: no own cuts)."""
+    return None if self._own is None else self._own.neurons
+
+  @property
   def cut_rounds(self) -> int:
     """config.cut_rounds, or 0 without a hidden layer to cut."""
     return self.config.cut_rounds if self.slices.num_neurons else 0
@@ -112,7 +116,7 @@ class Problem:
     """Columns of a domain's betas row (split and cut multipliers)."""
     return (self.slices.num_neurons
             + (0 if self.cuts is None else self.cuts.count)
-            + (0 if self.own_neurons is None else self.config.own_cuts))
+            + (0 if self._own is None else self.config.own_cuts))
 
   def with_cuts(self, cuts: hull_cuts.Cuts | None = None) -> "Problem":
     """This problem with `cuts` padded to `config.cut_rounds` slots per
@@ -149,7 +153,7 @@ class Problem:
     """Per row of `bits` (vertex_bits), the facet of each own neuron
     tightest at that vertex, for the float64 proof (own_proof); None
     without own cuts."""
-    if self.own_neurons is None:
+    if self._own is None:
       return None
     size = self.config.batch_size
     rows = [bits[i:i + size] for i in range(0, len(bits), size)]
@@ -231,9 +235,8 @@ class Problem:
                    chunk: int = 4096) -> float:
     """The lowest proven bound over the open domains (re-proved for about
     `seconds` at most)."""
-    own = lambda rows: (None if self.own_neurons is None
-                        else self.own_at(pool.cut_vertex[rows]))
-    if self.own_neurons is not None:
+    own = lambda rows: self.own_at(pool.cut_vertex[rows])
+    if self._own is not None:
       # a chunk's own cuts cost ~0.5 s per 512 domains: a time-out's
       # re-proof of ~0.2 s must stop in time
       chunk = min(chunk, 64)

@@ -42,6 +42,7 @@ class VertexCuts:
   at box vertices, in `slots` cut slots (unused ones all-zero)."""
 
   def __init__(self, weights, bias, in_lower, in_upper, neurons, slots: int):
+    self.neurons = neurons
     self.in_lower = np.asarray(in_lower, np.float64)
     self.in_upper = np.asarray(in_upper, np.float64)
     self.plan64 = hull_cuts.facet_plan(weights, bias, self.in_lower,
