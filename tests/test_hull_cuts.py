@@ -276,6 +276,39 @@ def test_own_cuts_in_a_tuple_are_sound_and_a_planted_one_is_caught():
   assert bound((root, planted), 1.0) > exact
 
 
+def test_a_batch_of_float32_own_cuts_proves_what_one_domain_at_a_time_does():
+  """The float64 proof takes a batch's own cuts a few domains at a time and
+  keeps float32 rows as they are (exact in float64): 19 domains (three
+  blocks) get the bounds of 19 proofs of one domain each with float64
+  rows, and every bound is below the exact minimum."""
+  from robust_prune.bab.vertex_cuts import VertexCuts
+  net, lower, upper, c, layers = _tiny_problem(2)
+  exact, _ = exact_min_spec(net, lower, upper, c)
+  rng = np.random.default_rng(2)
+  w, b = net.weights[0], net.biases[0]
+  chosen = _unstable(w, b, lower, upper)
+  facets = VertexCuts(w, b, lower, upper, chosen, len(chosen))
+  points = np.where(rng.random((19, len(lower))) < 0.5, upper, lower)
+  rows32 = np.asarray(facets.device(facets.bits(points), 19).input_coeffs)
+  own = facets.proof(rows32)
+  assert own.input_coeffs.dtype == np.float32
+  zeros = [np.zeros((19, len(l))) for l, _ in layers.hidden]
+  alphas = [rng.random((19, len(l))) for l, _ in layers.hidden]
+  gammas = rng.uniform(0.0, 2.0, (19, own.count))
+  batch = bab.bound_float64(net, lower, upper, layers, c, zeros, alphas,
+                            zeros, own, gammas)
+  for d in range(19):
+    one = own._replace(input_coeffs=own.input_coeffs[d:d + 1].astype(
+        np.float64), constant=own.constant[d:d + 1])
+    alone = bab.bound_float64(net, lower, upper, layers, c,
+                              [z[d:d + 1] for z in zeros],
+                              [a[d:d + 1] for a in alphas],
+                              [z[d:d + 1] for z in zeros], one,
+                              gammas[d:d + 1])
+    assert batch[d] == pytest.approx(alone[0], abs=1e-12)
+    assert batch[d] <= exact
+
+
 def test_search_with_own_cuts_stays_exact(own_cuts=3):
   """With each domain's own facets (at its parent's vertex) the search
   still brackets the exact minimum (region enumeration) on small networks,

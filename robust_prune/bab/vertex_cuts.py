@@ -64,7 +64,8 @@ class VertexCuts:
 
   def proof(self, coeffs) -> hull_cuts.Cuts:
     """Cuts for the float64 proof from float32 rows (D, K, n_in): their
-    constants recomputed in float64, valid on the whole box."""
-    plan, coeffs = self.plan64, np.asarray(coeffs, np.float64)
+    constants recomputed in float64, valid on the whole box (the rows stay
+    float32, exact in float64 arithmetic)."""
+    plan, coeffs = self.plan64, np.asarray(coeffs)
     return hull_cuts.Cuts(plan.neurons, coeffs, hull_cuts.valid_constants(
         coeffs, plan.w, plan.bias, self.in_lower, self.in_upper))

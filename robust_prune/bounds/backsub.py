@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from robust_prune.bounds import hull_cuts
 
@@ -103,15 +104,30 @@ def _cut_constants(gammas, cuts, xp, f=lambda a: a):
   return total
 
 
+_DOMAINS_AT_ONCE = 8
+
+
+def _per_domain_inputs(g, v, xp, f):
+  """sum_k g_k f(v_k) for each domain's own rows v (D, K, n_in): a batched
+  (1, K) x (K, n_in) product (numpy's einsum of this form is a slow loop;
+  XLA's fused multiply-and-sum was slower). numpy takes a few domains at a
+  time: f(v) and its float64 copy of a whole batch (~15M entries) would
+  fill fresh pages, ~40x the product's cost."""
+  if xp is jnp or g.ndim != 2:
+    return xp.matmul(g[..., None, :], f(v))[..., 0, :]
+  out = np.empty((len(g), v.shape[-1]), np.result_type(g, v))
+  for i in range(0, len(g), _DOMAINS_AT_ONCE):
+    rows = slice(i, i + _DOMAINS_AT_ONCE)
+    out[rows] = np.matmul(g[rows, None, :], f(v[rows]))[:, 0, :]
+  return out
+
+
 def _cut_inputs(gammas, cuts, xp, f=lambda a: a):
   """sum_k gamma_k f(v_k) per domain."""
   total = 0.0
   for one, g in _cut_sets(cuts, gammas):
-    v = f(one.input_coeffs)
-    # per domain: a batched (1, K) x (K, n_in) product (numpy's einsum
-    # of this form is a slow loop; XLA's fused multiply-and-sum was slower)
-    total = total + (xp.matmul(g[..., None, :], v)[..., 0, :]
-                     if _per_domain(one) else g @ v)
+    total = total + (_per_domain_inputs(g, one.input_coeffs, xp, f)
+                     if _per_domain(one) else g @ f(one.input_coeffs))
   return total
 
 
