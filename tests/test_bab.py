@@ -495,6 +495,39 @@ def test_a_stopped_search_bounds_the_sampled_minimum():
   assert stopped >= 2
 
 
+def test_at_the_domain_limit_a_turn_re_proves_only_within_its_seconds(
+    monkeypatch):
+  """A search that reaches max_domains inside a turn re-proves its open
+  domains in what is left of that turn (a full re-proof of ~2e5 domains
+  took ~3 s past an image budget), and its bound stays proven."""
+  from robust_prune.bab import problem as problem_lib
+  given = []
+  original = problem_lib.Problem.pool_minimum
+
+  def pool_minimum(self, pool, seconds=np.inf, chunk=4096):
+    given.append(seconds)
+    return original(self, pool, seconds, chunk)
+
+  monkeypatch.setattr(problem_lib.Problem, "pool_minimum", pool_minimum)
+  limited = 0
+  for net, lower, upper, label, target in _branching_pairs(range(2)):
+    search = _margin_search(net, lower, upper, label, target,
+                            bab.BabConfig(batch_size=4, max_domains=8))
+    if search.result is not None:
+      continue
+    given.clear()
+    result = search.advance(0.5)
+    if result is None or result.reason != "domain_limit":
+      continue
+    assert given and max(given) <= 0.5
+    samples = np.random.default_rng(target).uniform(lower, upper,
+                                                    (20000, 20))
+    logits = forward(net, samples)
+    assert result.lower_bound <= np.min(logits[:, label] - logits[:, target])
+    limited += 1
+  assert limited >= 2
+
+
 def test_open_domains_pop_the_lowest_and_keep_rows_together():
   # random adds, pops and drops against a plain list of rows: the popped
   # keys are the lowest, in order, and every row keeps its own fields
