@@ -84,7 +84,7 @@ def main(argv):
     from robust_prune.verify import engines
     # one process per instance (as VNN-COMP runs tools): a later instance
     # loads what an earlier one compiled
-    engines.enable_compilation_cache()
+    engines.set_up_process()
     outcome = instance_lib.run_instance(
         FLAGS.onnx, FLAGS.vnnlib, FLAGS.timeout, started=_STARTED,
         config=config_from_flags())

@@ -102,7 +102,7 @@ def verify_in_process(config, test) -> Callable[[str, str], None]:
       image_time_limit=a.ablation_image_time_limit,
       bab_intermediate=v.bab_intermediate, bab_cut_rounds=v.bab_cut_rounds)
   indices = list(range(v.first_image, v.first_image + a.ablation_images))
-  engines.enable_compilation_cache()
+  engines.set_up_process()
 
   def verify(path: str, out: str) -> None:
     print(f"  verifying {path} at delta {v.delta:g} on {len(indices)} images "

@@ -63,7 +63,7 @@ def run_transfer(config, out_dir: str, test) -> dict[str, Any]:
   from robust_prune.verify import engines  # pylint: disable=g-import-not-at-top
   # The verify stage's children compiled these networks' CROWN and PGD:
   # loaded from the persistent cache, not compiled again.
-  engines.enable_compilation_cache()
+  engines.set_up_process()
   result: dict[str, Any] = {"version": VERSION, "delta": config.verify.delta}
   found = {net: examples_of(net, out_dir, test, config) for net in NETWORKS}
   for net in NETWORKS:

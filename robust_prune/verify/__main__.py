@@ -199,7 +199,7 @@ def main(argv):
   del argv
   check_flags()
   network, test, indices = _load_inputs()
-  engines.enable_compilation_cache()
+  engines.set_up_process()
   start = time.time()
   results = runner.verify_images(
       network, test.images[indices], test.labels[indices], indices,

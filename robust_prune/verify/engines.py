@@ -62,6 +62,23 @@ def enable_compilation_cache() -> None:
     logging.warning("no persistent JAX compilation cache: %s", e)
 
 
+def single_blas_thread() -> None:
+  """numpy's BLAS on one thread for the rest of this process. OpenBLAS
+  keeps its threads spinning between products, on the cores XLA's threads
+  need: 7 images at delta 0.1 in one process on 2 cores took 30-31 s
+  instead of 39 s, and two workers on 2 cores decided 20 images' median
+  in 3.9 s instead of 6.0 s."""
+  import threadpoolctl  # pylint: disable=g-import-not-at-top
+  threadpoolctl.threadpool_limits(1, user_api="blas")
+
+
+def set_up_process() -> None:
+  """What a process that verifies does first: JAX's persistent compilation
+  cache, and numpy's BLAS on one thread."""
+  enable_compilation_cache()
+  single_blas_thread()
+
+
 def prepare_process(network: Network, image, config: VerifyConfig
                     ) -> float | None:
   """Before a worker's first unit, with an image budget: the solver child
@@ -87,7 +104,7 @@ def _worker_init(parent: int, weights, biases, images, config):
   # Ctrl-C reaches the whole process group; the parent stops the workers.
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  enable_compilation_cache()
+  set_up_process()
   network = Network(weights, biases)
   _WORKER.update(network=network, images=images, config=config,
                  compile_seconds=prepare_process(network, images[0], config))
@@ -106,39 +123,6 @@ def _log_compile(seconds: float | None) -> None:
                  "cache load, before any image's budget)", seconds)
 
 
-# numpy's OpenBLAS keeps its threads spinning between products: with a
-# pool per worker, two workers on two cores took each other's time (20
-# images at delta 0.1, 2 workers: the decided images' median 6.0 -> 3.9 s
-# with one BLAS thread each). OpenBLAS reads these when it loads.
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                         "MKL_NUM_THREADS")
-
-
-def _cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:   # not on Linux
-    return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def blas_threads_per_worker(workers: int):
-  """While spawning `workers` processes: each one's BLAS gets its share of
-  the cores (variables the user set are kept)."""
-  saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
-  share = str(max(1, _cores() // max(workers, 1)))
-  for name in BLAS_THREAD_VARIABLES:
-    os.environ.setdefault(name, share)
-  try:
-    yield
-  finally:
-    for name, value in saved.items():
-      if value is None:
-        os.environ.pop(name, None)
-      else:
-        os.environ[name] = value
-
-
 @contextlib.contextmanager
 def _worker_pool(network: Network, images, workers: int,
                  config: VerifyConfig):
@@ -147,9 +131,7 @@ def _worker_pool(network: Network, images, workers: int,
       initializer=_worker_init,
       initargs=(os.getpid(), network.weights, network.biases, images, config))
   try:
-    # workers spawn as units are submitted, all within this block
-    with blas_threads_per_worker(workers):
-      yield pool
+    yield pool
   finally:
     # On an interrupt, do not leave workers solving for nobody.
     for process in list((getattr(pool, "_processes", None) or {}).values()):
@@ -212,7 +194,7 @@ def _ray_solve(weights, biases, image, unit, config):
   network = Network(tuple(weights), tuple(biases))
   if not _RAY_PREPARED:   # once per Ray worker process (logged there)
     _RAY_PREPARED.append(True)
-    enable_compilation_cache()
+    set_up_process()
     _log_compile(prepare_process(network, image, config))
   return solve_unit(network, image, unit, config)
 
