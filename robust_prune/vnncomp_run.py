@@ -93,7 +93,7 @@ def main(argv):
     raise ValueError("--instances and --out are required")
   instances = selected_instances()
   config = vnnlib_verify.config_from_flags()
-  engines.set_up_process()   # a rerun loads the warm-ups' compiles
+  engines.set_up_process()   # its cache: a rerun loads the warm-ups' compiles
   networks = {}
   with io_lib.WorkdirLock(FLAGS.out, "vnncomp_run"):
     done = {results_lib.instance_key(r[1], r[2])

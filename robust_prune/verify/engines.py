@@ -66,8 +66,8 @@ def single_blas_thread() -> None:
   """numpy's BLAS on one thread for the rest of this process. OpenBLAS
   keeps its threads spinning between products, on the cores XLA's threads
   need: 7 images at delta 0.1 in one process on 2 cores took 30-31 s
-  instead of 39 s, and two workers on 2 cores decided 20 images' median
-  in 3.9 s instead of 6.0 s."""
+  instead of 39 s; with two workers on 2 cores the decided images of 20
+  took a median 3.9 s instead of 6.0 s (BUILD_NOTES)."""
   import threadpoolctl  # pylint: disable=g-import-not-at-top
   threadpoolctl.threadpool_limits(1, user_api="blas")
 
