@@ -20,12 +20,6 @@ def _float64(arrays):
   return [np.asarray(a, np.float64) for a in arrays]
 
 
-def _exact_rows(rows):
-  rows = np.asarray(rows)
-  return rows if rows.dtype in (np.float32, np.float64) else rows.astype(
-      np.float64)
-
-
 def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
                   splits, alphas, betas, cuts=None, gammas=None) -> np.ndarray:
   """The search's domain bound (bab.domain_bound) recomputed in float64 by
@@ -34,11 +28,11 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
   it enters: two per cut are allowed for)."""
   sets = () if cuts is None else hull_cuts.as_sets(cuts)
   if cuts is not None:
-    # float32 input rows stay float32: exact in the float64 products they
-    # enter, and a batch's float64 copy would cost more than the proof
+    # the input rows keep their dtype (float32 is exact in the float64
+    # products they enter; a batch's float64 copy cost more than the proof)
     cuts = tuple(one._replace(neurons=np.asarray(one.neurons, np.float64),
-                              constant=np.asarray(one.constant, np.float64),
-                              input_coeffs=_exact_rows(one.input_coeffs))
+                              input_coeffs=np.asarray(one.input_coeffs),
+                              constant=np.asarray(one.constant, np.float64))
                  for one in sets)
     gammas = np.asarray(gammas, np.float64)
   result = domain_bounds(
