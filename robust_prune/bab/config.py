@@ -32,15 +32,19 @@ class BabResult:
 
 @dataclasses.dataclass(frozen=True)
 class BabConfig:
-  # Batch, steps and rates chosen on 12 targeted problems of the 100-100
-  # net (CPU): 29 s in all, against 49 s for (256, 8, 0.1, 0.05); children
-  # start from their parent's alpha/beta, so a few steps suffice.
+  # Batch and alpha rate chosen on 12 targeted problems of the 100-100 net
+  # (CPU): 29 s in all, against 49 s for (256, 8, 0.1, 0.05); children
+  # start from their parent's alpha/beta, so a few steps suffice. Steps and
+  # beta rate re-chosen at the training radius (300-100 net, delta 0.1,
+  # eight decided images, one process): (3, 0.05) 75 s against 99-100 s
+  # for (4, 0.1); 0.2 took 182 s, 8 candidates 108-115 s, batch 256 / 1024
+  # the same / +10% (BUILD_NOTES, eighteenth session).
   time_limit: float = 20.0
   batch_size: int = 512          # child domains bounded per jitted call
   root_steps: int = 40           # alpha iterations at the root
-  steps: int = 4                 # alpha/beta iterations per batch of children
+  steps: int = 3                 # alpha/beta iterations per batch of children
   alpha_lr: float = 0.2
-  beta_lr: float = 0.1
+  beta_lr: float = 0.05
   # Filtered smart branching (De Palma et al. 2021): the top `candidates`
   # neurons by intercept score are each tried with a one-pass bound of both
   # children (the parent's alpha/beta), and the split whose children's
