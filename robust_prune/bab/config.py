@@ -35,11 +35,9 @@ class BabConfig:
   # Batch and alpha rate chosen on 12 targeted problems of the 100-100 net
   # (CPU): 29 s in all, against 49 s for (256, 8, 0.1, 0.05); children
   # start from their parent's alpha/beta, so a few steps suffice. Steps and
-  # beta rate re-chosen at the training radius (300-100 net, delta 0.1,
-  # images 1, 0, 4, 19, 39, 84, 22, 74, one process): (3, 0.05) 75 s
-  # against 99-100 s for (4, 0.1); beta rate 0.2 took 182 s, 8 candidates
-  # 108-115 s, batch 256 / 1024 the same / +10% (BUILD_NOTES, eighteenth
-  # session).
+  # beta rate re-chosen at the training radius (300-100 net, delta 0.1):
+  # (3, 0.05) took three quarters of (4, 0.1)'s time on eight decided
+  # images (BUILD_NOTES, "Three steps and a slower beta per batch").
   time_limit: float = 20.0
   batch_size: int = 512          # child domains bounded per jitted call
   root_steps: int = 40           # alpha iterations at the root
