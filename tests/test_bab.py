@@ -497,9 +497,10 @@ def test_a_stopped_search_bounds_the_sampled_minimum():
 
 def test_at_the_domain_limit_a_turn_re_proves_only_within_its_seconds(
     monkeypatch):
-  """A search that reaches max_domains inside a turn re-proves its open
-  domains in what is left of that turn (a full re-proof of ~2e5 domains
-  took ~3 s past an image budget), and its bound stays proven."""
+  """A search whose open pool reaches its memory cap inside a turn stops
+  there (not before) and re-proves its open domains in what is left of
+  that turn (a full re-proof of ~2e5 domains took ~3 s past an image
+  budget), and its bound stays proven."""
   from robust_prune.bab import problem as problem_lib
   given = []
   original = problem_lib.Problem.pool_minimum
@@ -510,15 +511,20 @@ def test_at_the_domain_limit_a_turn_re_proves_only_within_its_seconds(
 
   monkeypatch.setattr(problem_lib.Problem, "pool_minimum", pool_minimum)
   limited = 0
-  for net, lower, upper, label, target in _branching_pairs(range(2)):
-    search = _margin_search(net, lower, upper, label, target,
-                            bab.BabConfig(batch_size=4, max_domains=8))
-    if search.result is not None:
+  for net, lower, upper, label, target in _branching_pairs(range(8)):
+    free = _margin_search(net, lower, upper, label, target, bab.BabConfig())
+    if free.result is not None:
       continue
+    row_bytes = free._search.pool.nbytes() // len(free._search.pool)
+    search = _margin_search(net, lower, upper, label, target,
+                            bab.BabConfig(batch_size=4,
+                                          max_pool_bytes=4 * row_bytes))
     given.clear()
     result = search.advance(0.5)
     if result is None or result.reason != "domain_limit":
       continue
+    # a batch pops 2 parents for 4 children: the cap is met within a batch
+    assert 4 <= len(search._search.pool) < 4 + 4
     assert given and max(given) <= 0.5
     samples = np.random.default_rng(target).uniform(lower, upper,
                                                     (20000, 20))
@@ -576,6 +582,9 @@ def test_open_domains_pop_the_lowest_and_keep_rows_together():
     check(live)
     assert sorted(live.lb.astype(int)) == sorted(reference)
     assert len(open_domains) == len(reference), step
+    # the pool's memory cap counts the open rows, not the spare capacity:
+    # int8 splits, float32 alphas, betas, scores; float64 lb, key
+    assert open_domains.nbytes() == len(reference) * (13 * n + 16), step
 
 
 class _ClockedSearch:

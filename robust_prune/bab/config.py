@@ -52,7 +52,13 @@ class BabConfig:
   # same time; on hard ones (2/0, 40/7, 31/9) they close the gap faster.
   # (Ranking by the worse child instead doubled the domains.)
   candidates: int = 4
-  max_domains: int = 200_000
+  # The open pool's memory cap, a guard rather than a work limit (a search
+  # stops here with its bound, as at its time limit): 6.4 KB per open
+  # domain on the 300-100 net with its root cuts, so ~330k domains; a 60 s
+  # certify budget leaves a search there ~200k (2.1 GB resident). A cap of
+  # 200k domains *bounded* stopped ten searches of the 100 images at delta
+  # 0.1 with 10-20 s left, for a MILP that decides nothing there.
+  max_pool_bytes: int = 2 << 30
   # bab.branching: "fsb" (filtered smart branching over `candidates`) or
   # "babsr" (the intercept score alone, whatever `candidates` says).
   branching: str = "fsb"

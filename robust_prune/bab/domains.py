@@ -113,6 +113,11 @@ class OpenDomains:
   def __len__(self) -> int:
     return self._size
 
+  def nbytes(self) -> int:
+    """The bytes the open domains fill (spare capacity not counted)."""
+    return self._size * sum(a.itemsize * int(np.prod(a.shape[1:]))
+                            for a in self._arrays.values())
+
   def view(self) -> DomainPool:
     """The open domains as views (writing to them writes to the pool)."""
     return self._type(*(self._arrays[f.name][:self._size]

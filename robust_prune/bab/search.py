@@ -170,7 +170,7 @@ class _Search:
   def stop_reason(self) -> str | None:
     if time.perf_counter() - self.t_start > self.limit:
       return "time_limit"
-    if self.domains >= self.problem.config.max_domains:
+    if self.pool.nbytes() >= self.problem.config.max_pool_bytes:
       return "domain_limit"
     return None
 
