@@ -135,6 +135,7 @@ def test_a_solve_that_never_ends_is_killed_at_the_image_budget(monkeypatch):
   child.kill()
   assert elapsed <= budget + 2.0
   assert {r.status for r in records} == {"timeout"}
+  assert {r.decided_by for r in records} == {None}   # no step settled them
   killed = [r for r in records if r.solver_status == milp_stage.KILLED]
   assert killed   # the first solve was started, and killed
   for r in records:

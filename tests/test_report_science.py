@@ -202,3 +202,15 @@ def test_reverse_testing_with_wilson_interval_and_target_label(folder):
     assert s["reverse_to_target"] == t["to_target"]
   assert "network | 1/3 | 0/2 |" in report
   assert not math.isnan(summary["networks"]["original"]["reverse_ci"][0])
+
+
+def test_settled_by_counts_decided_pairs_only():
+  # a time-out on which the MILP ran last was settled by no step; a decided
+  # record from before `decided_by` existed was the MILP's
+  records = [_record(0, 1, "robust", SMALL), _record(0, 2, "adversarial", SMALL),
+             _record(0, 3, "timeout", SMALL), _record(0, 4, "robust", SMALL),
+             _record(0, 5, "misclassified", SMALL)]
+  records[2]["decided_by"] = "milp"
+  records[3].pop("decided_by")
+  assert report_lib.decided_by_counts(records) == {"crown": 1, "pgd": 1,
+                                                   "milp": 1}

@@ -23,10 +23,12 @@ PAPER = {
 
 
 def decided_by_counts(records: Sequence[Mapping]) -> dict[str, int]:
+  """Decided pairs per step that settled them (a time-out has none;
+  records from before `decided_by` existed were settled by the MILP)."""
   counts = {}
   for r in records:
-    if r["status"] in SEARCHED:
-      step = r.get("decided_by", "milp")
+    if r["status"] in ("adversarial", "robust"):
+      step = r.get("decided_by") or "milp"
       counts[step] = counts.get(step, 0) + 1
   return counts
 

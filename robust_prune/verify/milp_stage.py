@@ -112,11 +112,12 @@ def solve_milps(p: ImageProblem, targets, verdicts: dict,
     try:
       outcome = _solve(milp, config, start, deadline, len(targets) - i)
     except Exception as e:  # pylint: disable=broad-except
-      verdicts[t] = replace(v, status="error",
+      verdicts[t] = replace(v, status="error", decided_by=None,
                             message=f"{type(e).__name__}: {e}")
       continue
     if outcome is None:   # killed at the end of its share
       verdicts[t] = replace(v, status="timeout", solver_status=KILLED,
+                            decided_by=None,
                             message=deadline.ran_out_message())
       continue
     x = outcome.x[milp.columns(model.x)] if outcome.x is not None else None
@@ -124,6 +125,8 @@ def solve_milps(p: ImageProblem, targets, verdicts: dict,
       verdicts[t] = min_distortion_verdict(p, v, outcome, x, config)
     else:
       verdicts[t] = margin_verdict(p, v, outcome, x, config.delta)
+    if verdicts[t].status not in ("robust", "adversarial"):
+      verdicts[t] = replace(verdicts[t], decided_by=None)   # it settled none
 
 
 KILLED = "killed at the image deadline"
