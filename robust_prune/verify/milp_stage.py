@@ -112,21 +112,25 @@ def solve_milps(p: ImageProblem, targets, verdicts: dict,
     try:
       outcome = _solve(milp, config, start, deadline, len(targets) - i)
     except Exception as e:  # pylint: disable=broad-except
-      verdicts[t] = replace(v, status="error", decided_by=None,
-                            message=f"{type(e).__name__}: {e}")
-      continue
-    if outcome is None:   # killed at the end of its share
-      verdicts[t] = replace(v, status="timeout", solver_status=KILLED,
-                            decided_by=None,
-                            message=deadline.ran_out_message())
-      continue
-    x = outcome.x[milp.columns(model.x)] if outcome.x is not None else None
-    if min_distortion:
-      verdicts[t] = min_distortion_verdict(p, v, outcome, x, config)
+      verdict = replace(v, status="error",
+                        message=f"{type(e).__name__}: {e}")
     else:
-      verdicts[t] = margin_verdict(p, v, outcome, x, config.delta)
-    if verdicts[t].status not in ("robust", "adversarial"):
-      verdicts[t] = replace(verdicts[t], decided_by=None)   # it settled none
+      verdict = _verdict(p, v, outcome, milp, model, config, deadline)
+    if verdict.status not in ("robust", "adversarial"):
+      verdict = replace(verdict, decided_by=None)   # it settled none
+    verdicts[t] = verdict
+
+
+def _verdict(p: ImageProblem, v: Verdict, outcome, milp, model,
+             config: VerifyConfig, deadline: Deadline | None) -> Verdict:
+  """The Verdict one solve's outcome supports (`outcome` None: killed)."""
+  if outcome is None:   # killed at the end of its share
+    return replace(v, status="timeout", solver_status=KILLED,
+                   message=deadline.ran_out_message())
+  x = outcome.x[milp.columns(model.x)] if outcome.x is not None else None
+  if config.mode == "min_distortion":
+    return min_distortion_verdict(p, v, outcome, x, config)
+  return margin_verdict(p, v, outcome, x, config.delta)
 
 
 KILLED = "killed at the image deadline"
