@@ -81,7 +81,7 @@ class _TurnLog:
   orders the turns. Logs every turn as (target, seconds)."""
 
   def __init__(self, monkeypatch, decide, estimates=None):
-    self.turns, self.started, log = [], [], self
+    self.turns, self.started, self.final_proofs, log = [], [], [], self
 
     class FakeSearch:
       def __init__(self, network, lower, upper, c, config, layers):
@@ -101,6 +101,7 @@ class _TurnLog:
         return self.result
 
       def stop(self, seconds=None):
+        log.final_proofs.append(seconds)
         return self.result or _open(-0.01, 0.0)
     monkeypatch.setattr(cascade.bab_turns.bab, "MarginSearch", FakeSearch)
 
@@ -164,6 +165,32 @@ def test_targets_take_turns_closest_to_a_proof_first(monkeypatch):
   for r in records:
     assert r.status == "timeout" and r.best_bound == -0.01
     assert "image budget" in r.message
+
+
+@pytest.mark.parametrize("final_proof", [VerifyConfig.bab_final_proof, 2.0])
+def test_the_final_proof_is_kept_back_from_the_turns(monkeypatch,
+                                                      final_proof):
+  # each open search's re-proof gets --bab_final_proof seconds, and the
+  # turns stop early enough to pay for all of them within the budget
+  log = _TurnLog(monkeypatch, lambda t, n, s: None)
+  budget = 10.0
+  t0 = time.perf_counter()
+  records = cascade.verify_image(
+      _NET, _X, _LABEL, 0, None,
+      _config(image_time_limit=budget, bab_final_proof=final_proof))
+  assert time.perf_counter() - t0 <= budget + 2.0
+  assert log.final_proofs == [final_proof] * 3
+  searched = sum(s for _, s in log.turns)
+  assert searched <= budget - 3 * final_proof
+  assert searched >= budget - 3 * final_proof - 5.0   # not stopped at once
+  # (the stand-in's re-proofs take no time: the MILP gets the rest)
+  assert not any(r.decided_by == "bab" for r in records)
+
+
+def test_the_final_proof_must_be_a_finite_number_of_seconds():
+  for bad in (-1.0, float("inf"), float("nan")):
+    with pytest.raises(ValueError, match="bab_final_proof"):
+      _config(bab_final_proof=bad)
 
 
 def test_a_target_decided_early_leaves_its_time_to_the_others(monkeypatch):

@@ -181,6 +181,7 @@ def test_work_units_skip_done_pairs():
     (["--bab_cut_rounds=-1"], "--bab_cut_rounds must be >= 0"),
     (["--refine_seconds=nan"], "--refine_seconds must be a finite"),
     (["--refine_rounds=-1"], "--refine_rounds must be >= 0"),
+    (["--bab_final_proof=-1"], "--bab_final_proof must be a finite"),
 ])
 def test_bad_input_is_one_clear_line(network_path, tmp_path, args, message):
   base = {"--network": network_path, "--out": str(tmp_path / "r.jsonl"),

@@ -107,6 +107,12 @@ def define_flags():
                        "cut bounds (each asks the sides proved in the last "
                        "one for half its step again); 0: the cut bounds "
                        "only.")
+  flags.DEFINE_float("bab_final_proof", VerifyConfig.bab_final_proof,
+                     "certify with --image_time_limit: seconds per target "
+                     "left open, kept back from the search, for the float64 "
+                     "re-proof of its open domains (the bound its timeout "
+                     "record reports); more buys a tighter bound, less time "
+                     "to decide.")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
@@ -151,6 +157,9 @@ def check_flags():
   if not (math.isfinite(FLAGS.refine_seconds) and FLAGS.refine_seconds >= 0):
     raise EvaluateError(f"--refine_seconds must be a finite number of "
                         f"seconds >= 0, got {FLAGS.refine_seconds}")
+  if not (math.isfinite(FLAGS.bab_final_proof) and FLAGS.bab_final_proof >= 0):
+    raise EvaluateError(f"--bab_final_proof must be a finite number of "
+                        f"seconds >= 0, got {FLAGS.bab_final_proof}")
   if FLAGS.refine_rounds < 0:
     raise EvaluateError(f"--refine_rounds must be >= 0, got "
                         f"{FLAGS.refine_rounds}")
@@ -209,7 +218,8 @@ def main(argv):
       image_time_limit=FLAGS.image_time_limit,
       bab_intermediate=FLAGS.bab_intermediate,
       bab_cut_rounds=FLAGS.bab_cut_rounds, bab_own_cuts=FLAGS.bab_own_cuts,
-      refine_seconds=FLAGS.refine_seconds, refine_rounds=FLAGS.refine_rounds)
+      refine_seconds=FLAGS.refine_seconds, refine_rounds=FLAGS.refine_rounds,
+      bab_final_proof=FLAGS.bab_final_proof)
   wanted = set(indices)
   mine = [r for r in results if r.image_index in wanted]
   logging.info("done in %.1fs: %d records in %s: %s", time.time() - start,

@@ -14,12 +14,9 @@ import math
 from robust_prune import bab
 from robust_prune import bounds as bounds_lib
 from robust_prune.verify.config import (BAB_OVERRUN_SECONDS, Deadline,
-                                        ImageProblem, MIN_STEP_SECONDS)
+                                        FINAL_PROOF_SECONDS, ImageProblem,
+                                        MIN_STEP_SECONDS)
 
-# the float64 re-proof of what stays open when time runs out (the bound a
-# `timeout` record reports) is paid after the last turn, for about this long
-# per target; rows not re-proved count with their parents' proven bound
-FINAL_PROOF_SECONDS = 0.2
 # with refinement: the share of the remaining budget searched on the plain
 # bounds first, at most PLAIN_FIRST_MAX_SECONDS (on the 300-100 net, every
 # pair that delta 0.05 leaves to the branch and bound and most that the plain
@@ -34,15 +31,20 @@ REFINE_AT_ONCE_BELOW = -4.5
 
 def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
                     deadline: Deadline, refine=None,
-                    config: bab.BabConfig = bab.BabConfig()) -> dict:
+                    config: bab.BabConfig = bab.BabConfig(),
+                    final_proof: float = FINAL_PROOF_SECONDS) -> dict:
   """{target: BabResult} for the targets whose search started (the others
   had no time left); an undecided one carries its proven bound. The
   searches run with `config` (its time limit is the deadline's).
   `refine(layers, deadline)`, if given, returns tighter layer bounds: it is
   called once the plain bounds' turns leave targets open, and their
-  searches start again on its bounds for the rest of the budget."""
+  searches start again on its bounds for the rest of the budget. The
+  float64 re-proof of what stays open when time runs out (the bound a
+  `timeout` record reports) is paid after the last turn, for about
+  `final_proof` s per target; rows not re-proved count with their
+  parents' proven bound."""
   if refine is None:
-    return _turns(p, targets, layers, deadline, FINAL_PROOF_SECONDS, config)
+    return _turns(p, targets, layers, deadline, final_proof, config)
   first = Deadline(min(deadline.remaining() * PLAIN_FIRST_FRACTION,
                        PLAIN_FIRST_MAX_SECONDS))
   # the first root far from a proof ends the plain phase: the targets not
@@ -57,8 +59,8 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
   still_open += [t for t in targets if t not in results]
   if still_open and deadline.remaining() > BAB_OVERRUN_SECONDS:
     refined = refine(layers, deadline)
-    results.update(_turns(p, still_open, refined, deadline,
-                          FINAL_PROOF_SECONDS, config))
+    results.update(_turns(p, still_open, refined, deadline, final_proof,
+                          config))
   return results
 
 

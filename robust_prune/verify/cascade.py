@@ -248,7 +248,8 @@ def _bab_results(p: ImageProblem, targets, config: VerifyConfig,
     refine = (functools.partial(refined_layer_bounds, p, config)
               if config.intermediate_bounds == "refine" else None)
     results = bab_turns.decide_in_turns(p, targets, layers, deadline, refine,
-                                        config.bab_config(math.inf))
+                                        config.bab_config(math.inf),
+                                        config.bab_final_proof)
     rest.extend(t for t in targets if t not in results)
     yield from results.items()
     return

@@ -134,7 +134,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   bab_cut_rounds: int = VerifyConfig.bab_cut_rounds,
                   bab_own_cuts: int = VerifyConfig.bab_own_cuts,
                   refine_seconds: float = VerifyConfig.refine_seconds,
-                  refine_rounds: int = VerifyConfig.refine_rounds
+                  refine_rounds: int = VerifyConfig.refine_rounds,
+                  bab_final_proof: float = VerifyConfig.bab_final_proof
                   ) -> list[Verdict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
@@ -150,7 +151,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
         image_time_limit=float(image_time_limit),
         bab_intermediate=bab_intermediate, bab_cut_rounds=int(bab_cut_rounds),
         bab_own_cuts=int(bab_own_cuts),
-        refine_seconds=float(refine_seconds), refine_rounds=int(refine_rounds))
+        refine_seconds=float(refine_seconds), refine_rounds=int(refine_rounds),
+        bab_final_proof=float(bab_final_proof))
   images, indices = _checked_inputs(network, images, labels, indices)
   if engine not in engines.ENGINES:
     raise EvaluateError(f"unknown engine {engine!r}; use one of "
