@@ -379,6 +379,28 @@ def test_verify_binary_flag_defaults_are_decide_configs():
   assert proc.returncode == 0, proc.stderr
 
 
+def test_the_benchmark_refuses_instances_whose_files_are_missing(
+    instance_files, tmp_path):
+  # paths that do not resolve from the CSV's folder: one line, and no run
+  # that would record every instance as `error`
+  folder, _, _ = instance_files
+  csv_path = tmp_path / "instances.csv"
+  csv_path.write_text("tiny.onnx,unsat.vnnlib,600\n")
+  out = tmp_path / "results.csv"
+  proc = subprocess.run(
+      [sys.executable, os.path.join("launch", "bench", "bench_vnncomp.py"),
+       f"--instances={csv_path}", f"--out={out}"], cwd=_REPO,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+      text=True, timeout=300, check=False)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines() == [
+      f"{csv_path}: 2 instance files not found, e.g. {tmp_path}/tiny.onnx "
+      f"(paths are read relative to the CSV's folder)"]
+  assert not out.exists()
+  assert (folder / "tiny.onnx").exists()   # the files exist, elsewhere
+
+
 def test_runner_writes_results_resumably_and_records_bad_inputs(
     instance_files, tmp_path):
   folder, _, _ = instance_files

@@ -71,11 +71,29 @@ def _run_ours():
   return wall, float(startup.group(1)) if startup else None
 
 
+def _selected_instances():
+  instances = [i for i in results_lib.read_instances(FLAGS.instances)
+               if not FLAGS.networks
+               or any(n in i.onnx for n in FLAGS.networks)]
+  return instances[:FLAGS.limit] if FLAGS.limit > 0 else instances
+
+
 def _selected_keys():
-  keys = [results_lib.instance_key(i.onnx, i.vnnlib)
-          for i in results_lib.read_instances(FLAGS.instances)
-          if not FLAGS.networks or any(n in i.onnx for n in FLAGS.networks)]
-  return keys[:FLAGS.limit] if FLAGS.limit > 0 else keys
+  return [results_lib.instance_key(i.onnx, i.vnnlib)
+          for i in _selected_instances()]
+
+
+def _check_files():
+  """One line before any run if a selected instance's file is missing: the
+  runner would record each such instance as `error` (VNN-COMP's rule for
+  an unreadable instance), a wasted measurement here."""
+  missing = [path for i in _selected_instances()
+             for path in (i.onnx_path, i.vnnlib_path)
+             if not os.path.isfile(path)]
+  if missing:
+    raise SystemExit(f"{FLAGS.instances}: {len(missing)} instance files not "
+                     f"found, e.g. {missing[0]} (paths are read relative to "
+                     f"the CSV's folder)")
 
 
 def _tool_rows(path, seconds_of):
@@ -185,6 +203,8 @@ def main(argv):
   del argv
   if not FLAGS.out:
     raise SystemExit("--out is required")
+  if FLAGS.run:
+    _check_files()
   wall, startup = _run_ours() if FLAGS.run else (None, None)
   keys = _selected_keys()
   if FLAGS.completed_only:
