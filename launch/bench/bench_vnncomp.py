@@ -218,9 +218,9 @@ def main(argv):
         "overhead convention)")
   print_tables(tools, keys, startup)
   ours = tools[OURS]
-  late = [k for k in keys if k in ours and ours[k][1] >
-          next(i.timeout for i in results_lib.read_instances(FLAGS.instances)
-               if results_lib.instance_key(i.onnx, i.vnnlib) == k)]
+  timeouts = {results_lib.instance_key(i.onnx, i.vnnlib): i.timeout
+              for i in _selected_instances()}
+  late = [k for k in keys if k in ours and ours[k][1] > timeouts[k]]
   print(f"ours past the timeout: {len(late)} {late}")
   checked = check_counterexamples(tools, keys)
   print(f"our counterexamples confirmed by onnxruntime (float32, tolerance "
