@@ -78,16 +78,11 @@ def _selected_instances():
   return instances[:FLAGS.limit] if FLAGS.limit > 0 else instances
 
 
-def _selected_keys():
-  return [results_lib.instance_key(i.onnx, i.vnnlib)
-          for i in _selected_instances()]
-
-
-def _check_files():
-  """One line before any run if a selected instance's file is missing: the
-  runner would record each such instance as `error` (VNN-COMP's rule for
-  an unreadable instance), a wasted measurement here."""
-  missing = [path for i in _selected_instances()
+def _check_files(instances):
+  """One line before any run if an instance's file is missing: the runner
+  would record each such instance as `error` (VNN-COMP's rule for an
+  unreadable instance), a wasted measurement here."""
+  missing = [path for i in instances
              for path in (i.onnx_path, i.vnnlib_path)
              if not os.path.isfile(path)]
   if missing:
@@ -172,13 +167,12 @@ def _ort_outputs(onnx_path, x):
   return np.asarray(y[0], np.float64).reshape(-1)
 
 
-def check_counterexamples(tools, keys, tolerance=1e-4):
+def check_counterexamples(tools, keys, instances, tolerance=1e-4):
   """{key: True/False}: whether each of our sat answers' counterexample,
   run through onnxruntime (float32, as the competition checked them),
-  satisfies a disjunct of its property up to `tolerance`."""
+  satisfies a disjunct of its property up to `tolerance` (`instances`:
+  {key: Instance}, where its files are)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  paths = {results_lib.instance_key(i.onnx, i.vnnlib): i
-           for i in results_lib.read_instances(FLAGS.instances)}
   checked = {}
   for k in keys:
     if tools[OURS].get(k, ("",))[0] != "sat":
@@ -190,8 +184,8 @@ def check_counterexamples(tools, keys, tolerance=1e-4):
     except OSError:
       checked[k] = False
       continue
-    y = _ort_outputs(paths[k].onnx_path, x)
-    prop = vnnlib.parse_vnnlib(paths[k].vnnlib_path)
+    y = _ort_outputs(instances[k].onnx_path, x)
+    prop = vnnlib.parse_vnnlib(instances[k].vnnlib_path)
     checked[k] = any(
         np.all(x >= d.lower - tolerance) and np.all(x <= d.upper + tolerance)
         and np.all(d.coeffs @ y + d.consts >= -tolerance)
@@ -203,10 +197,13 @@ def main(argv):
   del argv
   if not FLAGS.out:
     raise SystemExit("--out is required")
+  instances = {results_lib.instance_key(i.onnx, i.vnnlib): i
+               for i in _selected_instances()}
+  wall = startup = None
   if FLAGS.run:
-    _check_files()
-  wall, startup = _run_ours() if FLAGS.run else (None, None)
-  keys = _selected_keys()
+    _check_files(instances.values())
+    wall, startup = _run_ours()
+  keys = list(instances)
   if FLAGS.completed_only:
     done = _tool_rows(FLAGS.out, lambda r: 0.0)
     keys = [k for k in keys if k in done]
@@ -218,11 +215,9 @@ def main(argv):
         "overhead convention)")
   print_tables(tools, keys, startup)
   ours = tools[OURS]
-  timeouts = {results_lib.instance_key(i.onnx, i.vnnlib): i.timeout
-              for i in _selected_instances()}
-  late = [k for k in keys if k in ours and ours[k][1] > timeouts[k]]
+  late = [k for k in keys if k in ours and ours[k][1] > instances[k].timeout]
   print(f"ours past the timeout: {len(late)} {late}")
-  checked = check_counterexamples(tools, keys)
+  checked = check_counterexamples(tools, keys, instances)
   print(f"our counterexamples confirmed by onnxruntime (float32, tolerance "
         f"1e-4): {sum(checked.values())} of {len(checked)}")
   found = contradictions(tools, keys)
