@@ -39,7 +39,7 @@ flags.DEFINE_string("solver", "HIGHS", "MILP solver: HIGHS, SCIP, GLPK_MI.")
 flags.DEFINE_integer("pgd_restarts", 8, "PGD restarts per disjunct.")
 flags.DEFINE_integer("pgd_steps", 100, "PGD steps per restart.")
 flags.DEFINE_integer("bab_batch_size", 512, "Domains per branch and bound "
-                     "batch (its largest compiled shape).")
+                     "batch (its largest compiled shape).", lower_bound=1)
 flags.DEFINE_bool("milp", True, "Try the conjunction MILP after the branch "
                   "and bound (time is kept for it only where an open "
                   "disjunct has several rows).")

@@ -195,6 +195,35 @@ def test_the_final_proof_must_be_a_finite_number_of_seconds():
       _config(bab_final_proof=bad)
 
 
+def test_the_batch_size_and_pool_cap_reach_every_search(monkeypatch):
+  # --bab_batch_size and --bab_pool_gib (a GPU's settings) reach the real
+  # searches, which decide what the default searches decide
+  configs = []
+
+  class Recorded(bab.MarginSearch):
+    def __init__(self, network, lower, upper, c, config, layers):
+      configs.append(config)
+      super().__init__(network, lower, upper, c, config, layers)
+
+  default = cascade.verify_image(_NET, _X, _LABEL, 0, None,
+                                 _config(image_time_limit=20.0))
+  monkeypatch.setattr(cascade.bab_turns.bab, "MarginSearch", Recorded)
+  small = cascade.verify_image(
+      _NET, _X, _LABEL, 0, None,
+      _config(image_time_limit=20.0, bab_batch_size=4, bab_pool_gib=0.25))
+  assert configs and all(c.batch_size == 4 for c in configs)
+  assert all(c.max_pool_bytes == 2**28 for c in configs)
+  assert [r.status for r in small] == [r.status for r in default]
+  assert all(r.status in ("robust", "adversarial") for r in small)
+
+
+def test_batch_size_and_pool_cap_must_be_positive():
+  for bad in (dict(bab_batch_size=0), dict(bab_pool_gib=0.0),
+              dict(bab_pool_gib=float("nan"))):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+      _config(**bad)
+
+
 def test_a_target_decided_early_leaves_its_time_to_the_others(monkeypatch):
   # the first target decides on its first turn; the other two share the
   # rest, and once one of them decides the last gets all that is left

@@ -73,6 +73,11 @@ class BabConfig:
   own_cuts: int = 0
 
   def __post_init__(self):
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.max_pool_bytes < 0:
+      raise ValueError(f"max_pool_bytes must be >= 0, got "
+                       f"{self.max_pool_bytes}")
     if self.branching not in BRANCHING_RULES:
       raise ValueError(f"unknown branching rule {self.branching!r}; use one "
                        f"of {BRANCHING_RULES}")

@@ -113,6 +113,14 @@ def define_flags():
                      "re-proof of its open domains (the bound its timeout "
                      "record reports); more buys a tighter bound, less time "
                      "to decide.")
+  flags.DEFINE_integer("bab_batch_size", VerifyConfig.bab_batch_size,
+                       "domains the branch and bound bounds per jitted call "
+                       "(its largest compiled shape): 512 suits CPUs; on a "
+                       "GPU try 4096 (see README).")
+  flags.DEFINE_float("bab_pool_gib", VerifyConfig.bab_pool_gib,
+                     "GiB of open domains a branch and bound may hold (a "
+                     "search stops there with its bound, as at its time "
+                     "limit); raise it with a GPU's throughput.")
   flags.DEFINE_string("mnist_manual_dir", None,
                       "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
@@ -160,6 +168,12 @@ def check_flags():
   if not (math.isfinite(FLAGS.bab_final_proof) and FLAGS.bab_final_proof >= 0):
     raise EvaluateError(f"--bab_final_proof must be a finite number of "
                         f"seconds >= 0, got {FLAGS.bab_final_proof}")
+  if FLAGS.bab_batch_size < 1:
+    raise EvaluateError(f"--bab_batch_size must be >= 1, got "
+                        f"{FLAGS.bab_batch_size}")
+  if not (math.isfinite(FLAGS.bab_pool_gib) and FLAGS.bab_pool_gib > 0):
+    raise EvaluateError(f"--bab_pool_gib must be a finite number of GiB > 0,"
+                        f" got {FLAGS.bab_pool_gib}")
   if FLAGS.refine_rounds < 0:
     raise EvaluateError(f"--refine_rounds must be >= 0, got "
                         f"{FLAGS.refine_rounds}")
@@ -219,7 +233,8 @@ def main(argv):
       bab_intermediate=FLAGS.bab_intermediate,
       bab_cut_rounds=FLAGS.bab_cut_rounds, bab_own_cuts=FLAGS.bab_own_cuts,
       refine_seconds=FLAGS.refine_seconds, refine_rounds=FLAGS.refine_rounds,
-      bab_final_proof=FLAGS.bab_final_proof)
+      bab_final_proof=FLAGS.bab_final_proof,
+      bab_batch_size=FLAGS.bab_batch_size, bab_pool_gib=FLAGS.bab_pool_gib)
   wanted = set(indices)
   mine = [r for r in results if r.image_index in wanted]
   logging.info("done in %.1fs: %d records in %s: %s", time.time() - start,

@@ -80,6 +80,13 @@ class VerifyConfig:
   # at delta 0.1, image 2's eight open targets reported -12.3 to -8.8 at
   # 0.2 s and -4.2 to -0.8 at 2 s, open either way (BUILD_NOTES).
   bab_final_proof: float = FINAL_PROOF_SECONDS
+  # certify/targeted: domains bounded per jitted call of the branch and
+  # bound (bab.BabConfig.batch_size; its largest compiled shape) and the
+  # open pool's cap in GiB (bab.BabConfig.max_pool_bytes). 512 and 2 GiB
+  # suit 2 CPU cores; on an H200 GPU 4096 bounded ~6x the domains per
+  # second of 2 cores, and a 60 s search there outgrows 2 GiB (BUILD_NOTES).
+  bab_batch_size: int = BabConfig.batch_size
+  bab_pool_gib: float = BabConfig.max_pool_bytes / 2**30
 
   def __post_init__(self):
     if self.bab_intermediate not in BAB_INTERMEDIATE:
@@ -94,6 +101,12 @@ class VerifyConfig:
             and self.bab_final_proof >= 0):
       raise ValueError(f"bab_final_proof must be a finite number of seconds "
                        f">= 0, got {self.bab_final_proof}")
+    if self.bab_batch_size < 1:
+      raise ValueError(f"bab_batch_size must be >= 1, got "
+                       f"{self.bab_batch_size}")
+    if not (math.isfinite(self.bab_pool_gib) and self.bab_pool_gib > 0):
+      raise ValueError(f"bab_pool_gib must be a finite number of GiB > 0, "
+                       f"got {self.bab_pool_gib}")
     if not (self.refine_seconds >= 0 and self.refine_rounds >= 0):
       raise ValueError(f"refine_seconds must be >= 0 and refine_rounds >= 0,"
                        f" got {self.refine_seconds}, {self.refine_rounds}")
@@ -101,7 +114,9 @@ class VerifyConfig:
   def bab_config(self, time_limit: float) -> BabConfig:
     """The branch and bound's options for one search of this run."""
     return BabConfig(time_limit=time_limit, cut_rounds=self.bab_cut_rounds,
-                     own_cuts=self.bab_own_cuts)
+                     own_cuts=self.bab_own_cuts,
+                     batch_size=self.bab_batch_size,
+                     max_pool_bytes=int(self.bab_pool_gib * 2**30))
 
   def refine_config(self) -> RefineConfig:
     """The refinement's options (its cap before any image budget's share)."""

@@ -135,7 +135,9 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   bab_own_cuts: int = VerifyConfig.bab_own_cuts,
                   refine_seconds: float = VerifyConfig.refine_seconds,
                   refine_rounds: int = VerifyConfig.refine_rounds,
-                  bab_final_proof: float = VerifyConfig.bab_final_proof
+                  bab_final_proof: float = VerifyConfig.bab_final_proof,
+                  bab_batch_size: int = VerifyConfig.bab_batch_size,
+                  bab_pool_gib: float = VerifyConfig.bab_pool_gib
                   ) -> list[Verdict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
@@ -152,7 +154,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
         bab_intermediate=bab_intermediate, bab_cut_rounds=int(bab_cut_rounds),
         bab_own_cuts=int(bab_own_cuts),
         refine_seconds=float(refine_seconds), refine_rounds=int(refine_rounds),
-        bab_final_proof=float(bab_final_proof))
+        bab_final_proof=float(bab_final_proof),
+        bab_batch_size=int(bab_batch_size), bab_pool_gib=float(bab_pool_gib))
   images, indices = _checked_inputs(network, images, labels, indices)
   if engine not in engines.ENGINES:
     raise EvaluateError(f"unknown engine {engine!r}; use one of "
