@@ -76,6 +76,13 @@ def define_flags():
                      "ignored; "
                      "--bab_time_limit=0 still skips it), then the MILP, in "
                      "a child process killed at the deadline. 0: off.")
+  _define_search_flags()
+  flags.DEFINE_string("mnist_manual_dir", None,
+                      "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
+
+
+def _define_search_flags():
+  """The branch and bound's own options (VerifyConfig.bab_*, refine_*)."""
   flags.DEFINE_enum("bab_intermediate", "auto",
                     ["auto", "alpha", "crown", "refine"],
                     "intermediate bounds the branch and bound keeps: CROWN's; "
@@ -121,8 +128,6 @@ def define_flags():
                      "GiB of open domains a branch and bound may hold (a "
                      "search stops there with its bound, as at its time "
                      "limit); raise it with a GPU's throughput.")
-  flags.DEFINE_string("mnist_manual_dir", None,
-                      "folder with the MNIST .gz files (else $MNIST_MANUAL_DIR).")
 
 
 def check_flags():
