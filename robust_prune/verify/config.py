@@ -84,7 +84,8 @@ class VerifyConfig:
   # bound (bab.BabConfig.batch_size; its largest compiled shape) and the
   # open pool's cap in GiB (bab.BabConfig.max_pool_bytes). 512 and 2 GiB
   # suit 2 CPU cores; on an H200 GPU 4096 bounded ~6x the domains per
-  # second of 2 cores, and a 60 s search there outgrows 2 GiB (BUILD_NOTES).
+  # second of one CPU core, over a million in a 60 s search, where 2 GiB
+  # holds ~330k open ones (BUILD_NOTES).
   bab_batch_size: int = BabConfig.batch_size
   bab_pool_gib: float = BabConfig.max_pool_bytes / 2**30
 
