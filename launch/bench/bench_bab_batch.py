@@ -60,9 +60,7 @@ def _images():
       return np.asarray(f["images"], np.float64), np.asarray(f["labels"], int)
   from robust_prune import data  # pylint: disable=g-import-not-at-top
   test = data.load_split("test", os.environ.get("MNIST_MANUAL_DIR"))
-  images = np.asarray(test.images, np.float64).reshape(len(test.labels), -1)
-  return (images / 255.0 if images.max() > 1.5 else images,
-          np.asarray(test.labels, int))
+  return test.images, np.asarray(test.labels, int)  # flat, in [0, 1]
 
 
 def _certify(network, images, labels, index, config, tag, log):

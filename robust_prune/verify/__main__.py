@@ -170,15 +170,12 @@ def check_flags():
   if not (math.isfinite(FLAGS.refine_seconds) and FLAGS.refine_seconds >= 0):
     raise EvaluateError(f"--refine_seconds must be a finite number of "
                         f"seconds >= 0, got {FLAGS.refine_seconds}")
-  if not (math.isfinite(FLAGS.bab_final_proof) and FLAGS.bab_final_proof >= 0):
-    raise EvaluateError(f"--bab_final_proof must be a finite number of "
-                        f"seconds >= 0, got {FLAGS.bab_final_proof}")
-  if FLAGS.bab_batch_size < 1:
-    raise EvaluateError(f"--bab_batch_size must be >= 1, got "
-                        f"{FLAGS.bab_batch_size}")
-  if not (math.isfinite(FLAGS.bab_pool_gib) and FLAGS.bab_pool_gib > 0):
-    raise EvaluateError(f"--bab_pool_gib must be a finite number of GiB > 0,"
-                        f" got {FLAGS.bab_pool_gib}")
+  try:  # the search's ranges, where VerifyConfig's message names the flag
+    VerifyConfig(delta=delta, bab_final_proof=FLAGS.bab_final_proof,
+                 bab_batch_size=FLAGS.bab_batch_size,
+                 bab_pool_gib=FLAGS.bab_pool_gib)
+  except ValueError as e:
+    raise EvaluateError(f"--{e}") from e
   if FLAGS.refine_rounds < 0:
     raise EvaluateError(f"--refine_rounds must be >= 0, got "
                         f"{FLAGS.refine_rounds}")
