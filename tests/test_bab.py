@@ -48,6 +48,9 @@ def test_domain_bound_is_sound_on_sampled_inputs(seed):
     alphas.append(rng.uniform(size=(num_domains, len(l))).astype(np.float32))
     betas.append(rng.exponential(size=(num_domains, len(l))).astype(np.float32))
   proven = bab.bound_float64(net, lower, upper, lb, c, splits, alphas, betas)
+  # the same proof under XLA, in chunks of 3 domains (the last one padded)
+  by_xla = bab.XlaProof(net, lower, upper, lb, 3)(c, splits, alphas, betas)
+  np.testing.assert_allclose(by_xla, proven, rtol=0, atol=1e-12)
   for d in range(num_domains):
     assert inside[d, anchors[d]]
     assert proven[d] <= margins[inside[d]].min() + 1e-9
@@ -62,6 +65,14 @@ def test_domain_bound_is_sound_on_sampled_inputs(seed):
   vertex = bounds.minimising_vertex(result.input_coeffs, f32(lower), f32(upper))
   np.testing.assert_allclose(np.asarray(jax_bound), proven, rtol=1e-4, atol=1e-4)
   assert np.all((np.asarray(vertex) >= lower - 1e-6) & (np.asarray(vertex) <= upper + 1e-6))
+
+
+def test_pad_rows_repeats_the_first_row():
+  from robust_prune.bab.domains import pad_rows  # pylint: disable=g-import-not-at-top
+  a = np.arange(6, dtype=np.int8).reshape(3, 2)
+  np.testing.assert_array_equal(pad_rows(a, 5), [[0, 1], [2, 3], [4, 5],
+                                                  [0, 1], [0, 1]])
+  assert pad_rows(a, 5).dtype == np.int8 and pad_rows(a, 3) is a
 
 
 def test_padded_batch_shapes_do_not_change_a_domains_bound():
@@ -156,11 +167,13 @@ def test_beta_enforces_the_split():
   assert with_beta[0] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_verdict_matches_region_enumeration(seed):
+@pytest.mark.parametrize("seed,proofs", [(0, "numpy"), (1, "numpy"),
+                                         (2, "numpy"), (3, "numpy"),
+                                         (0, "xla"), (2, "xla")])
+def test_verdict_matches_region_enumeration(seed, proofs):
   """Robust means the exact minimum (enumerating activation regions) is
   positive and at least the returned bound; adversarial means a witness
-  inside the box whose float margin is negative."""
+  inside the box whose float margin is negative (proofs by numpy or XLA)."""
   net = random_network(seed, (3, 5, 4, 4))
   rng = np.random.default_rng(50 + seed)
   x = rng.uniform(0.2, 0.8, size=3)
@@ -175,7 +188,8 @@ def test_verdict_matches_region_enumeration(seed):
     if abs(exact) < 1e-3:
       continue  # too close to zero for a float verdict either way
     result = bab.bab_margin(net, lower, upper, label, target,
-                            bab.BabConfig(time_limit=30.0, batch_size=16))
+                            bab.BabConfig(time_limit=30.0, batch_size=16,
+                                          proofs=proofs))
     assert result.status in ("robust", "adversarial"), result
     if exact > 0:
       assert result.status == "robust"
@@ -666,3 +680,48 @@ def test_turns_end_when_stop_says_so():
                            final_proof=0.0, min_step=0.1, stop=stop)
   assert stopped_on == ["a", "c"]
   assert results["b"].status == "unknown" and searches["b"].had < 5.0
+
+
+def test_a_search_proves_by_xla_when_told_and_a_planted_xla_bound_is_caught(
+    monkeypatch):
+  """With proofs="xla" every float64 proof of a search is XLA's (a numpy
+  proof fails here): a branched robust search ends as numpy's does, below
+  the exact minimum, and a branched adversarial one finds its witness. The
+  XLA proof overstated by 1 turns that adversarial verdict into a robust
+  one: the search trusts this proof alone."""
+  from robust_prune.bab import proofs   # pylint: disable=g-import-not-at-top
+
+  def case(seed, label, target):
+    net = random_network(seed, (3, 5, 4, 4))
+    x = np.random.default_rng(50 + seed).uniform(0.2, 0.8, size=3)
+    lower, upper = bounds.input_box(x, 0.3)
+    assert int(np.argmax(forward(net, x))) == label
+    c = bounds.margin_spec(label, [target], 4)[0]
+    return (net, lower, upper, c), exact_min_spec(net, lower, upper, c)[0]
+
+  config = bab.BabConfig(time_limit=30.0, batch_size=4)
+  xla = bab.BabConfig(time_limit=30.0, batch_size=4, proofs="xla")
+  robust, robust_min = case(8, 2, 1)
+  adversarial, adversarial_min = case(13, 1, 0)
+  assert robust_min > 0 > adversarial_min
+  by_numpy = bab.branch_and_bound_spec(*robust, config)
+
+  def no_numpy(*args, **kwargs):
+    raise AssertionError("a numpy proof under proofs='xla'")
+  monkeypatch.setattr(proofs, "bound_float64", no_numpy)
+  by_xla = bab.branch_and_bound_spec(*robust, xla)
+  assert by_numpy.status == by_xla.status == "robust"
+  assert by_xla.domains == by_numpy.domains > 1
+  assert by_xla.lower_bound == pytest.approx(by_numpy.lower_bound, abs=1e-9)
+  assert by_xla.lower_bound <= robust_min
+  found = bab.branch_and_bound_spec(*adversarial, xla)
+  assert found.status == "adversarial" and found.domains > 1
+  honest = proofs.XlaProof.__call__
+  monkeypatch.setattr(proofs.XlaProof, "__call__",
+                      lambda self, *a, **k: honest(self, *a, **k) + 1.0)
+  assert bab.branch_and_bound_spec(*adversarial, xla).status == "robust"
+
+
+def test_an_unknown_proof_engine_is_refused():
+  with pytest.raises(ValueError, match="proof engine 'gpu'"):
+    bab.BabConfig(proofs="gpu")

@@ -1,5 +1,6 @@
-"""launch/bench/bench_bab_batch.py: the batch sizes reach the searches,
-which agree, and every image's record is written as it ends."""
+"""launch/bench/bench_bab_batch.py: the batch sizes and proof engines reach
+the searches, which agree, and every image's record is written as it
+ends."""
 
 import json
 import os
@@ -26,22 +27,27 @@ def test_the_bench_times_batch_sizes_on_images_from_a_file(tmp_path):
       [sys.executable, os.path.join("launch", "bench", "bench_bab_batch.py"),
        f"--network={tmp_path / 'network.npz'}",
        f"--images_npz={tmp_path / 'images.npz'}", "--delta=0.05",
-       "--batch_sizes=4,16", "--probe_images=0,1", "--probe_time_limit=20",
+       "--batch_sizes=4,16", "--proofs=numpy,xla", "--probe_images=0,1", "--probe_time_limit=20",
        "--num_images=3", "--image_time_limit=20", f"--out={out}"],
       cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
       capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = [json.loads(line) for line in out.read_text().splitlines()]
-  probes = {(r["batch_size"], r["image"]): r for r in records
+  probes = {(r["batch_size"], r["proofs"], r["image"]): r for r in records
             if r["tag"].startswith("probe")}
-  assert sorted(probes) == [(4, 0), (4, 1), (16, 0), (16, 1)]
-  # image 0 branches past several batches of 4 (~200 domains)
-  assert probes[4, 0]["domains"] > 16
+  assert sorted(probes) == [(b, p, i) for b in (4, 16)
+                            for p in ("numpy", "xla") for i in (0, 1)]
+  # image 0 branches past several batches of 4 (~200 domains), by the same
+  # splits whichever engine proves
+  assert probes[4, "numpy", 0]["domains"] > 16
+  assert probes[4, "xla", 0]["domains"] == probes[4, "numpy", 0]["domains"]
   for image in (0, 1):
-    assert probes[4, image]["statuses"] == probes[16, image]["statuses"]
+    assert len({str(probes[b, p, image]["statuses"]) for b in (4, 16)
+                for p in ("numpy", "xla")}) == 1
   run = [r for r in records if r["tag"].startswith("run")]
   assert [r["image"] for r in run] == [0, 1, 2]
   assert all(len(r["statuses"]) == 9 for r in run)
   assert all(set(r["statuses"].values()) <= {"robust", "adversarial"}
              for r in run)
-  assert "batch " in proc.stdout and "pairs decided" in proc.stdout
+  assert "batch/proofs/own cuts" in proc.stdout
+  assert "pairs decided" in proc.stdout

@@ -195,9 +195,11 @@ def test_the_final_proof_must_be_a_finite_number_of_seconds():
       _config(bab_final_proof=bad)
 
 
-def test_the_batch_size_and_pool_cap_reach_every_search(monkeypatch):
-  # --bab_batch_size and --bab_pool_gib (a GPU's settings) reach the real
-  # searches, which decide what the default searches decide
+def test_the_batch_size_pool_cap_and_proofs_reach_every_search(monkeypatch):
+  # --bab_batch_size, --bab_pool_gib and --bab_proofs (a GPU's settings)
+  # reach the real searches (and the refinement's proofs), which decide
+  # what the default searches decide (at the root here: tests/test_bab.py
+  # has searches that prove by XLA)
   configs = []
 
   class Recorded(bab.MarginSearch):
@@ -210,16 +212,19 @@ def test_the_batch_size_and_pool_cap_reach_every_search(monkeypatch):
   monkeypatch.setattr(cascade.bab_turns.bab, "MarginSearch", Recorded)
   small = cascade.verify_image(
       _NET, _X, _LABEL, 0, None,
-      _config(image_time_limit=20.0, bab_batch_size=4, bab_pool_gib=0.25))
+      _config(image_time_limit=20.0, bab_batch_size=4, bab_pool_gib=0.25,
+              bab_proofs="xla"))
   assert configs and all(c.batch_size == 4 for c in configs)
-  assert all(c.max_pool_bytes == 2**28 for c in configs)
+  assert all(c.max_pool_bytes == 2**28 and c.proofs == "xla"
+             for c in configs)
+  assert _config(bab_proofs="xla").refine_config().proofs == "xla"
   assert [r.status for r in small] == [r.status for r in default]
   assert all(r.status in ("robust", "adversarial") for r in small)
 
 
-def test_batch_size_and_pool_cap_must_be_positive():
+def test_batch_size_pool_cap_and_proofs_must_be_valid():
   for bad in (dict(bab_batch_size=0), dict(bab_pool_gib=0.0),
-              dict(bab_pool_gib=float("nan"))):
+              dict(bab_pool_gib=float("nan")), dict(bab_proofs="gpu")):
     with pytest.raises(ValueError, match=next(iter(bad))):
       _config(**bad)
 

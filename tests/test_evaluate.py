@@ -184,6 +184,7 @@ def test_work_units_skip_done_pairs():
     (["--bab_final_proof=-1"], "--bab_final_proof must be a finite"),
     (["--bab_batch_size=0"], "--bab_batch_size must be >= 1"),
     (["--bab_pool_gib=0"], "--bab_pool_gib must be a finite"),
+    (["--bab_proofs=gpu"], "--bab_proofs"),
 ])
 def test_bad_input_is_one_clear_line(network_path, tmp_path, args, message):
   base = {"--network": network_path, "--out": str(tmp_path / "r.jsonl"),

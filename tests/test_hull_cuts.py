@@ -3,6 +3,7 @@ bound: valid at every box vertex, exact (the concave envelope) at the point
 they are made for, the same when made at many vertices at once, sound
 inside domain bounds, and a planted unsound cut is caught."""
 
+import functools
 import itertools
 
 import numpy as np
@@ -267,13 +268,16 @@ def test_own_cuts_in_a_tuple_are_sound_and_a_planted_one_is_caught():
       rows, plan.w, plan.bias, lower, upper))
   zeros = [np.zeros((1, len(l))) for l, _ in layers.hidden]
   alphas = [(u > -l).astype(float)[None] for l, u in layers.hidden]
-  bound = lambda cuts, gamma: bab.bound_float64(
-      net, lower, upper, layers, c, zeros, alphas, zeros, cuts,
-      np.full((1, root.count + own.count), gamma))[0]
-  for gamma in (0.0, 0.3, 1.0, 5.0):
-    assert bound((root, own), gamma) <= exact
-  planted = own._replace(constant=own.constant - 1.0)
-  assert bound((root, planted), 1.0) > exact
+  xla = bab.XlaProof(net, lower, upper, layers, 4)
+  for prove in (functools.partial(bab.bound_float64, net, lower, upper,
+                                  layers), xla):
+    bound = lambda cuts, gamma, prove=prove: prove(
+        c, zeros, alphas, zeros, cuts,
+        np.full((1, root.count + own.count), gamma))[0]
+    for gamma in (0.0, 0.3, 1.0, 5.0):
+      assert bound((root, own), gamma) <= exact
+    planted = own._replace(constant=own.constant - 1.0)
+    assert bound((root, planted), 1.0) > exact
 
 
 def test_a_batch_of_float32_own_cuts_proves_what_one_domain_at_a_time_does():
@@ -297,6 +301,11 @@ def test_a_batch_of_float32_own_cuts_proves_what_one_domain_at_a_time_does():
   gammas = rng.uniform(0.0, 2.0, (19, own.count))
   batch = bab.bound_float64(net, lower, upper, layers, c, zeros, alphas,
                             zeros, own, gammas)
+  # under XLA, in chunks of 8 (the last padded): the same bounds
+  np.testing.assert_allclose(
+      bab.XlaProof(net, lower, upper, layers, 8)(c, zeros, alphas, zeros, own,
+                                                  gammas),
+      batch, rtol=0, atol=1e-12)
   for d in range(19):
     one = own._replace(input_coeffs=own.input_coeffs[d:d + 1].astype(
         np.float64), constant=own.constant[d:d + 1])

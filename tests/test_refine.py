@@ -1,6 +1,7 @@
 """Later layers' bounds tightened by batched side searches (bab.refine),
 against exact ranges from region enumeration."""
 
+import dataclasses
 import time
 
 import numpy as np
@@ -104,6 +105,21 @@ def test_refined_bounds_hold_the_exact_range_and_reach_every_true_threshold(
       assert refined.uppers[1][j] < t_high, (j, high, t_high)
       checked += 1
   assert stats.proved >= checked > 0
+
+
+def test_the_side_searches_prove_the_same_bounds_under_xla():
+  """The side searches' proofs (one spec per domain) run under XLA when
+  told: the refined bounds are numpy's, and hold the exact ranges."""
+  net, lower, upper, crown = _case(1)
+  by_numpy, stats = bab.refine_layer_bounds(net, lower, upper, crown, GENEROUS)
+  by_xla, _ = bab.refine_layer_bounds(
+      net, lower, upper, crown, dataclasses.replace(GENEROUS, proofs="xla"))
+  assert stats.proved > 0
+  for numpy_side, xla_side in ((by_numpy.lowers, by_xla.lowers),
+                               (by_numpy.uppers, by_xla.uppers)):
+    for a, b in zip(numpy_side, xla_side):
+      np.testing.assert_allclose(b, a, rtol=0, atol=1e-9)
+  _assert_holds_exact_ranges(net, lower, upper, by_xla)
 
 
 @pytest.mark.parametrize("seed", [0, 2])

@@ -26,12 +26,14 @@ targeted question).
 from robust_prune.bab.config import BabConfig
 from robust_prune.bab.config import BabResult
 from robust_prune.bab.config import OPTIMUM_TOLERANCE
+from robust_prune.bab.config import PROOF_ENGINES
 from robust_prune.bab.config import SLACK32
 from robust_prune.bab.domains import DomainPool
 from robust_prune.bab.domains import padded_size, padded_sizes
 from robust_prune.bab.proofs import bound_float64
 from robust_prune.bab.proofs import leaf_minimum
 from robust_prune.bab.proofs import min_proven_bound
+from robust_prune.bab.proofs import XlaProof
 from robust_prune.bab.search import bab_margin
 from robust_prune.bab.search import bab_minimum
 from robust_prune.bab.search import branch_and_bound
@@ -46,7 +48,7 @@ from robust_prune.bab.turns import take_turns
 
 __all__ = [
     "BabConfig", "BabResult", "DomainPool", "MarginSearch",
-    "OPTIMUM_TOLERANCE", "SLACK32",
+    "OPTIMUM_TOLERANCE", "PROOF_ENGINES", "SLACK32", "XlaProof",
     "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
     "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
     "RefineConfig", "cut_network", "padded_size", "padded_sizes", "refine",

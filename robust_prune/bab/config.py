@@ -12,6 +12,19 @@ SLACK32 = 1e-3
 # (tighter than the 1e-4 to which it must agree with the MILP's optimum)
 OPTIMUM_TOLERANCE = 5e-5
 BRANCHING_RULES = ("fsb", "babsr")
+PROOF_ENGINES = ("auto", "numpy", "xla")
+
+
+def proofs_on_device(engine: str) -> bool:
+  """Whether a proof engine (PROOF_ENGINES) runs the proofs under XLA
+  ("auto": off the CPU)."""
+  if engine not in PROOF_ENGINES:
+    raise ValueError(f"unknown proof engine {engine!r}; use one of "
+                     f"{PROOF_ENGINES}")
+  if engine == "auto":
+    import jax  # pylint: disable=g-import-not-at-top
+    return jax.default_backend() != "cpu"
+  return engine == "xla"
 
 
 @dataclasses.dataclass
@@ -71,6 +84,10 @@ class BabConfig:
   # minimising vertex (root cuts are tight near the root's vertex only);
   # 0 = none (also without root cuts, which choose the neurons).
   own_cuts: int = 0
+  # Where the float64 proofs of closed domains run (bab.proofs): "numpy" on
+  # the host, "xla" on JAX's device (proofs.XlaProof), "auto" = numpy on a
+  # CPU (faster there), XLA elsewhere (a GPU's batches outrun the host).
+  proofs: str = "auto"
 
   def __post_init__(self):
     if self.batch_size < 1:
@@ -81,6 +98,9 @@ class BabConfig:
     if self.branching not in BRANCHING_RULES:
       raise ValueError(f"unknown branching rule {self.branching!r}; use one "
                        f"of {BRANCHING_RULES}")
+    if self.proofs not in PROOF_ENGINES:
+      raise ValueError(f"unknown proof engine {self.proofs!r}; use one of "
+                       f"{PROOF_ENGINES}")
     if self.cut_rounds < 0:
       raise ValueError(f"cut_rounds must be >= 0, got {self.cut_rounds}")
     if self.own_cuts < 0:

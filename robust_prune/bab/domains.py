@@ -37,8 +37,13 @@ def padded_sizes(batch_size: int) -> list[int]:
 
 
 def pad_rows(a: np.ndarray, size: int) -> np.ndarray:
-  """`a` with its first row repeated up to `size` rows."""
-  return np.concatenate([a, np.repeat(a[:1], size - len(a), 0)])
+  """`a` with its first row repeated up to `size` rows (`a` itself, not a
+  copy, when it has them: every caller hands the rows to the device)."""
+  if len(a) == size:
+    return a
+  out = np.empty((size, *a.shape[1:]), a.dtype)
+  out[:len(a)], out[len(a):] = a, a[:1]
+  return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 from robust_prune.bab import proofs
 from robust_prune.bounds import hull_cuts
 from robust_prune.bab.branching import intercept_scores
-from robust_prune.bab.config import SLACK32
+from robust_prune.bab.config import proofs_on_device, SLACK32
 from robust_prune.bab.domain_bound import bounds_only, optimise
 from robust_prune.bab.domains import (DomainPool, LayerSlices, pad_rows,
                                       padded_size)
@@ -100,6 +100,9 @@ class Problem:
                     tuple(f32(u) for u in layer_bounds.uppers[:-1]), f32(c))
     self._device_cuts = (None if cuts is None
                          else hull_cuts.Cuts(*(f32(a) for a in cuts)))
+    self._xla_proof = (proofs.XlaProof(network, in_lower, in_upper,
+                                       layer_bounds, config.batch_size)
+                       if proofs_on_device(config.proofs) else None)
 
   @property
   def own_neurons(self):
@@ -226,6 +229,9 @@ class Problem:
     their own cuts `own`, if given)."""
     per_layer, c = self.slices.per_layer, self.c if c is None else c
     cuts, gammas = self._cuts(betas, own)
+    if self._xla_proof is not None:
+      return self._xla_proof(c, per_layer(splits), per_layer(alphas),
+                             per_layer(betas), cuts, gammas)
     return proofs.bound_float64(self.network, self.in_lower, self.in_upper,
                                 self.layer_bounds, c, per_layer(splits),
                                 per_layer(alphas), per_layer(betas),

@@ -8,11 +8,14 @@ from __future__ import annotations
 import math
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
 from robust_prune.bounds import hull_cuts, relaxation
 from robust_prune.bab.domain_bound import domain_bounds
+from robust_prune.bab.domains import pad_rows, padded_size
 from robust_prune.network import Network
 
 
@@ -44,6 +47,67 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
   extra = 2 * sum(one.count for one in sets)
   return result.bound - bounds_lib.roundoff_allowance(
       network, result.magnitude, extra)
+
+
+@jax.jit
+def _bound_and_magnitude(weights, biases, in_lower, in_upper, lowers, uppers,
+                         c, splits, alphas, betas, cuts, gammas):
+  # the domains cross to the device in their own (narrower) dtypes
+  c, splits, alphas, betas, cuts, gammas = jax.tree.map(
+      lambda a: a.astype(jnp.float64), (c, splits, alphas, betas, cuts, gammas))
+  result = domain_bounds(weights, biases, in_lower, in_upper, lowers, uppers,
+                         c, splits, alphas, betas, cuts, gammas, xp=jnp,
+                         track_magnitude=True)
+  return result.bound, result.magnitude
+
+
+class XlaProof:
+  """`bound_float64` run by XLA in float64 on the search's device: the same
+  back-substitution with the same magnitudes and allowance (XLA's float64
+  sums err within the allowance's bound whatever their order), in chunks of
+  at most `batch_size` domains padded to the search's compiled shapes. On a
+  GPU it keeps a batch's proofs off the host, whose numpy took about as
+  long as the device's bound of a 4096 batch; on a CPU numpy is faster
+  (17 vs 26 ms per 512 domains of the 300-100 net)."""
+
+  def __init__(self, network: Network, in_lower, in_upper, layer_bounds,
+               batch_size: int):
+    self._network, self._batch_size = network, batch_size
+    with jax.enable_x64(True):
+      f64 = lambda arrays: tuple(jnp.asarray(a, jnp.float64) for a in arrays)
+      self._fixed = (f64(network.weights), f64(network.biases),
+                     *f64((in_lower, in_upper)),
+                     f64(layer_bounds.lowers[:-1]),
+                     f64(layer_bounds.uppers[:-1]))
+
+  def __call__(self, c, splits, alphas, betas, cuts=None, gammas=None):
+    sets = () if cuts is None else hull_cuts.as_sets(cuts)
+    count, parts = len(splits[0]), []
+    # inside: jnp.asarray keeps float64 (outside it would round to float32)
+    with jax.enable_x64(True):
+      for start in range(0, count, self._batch_size):
+        rows = slice(start, min(start + self._batch_size, count))
+        parts.append(self._chunk(rows, c, splits, alphas, betas, sets, gammas))
+    bound = np.concatenate([np.zeros(0)] + [b for b, _ in parts])
+    magnitude = np.concatenate([np.zeros(0)] + [m for _, m in parts])
+    extra = 2 * sum(one.count for one in sets)
+    return bound - bounds_lib.roundoff_allowance(self._network, magnitude,
+                                                 extra)
+
+  def _chunk(self, rows, c, splits, alphas, betas, sets, gammas):
+    used = rows.stop - rows.start
+    size = padded_size(used, self._batch_size)
+    take = lambda a: jnp.asarray(pad_rows(np.asarray(a)[rows], size))
+    per_domain = lambda a, shared_ndim: (take(a) if np.ndim(a) > shared_ndim
+                                         else jnp.asarray(a))
+    cuts = tuple(hull_cuts.Cuts(jnp.asarray(one.neurons),
+                                per_domain(one.input_coeffs, 2),
+                                per_domain(one.constant, 1)) for one in sets)
+    bound, magnitude = _bound_and_magnitude(
+        *self._fixed, per_domain(c, 1), [take(a) for a in splits],
+        [take(a) for a in alphas], [take(a) for a in betas], cuts or None,
+        None if gammas is None else take(gammas))
+    return np.asarray(bound)[:used], np.asarray(magnitude)[:used]
 
 
 def _leaf_pieces(network, in_lower, in_upper, layer_bounds, c, splits):

@@ -36,7 +36,7 @@ import numpy as np
 
 from robust_prune import bounds as bounds_lib
 from robust_prune.bab import cut_bounds
-from robust_prune.bab.config import SLACK32
+from robust_prune.bab.config import proofs_on_device, SLACK32
 from robust_prune.bab.cut_bounds import cut_network
 from robust_prune.bab.domains import (branch, DomainPool, OpenDomains,
                                       padded_sizes)
@@ -57,6 +57,7 @@ class RefineConfig:
   min_step: float = 1e-3     # a side whose next step is shorter stops
   side_domains: int = 500    # a side that needs more is given up (per round)
   batch_size: int = 512
+  proofs: str = "auto"       # where the float64 proofs run (BabConfig.proofs)
   root_steps: int = 10
   steps: int = 4
   alpha_lr: float = 0.2
@@ -307,3 +308,6 @@ def warm_up(network: Network, in_lower, in_upper,
       for steps in (config.root_steps, config.steps):
         problem.evaluate(zeros.astype(np.int8), zeros, zeros, steps,
                          c=np.repeat(spec, size, 0))
+      if proofs_on_device(config.proofs):
+        problem.proven(zeros.astype(np.int8), zeros, zeros,
+                       c=np.repeat(spec, size, 0))

@@ -21,7 +21,7 @@ from robust_prune import bounds as bounds_lib
 from robust_prune.bounds import hull_cuts
 from robust_prune.bab.branching import make_brancher
 from robust_prune.bab.config import (BabConfig, BabResult, OPTIMUM_TOLERANCE,
-                                     SLACK32)
+                                     proofs_on_device, SLACK32)
 from robust_prune.bab.domains import (branch, DomainPool, OpenDomains,
                                       padded_sizes)
 from robust_prune.bab.problem import Incumbent, Problem
@@ -390,7 +390,13 @@ def warm_up(network: Network, lower, upper, layers: bounds_lib.LayerBounds,
   def zeros(size, dtype=np.float32, width=problem.slices.num_neurons):
     return np.zeros((size, width), dtype)
 
+  def prove(problem, size, own=None):   # under XLA: each shape compiles
+    if proofs_on_device(config.proofs):
+      problem.proven(zeros(size, np.int8), zeros(size),
+                     zeros(size, width=problem.multipliers), own=own)
+
   problem.evaluate(zeros(1, np.int8), zeros(1), zeros(1), config.root_steps)
+  prove(problem, 1)
   if problem.cut_rounds:
     problem = problem.with_cuts()
   betas = lambda size: zeros(size, width=problem.multipliers)
@@ -402,10 +408,11 @@ def warm_up(network: Network, lower, upper, layers: bounds_lib.LayerBounds,
     # without own cuts too: a search whose root chose no neuron runs so
     problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
                      config.steps)
+    prove(problem, size)
     if problem.own_neurons is not None:   # children: a parent's vertex each
       own = np.zeros((size, len(lower)), bool)
       problem.evaluate(zeros(size, np.int8), zeros(size), betas(size),
                        config.steps, own=own[:size // 2], own_repeat=2)
-      problem.own_at(own)   # the re-proofs' facets
+      prove(problem, size, own=problem.own_at(own))   # the re-proofs' facets
   for size in padded_sizes(4 * config.batch_size):
     problem.one_pass_bound(zeros(size, np.int8), zeros(size), betas(size))

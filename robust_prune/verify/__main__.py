@@ -31,7 +31,7 @@ from robust_prune.milp import solvers as solvers_lib
 from robust_prune.network import NetworkFormatError, load_mnist_network
 from robust_prune.verify import engines
 from robust_prune.verify import runner
-from robust_prune.verify.config import MODES, VerifyConfig
+from robust_prune.verify.config import MODES, PROOF_ENGINES, VerifyConfig
 from robust_prune.verify.runner import EvaluateError
 
 FLAGS = flags.FLAGS
@@ -128,6 +128,10 @@ def _define_search_flags():
                      "GiB of open domains a branch and bound may hold (a "
                      "search stops there with its bound, as at its time "
                      "limit); raise it with a GPU's throughput.")
+  flags.DEFINE_enum("bab_proofs", VerifyConfig.bab_proofs, PROOF_ENGINES,
+                    "where the branch and bound's float64 proofs of closed "
+                    "domains run: numpy on the host, xla on JAX's device; "
+                    "auto: numpy on a CPU, xla on a GPU.")
 
 
 def check_flags():
@@ -236,7 +240,8 @@ def main(argv):
       bab_cut_rounds=FLAGS.bab_cut_rounds, bab_own_cuts=FLAGS.bab_own_cuts,
       refine_seconds=FLAGS.refine_seconds, refine_rounds=FLAGS.refine_rounds,
       bab_final_proof=FLAGS.bab_final_proof,
-      bab_batch_size=FLAGS.bab_batch_size, bab_pool_gib=FLAGS.bab_pool_gib)
+      bab_batch_size=FLAGS.bab_batch_size, bab_pool_gib=FLAGS.bab_pool_gib,
+      bab_proofs=FLAGS.bab_proofs)
   wanted = set(indices)
   mine = [r for r in results if r.image_index in wanted]
   logging.info("done in %.1fs: %d records in %s: %s", time.time() - start,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from robust_prune.bab.config import BabConfig
+from robust_prune.bab.config import BabConfig, PROOF_ENGINES
 from robust_prune.bab.refine import RefineConfig
 from robust_prune.verify.records import MODES, STATUSES  # pylint: disable=unused-import
 
@@ -88,6 +88,9 @@ class VerifyConfig:
   # holds ~330k open ones (BUILD_NOTES).
   bab_batch_size: int = BabConfig.batch_size
   bab_pool_gib: float = BabConfig.max_pool_bytes / 2**30
+  # where the float64 proofs of closed domains run (bab.BabConfig.proofs:
+  # auto, numpy or xla; auto = numpy on a CPU, XLA on a GPU)
+  bab_proofs: str = BabConfig.proofs
 
   def __post_init__(self):
     if self.bab_intermediate not in BAB_INTERMEDIATE:
@@ -108,6 +111,9 @@ class VerifyConfig:
     if not (math.isfinite(self.bab_pool_gib) and self.bab_pool_gib > 0):
       raise ValueError(f"bab_pool_gib must be a finite number of GiB > 0, "
                        f"got {self.bab_pool_gib}")
+    if self.bab_proofs not in PROOF_ENGINES:
+      raise ValueError(f"bab_proofs must be one of {', '.join(PROOF_ENGINES)},"
+                       f" got {self.bab_proofs!r}")
     if not (self.refine_seconds >= 0 and self.refine_rounds >= 0):
       raise ValueError(f"refine_seconds must be >= 0 and refine_rounds >= 0,"
                        f" got {self.refine_seconds}, {self.refine_rounds}")
@@ -117,11 +123,13 @@ class VerifyConfig:
     return BabConfig(time_limit=time_limit, cut_rounds=self.bab_cut_rounds,
                      own_cuts=self.bab_own_cuts,
                      batch_size=self.bab_batch_size,
-                     max_pool_bytes=int(self.bab_pool_gib * 2**30))
+                     max_pool_bytes=int(self.bab_pool_gib * 2**30),
+                     proofs=self.bab_proofs)
 
   def refine_config(self) -> RefineConfig:
     """The refinement's options (its cap before any image budget's share)."""
-    return RefineConfig(seconds=self.refine_seconds, rounds=self.refine_rounds)
+    return RefineConfig(seconds=self.refine_seconds, rounds=self.refine_rounds,
+                        proofs=self.bab_proofs)
 
   @property
   def intermediate_bounds(self) -> str:

@@ -137,7 +137,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
                   refine_rounds: int = VerifyConfig.refine_rounds,
                   bab_final_proof: float = VerifyConfig.bab_final_proof,
                   bab_batch_size: int = VerifyConfig.bab_batch_size,
-                  bab_pool_gib: float = VerifyConfig.bab_pool_gib
+                  bab_pool_gib: float = VerifyConfig.bab_pool_gib,
+                  bab_proofs: str = VerifyConfig.bab_proofs
                   ) -> list[Verdict]:
   """Verifies images[i] (test index indices[i]) for every target; returns
   all records (old ones from `out_path` included). With `out_path`, finished
@@ -155,7 +156,8 @@ def verify_images(network: Network, images, labels, indices: Sequence[int],
         bab_own_cuts=int(bab_own_cuts),
         refine_seconds=float(refine_seconds), refine_rounds=int(refine_rounds),
         bab_final_proof=float(bab_final_proof),
-        bab_batch_size=int(bab_batch_size), bab_pool_gib=float(bab_pool_gib))
+        bab_batch_size=int(bab_batch_size), bab_pool_gib=float(bab_pool_gib),
+        bab_proofs=bab_proofs)
   images, indices = _checked_inputs(network, images, labels, indices)
   if engine not in engines.ENGINES:
     raise EvaluateError(f"unknown engine {engine!r}; use one of "
