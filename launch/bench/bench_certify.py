@@ -34,7 +34,9 @@ flags.DEFINE_list("deltas", ["0.1", "0.05"], "L-inf radii")
 flags.DEFINE_integer("num_images", 20, "first test images")
 flags.DEFINE_integer("workers", 2, "evaluate --workers")
 flags.DEFINE_float("image_time_limit", 60.0, "this checkout: seconds per image "
-                   "(all targets); 0 = the binary's default")
+                   "(all targets); 0 = the binary's default. The baseline "
+                   "gets it only through --baseline_flags (the issue's "
+                   "pinned revision predates the flag)")
 flags.DEFINE_string("baseline_revision", "ef6d293", "git revision to compare "
                     "against ('' = none)")
 flags.DEFINE_string("baseline_flags", "", "extra flags for the baseline, "

@@ -15,13 +15,17 @@ BRANCHING_RULES = ("fsb", "babsr")
 PROOF_ENGINES = ("auto", "numpy", "xla")
 
 
-def proofs_on_device(engine: str) -> bool:
-  """Whether a proof engine (PROOF_ENGINES) runs the proofs under XLA
-  ("auto": off the CPU)."""
+def check_proof_engine(engine: str) -> str:
   if engine not in PROOF_ENGINES:
     raise ValueError(f"unknown proof engine {engine!r}; use one of "
                      f"{PROOF_ENGINES}")
-  if engine == "auto":
+  return engine
+
+
+def proofs_on_device(engine: str) -> bool:
+  """Whether a proof engine (PROOF_ENGINES) runs the proofs under XLA
+  ("auto": off the CPU)."""
+  if check_proof_engine(engine) == "auto":
     import jax  # pylint: disable=g-import-not-at-top
     return jax.default_backend() != "cpu"
   return engine == "xla"
@@ -99,9 +103,7 @@ class BabConfig:
     if self.branching not in BRANCHING_RULES:
       raise ValueError(f"unknown branching rule {self.branching!r}; use one "
                        f"of {BRANCHING_RULES}")
-    if self.proofs not in PROOF_ENGINES:
-      raise ValueError(f"unknown proof engine {self.proofs!r}; use one of "
-                       f"{PROOF_ENGINES}")
+    check_proof_engine(self.proofs)
     if self.cut_rounds < 0:
       raise ValueError(f"cut_rounds must be >= 0, got {self.cut_rounds}")
     if self.own_cuts < 0:
