@@ -27,7 +27,8 @@ def test_the_bench_times_batch_sizes_on_images_from_a_file(tmp_path):
       [sys.executable, os.path.join("launch", "bench", "bench_bab_batch.py"),
        f"--network={tmp_path / 'network.npz'}",
        f"--images_npz={tmp_path / 'images.npz'}", "--delta=0.05",
-       "--batch_sizes=4,16", "--proofs=numpy,xla", "--probe_images=0,1", "--probe_time_limit=20",
+       "--batch_sizes=4,16", "--proofs=numpy,xla", "--probe_images=0,1",
+       "--probe_time_limit=20",
        "--num_images=3", "--image_time_limit=20", f"--out={out}"],
       cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
       capture_output=True, text=True, timeout=600, check=False)

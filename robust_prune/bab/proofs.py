@@ -44,9 +44,14 @@ def bound_float64(network: Network, in_lower, in_upper, layer_bounds, c,
       layer_bounds.lowers[:-1], layer_bounds.uppers[:-1],
       np.asarray(c, np.float64), _float64(splits), _float64(alphas),
       _float64(betas), cuts, gammas, xp=np, track_magnitude=True)
-  extra = 2 * sum(one.count for one in sets)
-  return result.bound - bounds_lib.roundoff_allowance(
-      network, result.magnitude, extra)
+  return _less_allowance(network, result.bound, result.magnitude, sets)
+
+
+def _less_allowance(network, bound, magnitude, cut_sets):
+  """The bound less the round-off allowance for its terms' magnitude (each
+  cut adds a term to the sums it enters: two per cut are allowed for)."""
+  extra = 2 * sum(one.count for one in cut_sets)
+  return bound - bounds_lib.roundoff_allowance(network, magnitude, extra)
 
 
 @jax.jit
@@ -90,9 +95,7 @@ class XlaProof:
         parts.append(self._chunk(rows, c, splits, alphas, betas, sets, gammas))
     bound = np.concatenate([np.zeros(0)] + [b for b, _ in parts])
     magnitude = np.concatenate([np.zeros(0)] + [m for _, m in parts])
-    extra = 2 * sum(one.count for one in sets)
-    return bound - bounds_lib.roundoff_allowance(self._network, magnitude,
-                                                 extra)
+    return _less_allowance(self._network, bound, magnitude, sets)
 
   def _chunk(self, rows, c, splits, alphas, betas, sets, gammas):
     used = rows.stop - rows.start
