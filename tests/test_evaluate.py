@@ -179,6 +179,7 @@ def test_work_units_skip_done_pairs():
     (["--pgd_steps=-1"], "--pgd_steps must be >= 0"),
     (["--bab_intermediate=lp"], "--bab_intermediate"),
     (["--bab_cut_rounds=-1"], "--bab_cut_rounds must be >= 0"),
+    (["--bab_root_cut_rounds=-1"], "--bab_root_cut_rounds must be >= 0"),
     (["--refine_seconds=nan"], "--refine_seconds must be a finite"),
     (["--refine_rounds=-1"], "--refine_rounds must be >= 0"),
     (["--bab_final_proof=-1"], "--bab_final_proof must be a finite"),
@@ -254,13 +255,15 @@ def test_intermediate_bound_choices_agree_on_every_decided_pair(
   bound (no MILP)."""
   idx = [0, 1]
   runs = {}
-  for choice, cut_rounds in (("crown", 1), ("alpha", 1), ("refine", 1),
-                             ("no cuts", 0)):
+  for choice, cut_rounds, root_rounds in (
+      ("crown", 1, 4), ("alpha", 1, 4), ("refine", 1, 4), ("no cuts", 0, 0),
+      ("one root round", 1, 0)):
     records = evaluate.verify_images(
         wide_network, mnist_test.images[idx], mnist_test.labels[idx], idx,
         0.1, mode="certify", workers=1, pgd_steps=0, bab_time_limit=10.0,
         time_limit=0.01, bab_cut_rounds=cut_rounds,
-        bab_intermediate="alpha" if cut_rounds == 0 else choice)
+        bab_root_cut_rounds=root_rounds,
+        bab_intermediate=choice if root_rounds else "alpha")
     runs[choice] = {(r["image_index"], r["target"]): r for r in records}
   both = [k for k in runs["crown"]
           if runs["crown"][k]["status"] in ("robust", "adversarial")
@@ -268,7 +271,7 @@ def test_intermediate_bound_choices_agree_on_every_decided_pair(
   assert both
   for k in both:
     assert runs["crown"][k]["status"] == runs["alpha"][k]["status"], k
-  for other in ("refine", "no cuts"):
+  for other in ("refine", "no cuts", "one root round"):
     for k, r in runs[other].items():
       if r["status"] in ("robust", "adversarial") and runs["crown"][k][
           "status"] in ("robust", "adversarial"):

@@ -158,6 +158,66 @@ def test_cut_rounds_tighten_the_root_and_the_search_stays_exact():
 def test_cut_rounds_must_not_be_negative():
   with pytest.raises(ValueError, match="cut_rounds"):
     bab.BabConfig(cut_rounds=-1)
+  with pytest.raises(ValueError, match="root_cut_rounds"):
+    bab.BabConfig(root_cut_rounds=-1)
+
+
+@pytest.mark.parametrize("per_neuron", [1, 2])
+def test_strongest_rows_keep_each_neurons_largest_multipliers(per_neuron):
+  rng = np.random.default_rng(per_neuron)
+  owner = rng.integers(0, 5, size=40)
+  gammas = rng.choice([0.0, 0.25, 0.5, 1.0], size=40)   # ties too
+  cuts = hull_cuts.Cuts(np.eye(5)[owner], rng.normal(size=(40, 3)),
+                        rng.normal(size=40))
+  rows = hull_cuts.strongest_rows(cuts, gammas, per_neuron)
+  expected = []
+  for n in range(5):   # by multiplier, then the earlier row
+    mine = sorted(np.flatnonzero(owner == n), key=lambda k: (-gammas[k], k))
+    expected += mine[:per_neuron]
+  assert list(rows) == sorted(expected)
+  kept = hull_cuts.take(cuts, rows)
+  assert np.array_equal(kept.input_coeffs, cuts.input_coeffs[rows])
+
+
+def test_root_cut_rounds_keep_the_slots_and_the_search_stays_exact():
+  """Extra root rounds with one kept facet per neuron: the search's cut
+  slots stay one round's, its root is never looser than one round's and
+  sometimes tighter, and it still brackets the exact minimum (region
+  enumeration) and decides the exact minimum's sign."""
+  tighter = 0
+  for seed in range(8):
+    net = random_network(seed, (4, 8, 5, 3))
+    x = np.random.default_rng(seed).uniform(0.3, 0.7, size=4)
+    label = int(np.argmax(forward(net, x[None])[0]))
+    lower, upper = bounds.input_box(x, 0.3)
+    c = bounds.margin_spec(label, [(label + 1 + seed % 2) % 3], 3)[0]
+    layers = bounds.crown_bounds(net, lower, upper)
+    root = {}
+    for extra in (0, 4):
+      config = bab.BabConfig(time_limit=0.0, cut_rounds=1, batch_size=16,
+                             root_cut_rounds=extra)
+      root[extra] = bab.branch_and_bound_spec(
+          net, lower, upper, c, config, layers, minimize=True).lower_bound
+      search = bab.MarginSearch(net, lower, upper, c, config, layers)
+      if search.result is None:
+        assert search._search.problem.cuts.count == 8   # one round's slots
+    assert root[4] >= root[0] - 1e-9
+    tighter += root[4] > root[0] + 1e-3
+    exact, _ = exact_min_spec(net, lower, upper, c)
+    config = bab.BabConfig(time_limit=60.0, cut_rounds=1, batch_size=16,
+                           root_cut_rounds=4)
+    full = bab.branch_and_bound_spec(net, lower, upper, c, config, layers,
+                                     minimize=True)
+    assert full.optimal and full.lower_bound <= exact + 1e-9
+    assert full.objective == pytest.approx(exact, abs=bab.OPTIMUM_TOLERANCE)
+    search = bab.MarginSearch(net, lower, upper, c, config, layers)
+    decided = search.result or search.advance(60.0)
+    if exact > 1e-6:
+      assert decided.status == "robust"
+    elif exact < -1e-6:
+      assert decided.status == "adversarial"
+      assert forward(net, decided.x_adv[None])[0] @ c < 0
+  assert tighter >= 2
 
 
 def _unstable(w, b, lower, upper):

@@ -83,6 +83,12 @@ class BabConfig:
   # the root, each adding the facet tightest at the root's minimising
   # vertex for every unstable first-layer neuron; 0 = none.
   cut_rounds: int = 1
+  # Rounds of facets made at the root in all (0, or <= cut_rounds: just
+  # those): the extra rounds go into a wider root problem, and each neuron
+  # then keeps the `cut_rounds` facets with the largest multipliers, so the
+  # search's slots (and cost per domain) stay those of `cut_rounds`; kept
+  # only if the root's proven bound is no worse.
+  root_cut_rounds: int = 0
   # Own cuts: each domain also gets, for the `own_cuts` first-layer neurons
   # whose root cuts weigh most, the facet tightest at its parent's
   # minimising vertex (root cuts are tight near the root's vertex only);
@@ -106,5 +112,8 @@ class BabConfig:
     check_proof_engine(self.proofs)
     if self.cut_rounds < 0:
       raise ValueError(f"cut_rounds must be >= 0, got {self.cut_rounds}")
+    if self.root_cut_rounds < 0:
+      raise ValueError(f"root_cut_rounds must be >= 0, got "
+                       f"{self.root_cut_rounds}")
     if self.own_cuts < 0:
       raise ValueError(f"own_cuts must be >= 0, got {self.own_cuts}")

@@ -133,6 +133,12 @@ class Problem:
                    hull_cuts.padded(cuts, self.config.cut_rounds * width),
                    self.own_neurons)
 
+  def widened(self, cut_rounds: int) -> "Problem":
+    """This problem (no cuts yet) with slots for `cut_rounds` rounds."""
+    return Problem(self.network, self.in_lower, self.in_upper,
+                   self.layer_bounds, self.c,
+                   dataclasses.replace(self.config, cut_rounds=cut_rounds))
+
   def with_own(self, neurons) -> "Problem":
     """This problem with own cuts on `neurons` (at most config.own_cuts
     first-layer neurons)."""

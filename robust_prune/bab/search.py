@@ -145,7 +145,48 @@ class _Search:
       if lb >= best_lb:
         best, best_lb = evaluated, lb
     self.problem = problem
+    if problem.config.root_cut_rounds > problem.config.cut_rounds:
+      return self.kept_cuts(splits, rounds, evaluated, best, best_lb)
     return best
+
+  def kept_cuts(self, splits, rounds: list, last, best, best_lb):
+    """More rounds of root facets in a wider problem (from the last slim
+    round `last`), then each neuron's `cut_rounds` strongest facets (the
+    largest gammas) in the search's own slots, re-bounded: the root with
+    them if its proven bound is no worse than `best_lb`, else `best`; None
+    once a vertex is a witness."""
+    slim, n = self.problem, self.problem.slices.num_neurons
+    wide = slim.widened(slim.config.root_cut_rounds)
+    betas = np.zeros((1, wide.with_cuts().multipliers), np.float32)
+    betas[:, :last.betas.shape[1]] = last.betas   # the same rows come first
+    evaluated = last
+    for _ in range(slim.config.root_cut_rounds - slim.config.cut_rounds):
+      rounds.append(hull_cuts.first_layer_facets(
+          slim.network.weights[0], slim.network.biases[0], slim.in_lower,
+          slim.in_upper, evaluated.vertex[0]))
+      wide = wide.with_cuts(hull_cuts.concatenate(*rounds))
+      evaluated = wide.evaluate(splits, evaluated.alphas, betas,
+                                slim.config.root_steps)
+      betas = evaluated.betas
+      if self.best.consider(evaluated.vertex):
+        return None
+    made = hull_cuts.concatenate(*rounds)
+    if made.count == 0:
+      return best
+    gammas = betas[0, n:n + made.count]
+    kept = hull_cuts.strongest_rows(made, gammas, slim.config.cut_rounds)
+    problem = slim.with_cuts(hull_cuts.take(made, kept))
+    start = np.zeros((1, problem.multipliers), np.float32)
+    start[:, :n] = betas[:, :n]
+    start[0, n:n + len(kept)] = gammas[kept]
+    evaluated = problem.evaluate(splits, evaluated.alphas, start,
+                                 slim.config.root_steps)
+    if self.best.consider(evaluated.vertex):
+      return None
+    if problem.proven(splits, evaluated.alphas, evaluated.betas)[0] < best_lb:
+      return best
+    self.problem = problem
+    return evaluated
 
   def close(self, pool: DomainPool, lb: np.ndarray) -> DomainPool:
     """`pool` with the domains whose proven bound `lb` closes them removed."""
@@ -397,6 +438,10 @@ def warm_up(network: Network, lower, upper, layers: bounds_lib.LayerBounds,
 
   problem.evaluate(zeros(1, np.int8), zeros(1), zeros(1), config.root_steps)
   prove(problem, 1)
+  if problem.cut_rounds and config.root_cut_rounds > config.cut_rounds:
+    wide = problem.widened(config.root_cut_rounds).with_cuts()
+    wide.evaluate(zeros(1, np.int8), zeros(1),
+                  zeros(1, width=wide.multipliers), config.root_steps)
   if problem.cut_rounds:
     problem = problem.with_cuts()
   betas = lambda size: zeros(size, width=problem.multipliers)

@@ -127,6 +127,23 @@ def concatenate(*cuts: Cuts) -> Cuts:
   return Cuts(*(np.concatenate(parts) for parts in zip(*cuts)))
 
 
+def strongest_rows(cuts: Cuts, gammas, per_neuron: int) -> np.ndarray:
+  """The rows of shared cuts (K rows, multipliers `gammas` (K,)) that are
+  among the `per_neuron` largest multipliers of their neuron (ties: the
+  earlier row), in their original order."""
+  owner = np.argmax(cuts.neurons, axis=1)
+  order = np.lexsort((np.arange(len(owner)), -np.asarray(gammas), owner))
+  place = np.arange(len(order))
+  first = np.r_[True, owner[order][1:] != owner[order][:-1]]
+  start = np.maximum.accumulate(np.where(first, place, 0))
+  return np.sort(order[place - start < per_neuron])
+
+
+def take(cuts: Cuts, rows) -> Cuts:
+  """Shared cuts' `rows`."""
+  return Cuts(*(a[rows] for a in cuts))
+
+
 def padded(cuts: Cuts, size: int) -> Cuts:
   """`cuts` with all-zero rows up to `size` (one compiled shape); shared or
   per-domain cuts alike."""

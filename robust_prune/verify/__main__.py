@@ -99,6 +99,12 @@ def _define_search_flags():
                        "first-layer neuron, the facet of its convex hull "
                        "over the input box tightest at the root's minimising "
                        "input; 0: none.")
+  flags.DEFINE_integer("bab_root_cut_rounds", VerifyConfig.bab_root_cut_rounds,
+                       "rounds of those facets made at each root in all; "
+                       "every neuron keeps the --bab_cut_rounds with the "
+                       "largest multipliers (the search's cost per domain "
+                       "stays that of --bab_cut_rounds); <= --bab_cut_rounds: "
+                       "no extra rounds.")
   flags.DEFINE_integer("bab_own_cuts", VerifyConfig.bab_own_cuts,
                        "first-layer neurons (those whose root cuts weigh "
                        "most) that also get, in each domain, the hull facet "
@@ -168,6 +174,9 @@ def check_flags():
   if FLAGS.bab_cut_rounds < 0:
     raise EvaluateError(f"--bab_cut_rounds must be >= 0 (0: no cuts), got "
                         f"{FLAGS.bab_cut_rounds}")
+  if FLAGS.bab_root_cut_rounds < 0:
+    raise EvaluateError(f"--bab_root_cut_rounds must be >= 0, got "
+                        f"{FLAGS.bab_root_cut_rounds}")
   if FLAGS.bab_own_cuts < 0:
     raise EvaluateError(f"--bab_own_cuts must be >= 0 (0: none), got "
                         f"{FLAGS.bab_own_cuts}")
@@ -238,6 +247,7 @@ def main(argv):
       image_time_limit=FLAGS.image_time_limit,
       bab_intermediate=FLAGS.bab_intermediate,
       bab_cut_rounds=FLAGS.bab_cut_rounds, bab_own_cuts=FLAGS.bab_own_cuts,
+      bab_root_cut_rounds=FLAGS.bab_root_cut_rounds,
       refine_seconds=FLAGS.refine_seconds, refine_rounds=FLAGS.refine_rounds,
       bab_final_proof=FLAGS.bab_final_proof,
       bab_batch_size=FLAGS.bab_batch_size, bab_pool_gib=FLAGS.bab_pool_gib,
