@@ -112,6 +112,34 @@ def _root_bound(net, lower, upper, c, layers, cuts, gamma):
                            cuts, gammas)[0]
 
 
+def _margin_problem(seed, delta):
+  """A small network's margin spec (label vs another class) on a box."""
+  net = random_network(seed, (4, 8, 5, 3))
+  x = np.random.default_rng(seed).uniform(0.3, 0.7, size=4)
+  label = int(np.argmax(forward(net, x[None])[0]))
+  lower, upper = bounds.input_box(x, delta)
+  c = bounds.margin_spec(label, [(label + 1 + seed % 2) % 3], 3)[0]
+  return net, lower, upper, c, bounds.crown_bounds(net, lower, upper)
+
+
+def _search_is_exact(net, lower, upper, c, layers, config):
+  """The search brackets the exact minimum (region enumeration), and a
+  decision search decides its sign; returns that decision search."""
+  exact, _ = exact_min_spec(net, lower, upper, c)
+  full = bab.branch_and_bound_spec(net, lower, upper, c, config, layers,
+                                   minimize=True)
+  assert full.optimal and full.lower_bound <= exact + 1e-9
+  assert full.objective == pytest.approx(exact, abs=bab.OPTIMUM_TOLERANCE)
+  search = bab.MarginSearch(net, lower, upper, c, config, layers)
+  decided = search.result or search.advance(60.0)
+  if exact > 1e-6:
+    assert decided.status == "robust"
+  elif exact < -1e-6:
+    assert decided.status == "adversarial"
+    assert forward(net, decided.x_adv[None])[0] @ c < 0
+  return search
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_domain_bounds_with_cuts_are_sound_and_zero_gammas_change_nothing(
     seed):
@@ -186,12 +214,7 @@ def test_root_cut_rounds_keep_the_slots_and_the_search_stays_exact():
   enumeration) and decides the exact minimum's sign."""
   tighter = 0
   for seed in range(8):
-    net = random_network(seed, (4, 8, 5, 3))
-    x = np.random.default_rng(seed).uniform(0.3, 0.7, size=4)
-    label = int(np.argmax(forward(net, x[None])[0]))
-    lower, upper = bounds.input_box(x, 0.3)
-    c = bounds.margin_spec(label, [(label + 1 + seed % 2) % 3], 3)[0]
-    layers = bounds.crown_bounds(net, lower, upper)
+    net, lower, upper, c, layers = _margin_problem(seed, 0.3)
     root = {}
     for extra in (0, 4):
       config = bab.BabConfig(time_limit=0.0, cut_rounds=1, batch_size=16,
@@ -203,20 +226,8 @@ def test_root_cut_rounds_keep_the_slots_and_the_search_stays_exact():
         assert search._search.problem.cuts.count == 8   # one round's slots
     assert root[4] >= root[0] - 1e-9
     tighter += root[4] > root[0] + 1e-3
-    exact, _ = exact_min_spec(net, lower, upper, c)
-    config = bab.BabConfig(time_limit=60.0, cut_rounds=1, batch_size=16,
-                           root_cut_rounds=4)
-    full = bab.branch_and_bound_spec(net, lower, upper, c, config, layers,
-                                     minimize=True)
-    assert full.optimal and full.lower_bound <= exact + 1e-9
-    assert full.objective == pytest.approx(exact, abs=bab.OPTIMUM_TOLERANCE)
-    search = bab.MarginSearch(net, lower, upper, c, config, layers)
-    decided = search.result or search.advance(60.0)
-    if exact > 1e-6:
-      assert decided.status == "robust"
-    elif exact < -1e-6:
-      assert decided.status == "adversarial"
-      assert forward(net, decided.x_adv[None])[0] @ c < 0
+    _search_is_exact(net, lower, upper, c, layers, bab.BabConfig(
+        time_limit=60.0, cut_rounds=1, batch_size=16, root_cut_rounds=4))
   assert tighter >= 2
 
 
@@ -384,27 +395,10 @@ def test_search_with_own_cuts_stays_exact(own_cuts=3):
   and a decision search's verdict is the exact minimum's sign."""
   used = 0
   for seed in range(8):
-    net = random_network(seed, (4, 8, 5, 3))
-    x = np.random.default_rng(seed).uniform(0.3, 0.7, size=4)
-    label = int(np.argmax(forward(net, x[None])[0]))
-    lower, upper = bounds.input_box(x, 0.2)
-    c = bounds.margin_spec(label, [(label + 1 + seed % 2) % 3], 3)[0]
-    layers = bounds.crown_bounds(net, lower, upper)
-    exact, _ = exact_min_spec(net, lower, upper, c)
-    config = bab.BabConfig(time_limit=60.0, cut_rounds=1, batch_size=16,
-                           own_cuts=own_cuts)
-    full = bab.branch_and_bound_spec(net, lower, upper, c, config, layers,
-                                     minimize=True)
-    assert full.optimal and full.lower_bound <= exact + 1e-9
-    assert full.objective == pytest.approx(exact, abs=bab.OPTIMUM_TOLERANCE)
-    search = bab.MarginSearch(net, lower, upper, c, config, layers)
+    net, lower, upper, c, layers = _margin_problem(seed, 0.2)
+    search = _search_is_exact(net, lower, upper, c, layers, bab.BabConfig(
+        time_limit=60.0, cut_rounds=1, batch_size=16, own_cuts=own_cuts))
     used += search._search.problem.own_neurons is not None
-    decided = search.result or search.advance(60.0)
-    if exact > 1e-6:
-      assert decided.status == "robust"
-    elif exact < -1e-6:
-      assert decided.status == "adversarial"
-      assert forward(net, decided.x_adv[None])[0] @ c < 0
   assert used >= 3   # the root's cuts chose neurons for own cuts
 
 

@@ -126,21 +126,16 @@ class _Search:
     proven bound (zero gammas reproduce the bound without cuts), or None
     once a vertex is a witness."""
     problem, rounds = self.problem, []
-    weights, bias = problem.network.weights[0], problem.network.biases[0]
     betas = np.zeros((1, problem.with_cuts().multipliers), np.float32)
     betas[:, :evaluated.betas.shape[1]] = evaluated.betas
     best = dataclasses.replace(evaluated, betas=betas)
     best_lb = problem.proven(splits, evaluated.alphas, evaluated.betas)[0]
     for _ in range(problem.config.cut_rounds):
-      rounds.append(hull_cuts.first_layer_facets(
-          weights, bias, problem.in_lower, problem.in_upper,
-          evaluated.vertex[0]))
-      problem = problem.with_cuts(hull_cuts.concatenate(*rounds))
-      evaluated = problem.evaluate(splits, evaluated.alphas, betas,
-                                   problem.config.root_steps)
-      betas = evaluated.betas
-      if self.best.consider(evaluated.vertex):
+      step = self.facet_round(problem, rounds, splits, evaluated, betas)
+      if step is None:
         return None
+      problem, evaluated = step
+      betas = evaluated.betas
       lb = problem.proven(splits, evaluated.alphas, evaluated.betas)[0]
       if lb >= best_lb:
         best, best_lb = evaluated, lb
@@ -148,6 +143,21 @@ class _Search:
     if problem.config.root_cut_rounds > problem.config.cut_rounds:
       return self.kept_cuts(splits, rounds, evaluated, best, best_lb)
     return best
+
+  def facet_round(self, problem, rounds: list, splits, evaluated, betas):
+    """Appends to `rounds` the facets at `evaluated`'s minimising vertex
+    and re-bounds the root on `problem`'s slots with all of them: (that
+    problem, its root), or None once a vertex is a witness."""
+    network = problem.network
+    rounds.append(hull_cuts.first_layer_facets(
+        network.weights[0], network.biases[0], problem.in_lower,
+        problem.in_upper, evaluated.vertex[0]))
+    problem = problem.with_cuts(hull_cuts.concatenate(*rounds))
+    evaluated = problem.evaluate(splits, evaluated.alphas, betas,
+                                 problem.config.root_steps)
+    if self.best.consider(evaluated.vertex):
+      return None
+    return problem, evaluated
 
   def kept_cuts(self, splits, rounds: list, last, best, best_lb):
     """More rounds of root facets in a wider problem (from the last slim
@@ -161,15 +171,11 @@ class _Search:
     betas[:, :last.betas.shape[1]] = last.betas   # the same rows come first
     evaluated = last
     for _ in range(slim.config.root_cut_rounds - slim.config.cut_rounds):
-      rounds.append(hull_cuts.first_layer_facets(
-          slim.network.weights[0], slim.network.biases[0], slim.in_lower,
-          slim.in_upper, evaluated.vertex[0]))
-      wide = wide.with_cuts(hull_cuts.concatenate(*rounds))
-      evaluated = wide.evaluate(splits, evaluated.alphas, betas,
-                                slim.config.root_steps)
-      betas = evaluated.betas
-      if self.best.consider(evaluated.vertex):
+      step = self.facet_round(wide, rounds, splits, evaluated, betas)
+      if step is None:
         return None
+      wide, evaluated = step
+      betas = evaluated.betas
     made = hull_cuts.concatenate(*rounds)
     if made.count == 0:
       return best
