@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from robust_prune import bounds as bounds_lib
-from robust_prune.bounds import hull_cuts
+from robust_prune.bab import root_cuts
 from robust_prune.bab.branching import make_brancher
 from robust_prune.bab.config import (BabConfig, BabResult, OPTIMUM_TOLERANCE,
                                      proofs_on_device, SLACK32)
@@ -87,10 +87,11 @@ class _Search:
     if self.best.consider(evaluated.vertex):
       return self.result("witness", -np.inf)
     if problem.cut_rounds:
-      evaluated = self.cut_rounds(splits, evaluated)
-      problem = self.problem
-      if evaluated is None:
+      cut = root_cuts.cut_rounds(problem, self.best, splits, evaluated)
+      if cut is None:
         return self.result("witness", -np.inf)
+      problem, evaluated = cut
+      self.problem = problem
       if problem.config.own_cuts:
         evaluated = self.own_neurons(evaluated)
         problem = self.problem
@@ -118,81 +119,6 @@ class _Search:
     betas = np.zeros((1, self.problem.multipliers), np.float32)
     betas[:, :evaluated.betas.shape[1]] = evaluated.betas
     return dataclasses.replace(evaluated, betas=betas)
-
-  def cut_rounds(self, splits, evaluated):
-    """Adds first-layer hull cuts at the root's minimising vertex and
-    re-bounds the root, `cut_rounds` times (slots for all rounds from the
-    start: one compiled shape); the root's alpha/beta/gamma of the best
-    proven bound (zero gammas reproduce the bound without cuts), or None
-    once a vertex is a witness."""
-    problem, rounds = self.problem, []
-    betas = np.zeros((1, problem.with_cuts().multipliers), np.float32)
-    betas[:, :evaluated.betas.shape[1]] = evaluated.betas
-    best = dataclasses.replace(evaluated, betas=betas)
-    best_lb = problem.proven(splits, evaluated.alphas, evaluated.betas)[0]
-    for _ in range(problem.config.cut_rounds):
-      step = self.facet_round(problem, rounds, splits, evaluated, betas)
-      if step is None:
-        return None
-      problem, evaluated = step
-      betas = evaluated.betas
-      lb = problem.proven(splits, evaluated.alphas, evaluated.betas)[0]
-      if lb >= best_lb:
-        best, best_lb = evaluated, lb
-    self.problem = problem
-    if problem.config.root_cut_rounds > problem.config.cut_rounds:
-      return self.kept_cuts(splits, rounds, evaluated, best, best_lb)
-    return best
-
-  def facet_round(self, problem, rounds: list, splits, evaluated, betas):
-    """Appends to `rounds` the facets at `evaluated`'s minimising vertex
-    and re-bounds the root on `problem`'s slots with all of them: (that
-    problem, its root), or None once a vertex is a witness."""
-    network = problem.network
-    rounds.append(hull_cuts.first_layer_facets(
-        network.weights[0], network.biases[0], problem.in_lower,
-        problem.in_upper, evaluated.vertex[0]))
-    problem = problem.with_cuts(hull_cuts.concatenate(*rounds))
-    evaluated = problem.evaluate(splits, evaluated.alphas, betas,
-                                 problem.config.root_steps)
-    if self.best.consider(evaluated.vertex):
-      return None
-    return problem, evaluated
-
-  def kept_cuts(self, splits, rounds: list, last, best, best_lb):
-    """More rounds of root facets in a wider problem (from the last slim
-    round `last`), then each neuron's `cut_rounds` strongest facets (the
-    largest gammas) in the search's own slots, re-bounded: the root with
-    them if its proven bound is no worse than `best_lb`, else `best`; None
-    once a vertex is a witness."""
-    slim, n = self.problem, self.problem.slices.num_neurons
-    wide = slim.widened(slim.config.root_cut_rounds)
-    betas = np.zeros((1, wide.with_cuts().multipliers), np.float32)
-    betas[:, :last.betas.shape[1]] = last.betas   # the same rows come first
-    evaluated = last
-    for _ in range(slim.config.root_cut_rounds - slim.config.cut_rounds):
-      step = self.facet_round(wide, rounds, splits, evaluated, betas)
-      if step is None:
-        return None
-      wide, evaluated = step
-      betas = evaluated.betas
-    made = hull_cuts.concatenate(*rounds)
-    if made.count == 0:
-      return best
-    gammas = betas[0, n:n + made.count]
-    kept = hull_cuts.strongest_rows(made, gammas, slim.config.cut_rounds)
-    problem = slim.with_cuts(hull_cuts.take(made, kept))
-    start = np.zeros((1, problem.multipliers), np.float32)
-    start[:, :n] = betas[:, :n]
-    start[0, n:n + len(kept)] = gammas[kept]
-    evaluated = problem.evaluate(splits, evaluated.alphas, start,
-                                 slim.config.root_steps)
-    if self.best.consider(evaluated.vertex):
-      return None
-    if problem.proven(splits, evaluated.alphas, evaluated.betas)[0] < best_lb:
-      return best
-    self.problem = problem
-    return evaluated
 
   def close(self, pool: DomainPool, lb: np.ndarray) -> DomainPool:
     """`pool` with the domains whose proven bound `lb` closes them removed."""
