@@ -49,8 +49,9 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
                        PLAIN_FIRST_MAX_SECONDS))
   # the first root far from a proof ends the plain phase: the targets not
   # started yet are searched on the refined bounds only. The plain phase's
-  # roots make one round of cuts: extra root rounds cost ~0.5 s a target,
-  # which the easy targets it decides do not recover.
+  # roots make only the search's own rounds of cuts (no root_cut_rounds):
+  # extra root rounds cost ~0.5 s a target, which the easy targets it
+  # decides do not recover.
   plain = dataclasses.replace(config, root_cut_rounds=0)
   searches = _start(p, targets, layers, first, 0.0, plain,
                     stop_below=REFINE_AT_ONCE_BELOW)
