@@ -84,7 +84,8 @@ class _TurnLog:
     self.turns, self.started, self.final_proofs, log = [], [], [], self
 
     class FakeSearch:
-      def __init__(self, network, lower, upper, c, config, layers):
+      def __init__(self, network, lower, upper, c, config, layers,
+                   facets=None):
         self.target = int(np.argmin(c))   # c = e_label - e_target
         self.result, self.count = None, 0
         log.started.append(self.target)
@@ -203,9 +204,10 @@ def test_the_batch_size_pool_cap_and_proofs_reach_every_search(monkeypatch):
   configs = []
 
   class Recorded(bab.MarginSearch):
-    def __init__(self, network, lower, upper, c, config, layers):
+    def __init__(self, network, lower, upper, c, config, layers,
+                 facets=None):
       configs.append(config)
-      super().__init__(network, lower, upper, c, config, layers)
+      super().__init__(network, lower, upper, c, config, layers, facets)
 
   default = cascade.verify_image(_NET, _X, _LABEL, 0, None,
                                  _config(image_time_limit=20.0))

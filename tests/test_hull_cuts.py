@@ -12,7 +12,7 @@ import scipy.optimize
 
 from robust_prune import bab, bounds
 from robust_prune.bounds import hull_cuts
-from robust_prune.network import forward
+from robust_prune.network import forward, Network
 from testing import exact_min_spec, random_network
 
 
@@ -302,6 +302,30 @@ def test_vertex_cuts_on_the_device_are_the_facets_of_chosen_neurons(seed):
     assert _worst_violation(cuts, w, b, lower, upper) <= 0.0
     np.testing.assert_allclose(proof.constant[s, :k], one.constant,
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_root_facets_at_a_float32_vertex_are_the_facets_at_that_vertex(seed):
+  """Problem.facets_at (the root's cuts, bab.root_facets): at a minimising
+  vertex as the bounds give it (float32, so each input a hair off its box
+  end), one row per unstable neuron equal to first_layer_facets' facet at
+  the exact vertex, valid on the box and tight at the vertex. (A sort of
+  that float32 point would order the inputs of each group by round-off.)"""
+  rng, w, b, lower, upper = _layer(seed, n_in=7, width=8)
+  net = Network((w, rng.normal(size=(8, 3))), (b, rng.normal(size=3)))
+  facets = bab.root_facets(net, lower, upper)
+  for _ in range(4):
+    exact = np.where(rng.random(len(lower)) < 0.5, upper, lower)
+    cuts = facets.at_vertex(exact.astype(np.float32).astype(np.float64))
+    one = hull_cuts.first_layer_facets(w, b, lower, upper, exact)
+    np.testing.assert_array_equal(cuts.neurons, one.neurons)
+    np.testing.assert_allclose(cuts.input_coeffs, one.input_coeffs,
+                               atol=1e-12)
+    np.testing.assert_allclose(cuts.constant, one.constant, atol=1e-7)
+    assert _worst_violation(cuts, w, b, lower, upper) <= 0.0
+    at = np.maximum(exact @ w + b, 0) @ cuts.neurons.T
+    np.testing.assert_allclose(cuts.input_coeffs @ exact + cuts.constant, at,
+                               atol=1e-7)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -34,6 +34,7 @@ from robust_prune.bab.proofs import bound_float64
 from robust_prune.bab.proofs import leaf_minimum
 from robust_prune.bab.proofs import min_proven_bound
 from robust_prune.bab.proofs import XlaProof
+from robust_prune.bab.problem import root_facets
 from robust_prune.bab.search import bab_margin
 from robust_prune.bab.search import bab_minimum
 from robust_prune.bab.search import branch_and_bound
@@ -52,5 +53,5 @@ __all__ = [
     "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
     "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
     "RefineConfig", "cut_network", "padded_size", "padded_sizes", "refine",
-    "refine_layer_bounds", "take_turns", "warm_up",
+    "refine_layer_bounds", "root_facets", "take_turns", "warm_up",
 ]

@@ -76,17 +76,27 @@ class Evaluated:
   own_coeffs: object = None   # the own cuts' float32 rows (device), if any
 
 
+def root_facets(network, in_lower, in_upper) -> VertexCuts:
+  """The maker of the root's facets (Problem.facets_at) for a box."""
+  return VertexCuts(network.weights[0], network.biases[0], in_lower,
+                    in_upper, None, len(network.biases[0]))
+
+
 class Problem:
   """One question's fixed data: the network, the box, the root layer bounds,
   the spec c, the cuts (None, or a fixed number of slots, unused ones
   all-zero), their float32 device copies, and the bounds run on them."""
 
   def __init__(self, network, in_lower, in_upper, layer_bounds, c, config,
-               cuts: hull_cuts.Cuts | None = None, own_neurons=None):
+               cuts: hull_cuts.Cuts | None = None, own_neurons=None,
+               facets: VertexCuts | None = None):
     self.network, self.layer_bounds, self.c = network, layer_bounds, c
     self.in_lower, self.in_upper, self.config = in_lower, in_upper, config
     self.slices = LayerSlices.of(network.hidden_widths)
     self.cuts = cuts
+    # the root's facet maker (`facets_at`), made on first use unless given
+    # (the targets of one image share the box, so they may share it too)
+    self._facets = facets
     # facets of the first-layer neurons `own_neurons` at each domain's own
     # vertex (None: no own cuts), in config.own_cuts slots
     self._own = None if own_neurons is None else VertexCuts(
@@ -131,20 +141,28 @@ class Problem:
     return Problem(self.network, self.in_lower, self.in_upper,
                    self.layer_bounds, self.c, self.config,
                    hull_cuts.padded(cuts, self.config.cut_rounds * width),
-                   self.own_neurons)
+                   self.own_neurons, self._facets)
 
   def widened(self, cut_rounds: int) -> "Problem":
     """This problem (no cuts yet) with slots for `cut_rounds` rounds."""
     return Problem(self.network, self.in_lower, self.in_upper,
                    self.layer_bounds, self.c,
-                   dataclasses.replace(self.config, cut_rounds=cut_rounds))
+                   dataclasses.replace(self.config, cut_rounds=cut_rounds),
+                   facets=self._facets)
 
   def with_own(self, neurons) -> "Problem":
     """This problem with own cuts on `neurons` (at most config.own_cuts
     first-layer neurons)."""
     return Problem(self.network, self.in_lower, self.in_upper,
                    self.layer_bounds, self.c, self.config, self.cuts,
-                   np.asarray(neurons, int))
+                   np.asarray(neurons, int), self._facets)
+
+  def facets_at(self, vertex) -> hull_cuts.Cuts:
+    """Every unstable first-layer neuron's hull facet tightest at the box
+    vertex `vertex` (hull_cuts.first_layer_facets; the root's cuts)."""
+    if self._facets is None:
+      self._facets = root_facets(self.network, self.in_lower, self.in_upper)
+    return self._facets.at_vertex(vertex)
 
   def vertex_bits(self, vertices) -> np.ndarray:
     """Which end of the box each input of a minimising vertex is at (what

@@ -48,10 +48,7 @@ def facet_round(problem: Problem, incumbent: Incumbent, rounds: list, splits,
   """Appends to `rounds` the facets at `evaluated`'s minimising vertex and
   re-bounds the root on `problem`'s slots with all of them: (that problem,
   its root), or None once a vertex is a witness."""
-  network = problem.network
-  rounds.append(hull_cuts.first_layer_facets(
-      network.weights[0], network.biases[0], problem.in_lower,
-      problem.in_upper, evaluated.vertex[0]))
+  rounds.append(problem.facets_at(evaluated.vertex[0]))
   problem = problem.with_cuts(hull_cuts.concatenate(*rounds))
   evaluated = problem.evaluate(splits, evaluated.alphas, betas,
                                problem.config.root_steps)

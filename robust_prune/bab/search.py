@@ -25,6 +25,7 @@ from robust_prune.bab.config import (BabConfig, BabResult, OPTIMUM_TOLERANCE,
 from robust_prune.bab.domains import (branch, DomainPool, OpenDomains,
                                       padded_sizes)
 from robust_prune.bab.problem import Incumbent, Problem
+from robust_prune.bab.vertex_cuts import VertexCuts
 from robust_prune.network import Network
 
 
@@ -250,11 +251,14 @@ class MarginSearch:
   is bounded twice. The root is bounded on construction."""
 
   def __init__(self, network: Network, in_lower, in_upper, c,
-               config: BabConfig, layer_bounds: bounds_lib.LayerBounds):
+               config: BabConfig, layer_bounds: bounds_lib.LayerBounds,
+               facets: VertexCuts | None = None):
+    """`facets`: the root's facet maker (problem.root_facets of this box),
+    if the caller shares one between the searches of a box."""
     t_start = time.perf_counter()
     problem = Problem(network, np.asarray(in_lower, np.float64),
                       np.asarray(in_upper, np.float64), layer_bounds,
-                      np.asarray(c, np.float64), config)
+                      np.asarray(c, np.float64), config, facets=facets)
     self._search = _Search(problem, Incumbent(
         network, problem.c, problem.in_lower, problem.in_upper, False,
         OPTIMUM_TOLERANCE), t_start)

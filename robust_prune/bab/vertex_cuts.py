@@ -39,15 +39,34 @@ def _device(plan: hull_cuts.FacetPlan) -> hull_cuts.FacetPlan:
 
 class VertexCuts:
   """The facets of chosen first-layer neurons (None: every unstable one)
-  at box vertices, in `slots` cut slots (unused ones all-zero)."""
+  at box vertices, in `slots` cut slots (unused ones all-zero). The plan
+  (~25 ms on the 300-100 net) is made on first use."""
 
   def __init__(self, weights, bias, in_lower, in_upper, neurons, slots: int):
     self.neurons = neurons
     self.in_lower = np.asarray(in_lower, np.float64)
     self.in_upper = np.asarray(in_upper, np.float64)
-    self.plan64 = hull_cuts.facet_plan(weights, bias, self.in_lower,
-                                       self.in_upper, neurons, slots)
-    self._plan = _device(self.plan64)
+    self._layer, self._slots = (weights, bias), slots
+
+  @functools.cached_property
+  def plan64(self) -> hull_cuts.FacetPlan:
+    return hull_cuts.facet_plan(*self._layer, self.in_lower, self.in_upper,
+                                self.neurons, self._slots)
+
+  @functools.cached_property
+  def _plan(self) -> hull_cuts.FacetPlan:
+    return _device(self.plan64)
+
+  def at_vertex(self, vertex) -> hull_cuts.Cuts:
+    """float64 facets at one box vertex, a row per chosen neuron (the
+    root's shared cuts): `first_layer_facets` there, without its per-point
+    sort, and with the constants of `valid_constants`."""
+    plan, rows = self.plan64, self.plan64.neurons.any(1)
+    coeffs = hull_cuts.vertex_facet_rows(plan, self.bits(vertex))[0][0, rows]
+    return hull_cuts.Cuts(plan.neurons[rows], coeffs,
+                          hull_cuts.valid_constants(
+                              coeffs, plan.w[rows], plan.bias[rows],
+                              self.in_lower, self.in_upper))
 
   def bits(self, vertices) -> np.ndarray:
     """Which end of the box each input of each vertex (row) is at."""

@@ -43,8 +43,10 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
   `timeout` record reports) is paid after the last turn, for about
   `final_proof` s per target; rows not re-proved count with their
   parents' proven bound."""
+  # the root's facet maker, shared by every search of the image's box
+  facets = bab.root_facets(p.network, p.lower, p.upper)
   if refine is None:
-    return _turns(p, targets, layers, deadline, final_proof, config)
+    return _turns(p, targets, layers, deadline, final_proof, config, facets)
   first = Deadline(min(deadline.remaining() * PLAIN_FIRST_FRACTION,
                        PLAIN_FIRST_MAX_SECONDS))
   # the first root far from a proof ends the plain phase: the targets not
@@ -53,7 +55,7 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
   # extra root rounds cost ~0.5 s a target, which the easy targets it
   # decides do not recover.
   plain = dataclasses.replace(config, root_cut_rounds=0)
-  searches = _start(p, targets, layers, first, 0.0, plain,
+  searches = _start(p, targets, layers, first, 0.0, plain, facets,
                     stop_below=REFINE_AT_ONCE_BELOW)
   if min(_estimates(searches), default=0.0) < REFINE_AT_ONCE_BELOW:
     results = {t: search.stop(0.0) for t, search in searches.items()}
@@ -64,14 +66,14 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
   if still_open and deadline.remaining() > BAB_OVERRUN_SECONDS:
     refined = refine(layers, deadline)
     results.update(_turns(p, still_open, refined, deadline, final_proof,
-                          config))
+                          config, facets))
   return results
 
 
 def _turns(p: ImageProblem, targets, layers, deadline: Deadline,
-           final_proof: float, config: bab.BabConfig) -> dict:
+           final_proof: float, config: bab.BabConfig, facets) -> dict:
   return _take_turns(_start(p, targets, layers, deadline, final_proof,
-                            config), deadline, final_proof)
+                            config, facets), deadline, final_proof)
 
 
 def _estimates(searches: dict):
@@ -79,10 +81,11 @@ def _estimates(searches: dict):
 
 
 def _start(p: ImageProblem, targets, layers, deadline: Deadline,
-           final_proof: float, config: bab.BabConfig,
+           final_proof: float, config: bab.BabConfig, facets,
            stop_below: float = -math.inf) -> dict:
-  """{target: MarginSearch} (root bounded) while time is left to start,
-  and until a root's bound is below `stop_below`."""
+  """{target: MarginSearch} (root bounded, with the root facet maker
+  `facets`) while time is left to start, and until a root's bound is
+  below `stop_below`."""
   searches = {}
   for t in targets:
     if (deadline.remaining() - BAB_OVERRUN_SECONDS
@@ -91,7 +94,7 @@ def _start(p: ImageProblem, targets, layers, deadline: Deadline,
     c = bounds_lib.margin_spec(p.label, [t], p.network.num_classes)[0]
     searches[t] = bab.MarginSearch(
         p.network, p.lower, p.upper, c,
-        dataclasses.replace(config, time_limit=math.inf), layers)
+        dataclasses.replace(config, time_limit=math.inf), layers, facets)
     if searches[t].result is None and searches[t].estimate() < stop_below:
       break
   return searches
