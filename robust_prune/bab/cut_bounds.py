@@ -37,7 +37,11 @@ from robust_prune.network import Network
 class CutBoundsConfig:
   vertex_steps: int = 10   # alpha steps before the cuts (their vertex)
   steps: int = 40          # alpha/gamma steps with the cuts
-  chunk: int = 64          # sides per jitted call (one compiled shape)
+  # sides per jitted call (one compiled shape). Small: each side's rows
+  # are (300, 784) floats, and a chunk whose rows stay in cache costs less
+  # per side (300-100 net, one core: 12 ms a side in chunks of 64, 9 in
+  # 32, 7 in 16, 5.3 in 8, 5.6 in 4), and pads fewer rows
+  chunk: int = 8
   alpha_lr: float = 0.2
   gamma_lr: float = 0.1
 
