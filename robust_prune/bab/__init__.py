@@ -19,8 +19,9 @@ targeted question).
   bab.refine        later layers' bounds tightened by batched side searches
   bab.cut_bounds    later layers' bounds with each side's own hull cuts
                     (the refinement's first step)
-  bab.vertex_cuts   first-layer facets at many vertices: made on the
-                    device, proven in float64 (per-side and own cuts)
+  bab.vertex_cuts   first-layer facets at box vertices: made on the
+                    device, proven in float64 (per-side and own cuts), or
+                    in float64 at one vertex (the root's cuts)
 """
 
 from robust_prune.bab.config import BabConfig

@@ -8,7 +8,8 @@ arrays. `VertexCuts` makes them in float32 in one jitted pass
 (hull_cuts.vertex_facet_rows) and gives the float64 proof the same rows
 with their constants recomputed to be valid on the whole box
 (hull_cuts.valid_constants), so a row's round-off never makes a cut
-unsound.
+unsound. The root's cuts (one vertex at a time, in float64: `at_vertex`)
+use the same rows: no per-vertex sort.
 """
 
 from __future__ import annotations

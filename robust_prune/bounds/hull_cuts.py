@@ -108,7 +108,9 @@ def _facets(n: _Neurons, order, in_lower, in_upper, width: int) -> Cuts:
 def first_layer_facets(weights, bias, in_lower, in_upper, point,
                        neurons=None) -> Cuts:
   """For each neuron (default: every unstable one) of the first layer
-  (weights (n_in, n_1), bias (n_1,)), the hull facet tightest at `point`."""
+  (weights (n_in, n_1), bias (n_1,)), the hull facet tightest at `point`.
+  (Any point of the box; the searches make theirs at box vertices, by
+  `vertex_facet_rows`, which the tests check against this.)"""
   n = _neurons(weights, bias, in_lower, in_upper, neurons)
   span = n.up_end - n.low_end
   t = np.where(span != 0, (np.asarray(point, np.float64)[:, None]
