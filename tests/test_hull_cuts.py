@@ -306,14 +306,14 @@ def test_vertex_cuts_on_the_device_are_the_facets_of_chosen_neurons(seed):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_root_facets_at_a_float32_vertex_are_the_facets_at_that_vertex(seed):
-  """Problem.facets_at (the root's cuts, bab.root_facets): at a minimising
+  """Problem.facets_at (the root's cuts, bab.layer_facets): at a minimising
   vertex as the bounds give it (float32, so each input a hair off its box
   end), one row per unstable neuron equal to first_layer_facets' facet at
   the exact vertex, valid on the box and tight at the vertex. (A sort of
   that float32 point would order the inputs of each group by round-off.)"""
   rng, w, b, lower, upper = _layer(seed, n_in=7, width=8)
   net = Network((w, rng.normal(size=(8, 3))), (b, rng.normal(size=3)))
-  facets = bab.root_facets(net, lower, upper)
+  facets = bab.layer_facets(net, lower, upper)
   for _ in range(4):
     exact = np.where(rng.random(len(lower)) < 0.5, upper, lower)
     cuts = facets.at_vertex(exact.astype(np.float32).astype(np.float64))

@@ -35,7 +35,6 @@ from robust_prune.bab.proofs import bound_float64
 from robust_prune.bab.proofs import leaf_minimum
 from robust_prune.bab.proofs import min_proven_bound
 from robust_prune.bab.proofs import XlaProof
-from robust_prune.bab.problem import root_facets
 from robust_prune.bab.search import bab_margin
 from robust_prune.bab.search import bab_minimum
 from robust_prune.bab.search import branch_and_bound
@@ -47,6 +46,7 @@ from robust_prune.bab.refine import cut_network
 from robust_prune.bab.refine import RefineConfig
 from robust_prune.bab.refine import refine_layer_bounds
 from robust_prune.bab.turns import take_turns
+from robust_prune.bab.vertex_cuts import layer_facets
 
 __all__ = [
     "BabConfig", "BabResult", "DomainPool", "MarginSearch",
@@ -54,5 +54,5 @@ __all__ = [
     "bab_margin", "bab_minimum", "bound_float64", "branch_and_bound",
     "branch_and_bound_spec", "leaf_minimum", "min_proven_bound",
     "RefineConfig", "cut_network", "padded_size", "padded_sizes", "refine",
-    "refine_layer_bounds", "root_facets", "take_turns", "warm_up",
+    "layer_facets", "refine_layer_bounds", "take_turns", "warm_up",
 ]

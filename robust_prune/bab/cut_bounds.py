@@ -29,7 +29,7 @@ from robust_prune import bounds as bounds_lib
 from robust_prune.bab.domain_bound import optimise
 from robust_prune.bab.domains import LayerSlices, pad_rows
 from robust_prune.bab.proofs import bound_float64
-from robust_prune.bab.vertex_cuts import VertexCuts
+from robust_prune.bab.vertex_cuts import layer_facets
 from robust_prune.network import Network
 
 
@@ -64,13 +64,6 @@ def _cut_problem(network: Network, layer_bounds, k: int):
   return cut_network(network, k), bounds_lib.LayerBounds(
       tuple(layer_bounds.lowers[:k]) + (dummy,),
       tuple(layer_bounds.uppers[:k]) + (dummy,))
-
-
-def vertex_cuts(network: Network, in_lower, in_upper) -> VertexCuts:
-  """Facets of every unstable first-layer neuron, one slot per neuron of
-  the layer (one compiled shape for every image)."""
-  return VertexCuts(network.weights[0], network.biases[0], in_lower,
-                    in_upper, None, len(network.biases[0]))
 
 
 def _chunk_bounds(cut, layers, in_lower, in_upper, specs, config, facets):
@@ -122,7 +115,7 @@ def tighten_layer(network: Network, in_lower, in_upper,
   neuron = np.concatenate([neurons, neurons])
   specs = np.zeros((len(signs), len(lowers[k])))
   specs[np.arange(len(signs)), neuron] = signs
-  facets = vertex_cuts(network, in_lower, in_upper)
+  facets = layer_facets(network, in_lower, in_upper)
   for rows in np.array_split(np.arange(len(signs)),
                              -(-len(signs) // config.chunk)):
     if time.perf_counter() >= t_end:
@@ -142,7 +135,7 @@ def warm_up(network: Network, in_lower, in_upper,
             config: CutBoundsConfig = CutBoundsConfig()):
   """Compiles the bounds of one chunk of sides for each later hidden layer
   (once per process)."""
-  facets = vertex_cuts(network, in_lower, in_upper)
+  facets = layer_facets(network, in_lower, in_upper)
   for k in range(1, network.num_layers - 1):
     cut, layers = _cut_problem(network, layer_bounds, k)
     _chunk_bounds(cut, layers, in_lower, in_upper,

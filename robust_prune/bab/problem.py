@@ -25,7 +25,7 @@ from robust_prune.bab.config import proofs_on_device, SLACK32
 from robust_prune.bab.domain_bound import bounds_only, optimise
 from robust_prune.bab.domains import (DomainPool, LayerSlices, pad_rows,
                                       padded_size)
-from robust_prune.bab.vertex_cuts import VertexCuts
+from robust_prune.bab.vertex_cuts import layer_facets, VertexCuts
 from robust_prune.network import forward
 
 
@@ -74,12 +74,6 @@ class Evaluated:
   vertex_margin: np.ndarray
   coeffs: list
   own_coeffs: object = None   # the own cuts' float32 rows (device), if any
-
-
-def root_facets(network, in_lower, in_upper) -> VertexCuts:
-  """The maker of the root's facets (Problem.facets_at) for a box."""
-  return VertexCuts(network.weights[0], network.biases[0], in_lower,
-                    in_upper, None, len(network.biases[0]))
 
 
 class Problem:
@@ -161,7 +155,7 @@ class Problem:
     """Every unstable first-layer neuron's hull facet tightest at the box
     vertex `vertex` (hull_cuts.first_layer_facets; the root's cuts)."""
     if self._facets is None:
-      self._facets = root_facets(self.network, self.in_lower, self.in_upper)
+      self._facets = layer_facets(self.network, self.in_lower, self.in_upper)
     return self._facets.at_vertex(vertex)
 
   def vertex_bits(self, vertices) -> np.ndarray:

@@ -253,7 +253,7 @@ class MarginSearch:
   def __init__(self, network: Network, in_lower, in_upper, c,
                config: BabConfig, layer_bounds: bounds_lib.LayerBounds,
                facets: VertexCuts | None = None):
-    """`facets`: the root's facet maker (bab.root_facets of this box),
+    """`facets`: the root's facet maker (bab.layer_facets of this box),
     if the caller shares one between the searches of a box."""
     t_start = time.perf_counter()
     problem = Problem(network, np.asarray(in_lower, np.float64),

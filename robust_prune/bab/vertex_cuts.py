@@ -89,3 +89,11 @@ class VertexCuts:
     plan, coeffs = self.plan64, np.asarray(coeffs)
     return hull_cuts.Cuts(plan.neurons, coeffs, hull_cuts.valid_constants(
         coeffs, plan.w, plan.bias, self.in_lower, self.in_upper))
+
+
+def layer_facets(network, in_lower, in_upper) -> VertexCuts:
+  """Facets of every unstable first-layer neuron, one slot per neuron of
+  the layer (one compiled shape for every image): the root's cuts
+  (Problem.facets_at) and each side's in the cut bounds."""
+  return VertexCuts(network.weights[0], network.biases[0], in_lower,
+                    in_upper, None, len(network.biases[0]))

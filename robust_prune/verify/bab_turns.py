@@ -44,7 +44,7 @@ def decide_in_turns(p: ImageProblem, targets, layers: bounds_lib.LayerBounds,
   `final_proof` s per target; rows not re-proved count with their
   parents' proven bound."""
   # the root's facet maker, shared by every search of the image's box
-  facets = bab.root_facets(p.network, p.lower, p.upper)
+  facets = bab.layer_facets(p.network, p.lower, p.upper)
   if refine is None:
     return _turns(p, targets, layers, deadline, final_proof, config, facets)
   first = Deadline(min(deadline.remaining() * PLAIN_FIRST_FRACTION,
