@@ -190,6 +190,24 @@ def test_cut_rounds_must_not_be_negative():
     bab.BabConfig(root_cut_rounds=-1)
 
 
+@pytest.mark.parametrize("per_domain", [False, True])
+def test_padded_cuts_keep_their_rows_and_add_zero_ones(per_domain):
+  rng = np.random.default_rng(3)
+  lead = (2,) if per_domain else ()
+  cuts = hull_cuts.Cuts(np.eye(4)[[0, 2, 3]], rng.normal(size=lead + (3, 5)),
+                        rng.normal(size=lead + (3,)))
+  wide = hull_cuts.padded(cuts, 7)
+  assert wide.count == 7 and wide.neurons.shape == (7, 4)
+  assert wide.input_coeffs.shape == lead + (7, 5)
+  assert np.array_equal(wide.neurons[:3], cuts.neurons)
+  assert np.array_equal(wide.input_coeffs[..., :3, :], cuts.input_coeffs)
+  assert np.array_equal(wide.constant[..., :3], cuts.constant)
+  assert not (wide.neurons[3:].any() or wide.input_coeffs[..., 3:, :].any()
+              or wide.constant[..., 3:].any())
+  with pytest.raises(ValueError, match="do not fit"):
+    hull_cuts.padded(cuts, 2)
+
+
 @pytest.mark.parametrize("per_neuron", [1, 2])
 def test_strongest_rows_keep_each_neurons_largest_multipliers(per_neuron):
   rng = np.random.default_rng(per_neuron)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from robust_prune.bab import proofs
@@ -27,6 +27,13 @@ from robust_prune.bab.domains import (DomainPool, LayerSlices, pad_rows,
                                       padded_size)
 from robust_prune.bab.vertex_cuts import layer_facets, VertexCuts
 from robust_prune.network import forward
+
+
+def device32(array):
+  """A float32 copy of `array` on the device. A fresh copy, which the device
+  may then share: on the CPU device_put does not copy it again, where
+  jnp.asarray would (~1 ms per (1200, 784) cut rows, a root makes many)."""
+  return jax.device_put(np.array(array, np.float32))
 
 
 class Incumbent:
@@ -83,7 +90,11 @@ class Problem:
 
   def __init__(self, network, in_lower, in_upper, layer_bounds, c, config,
                cuts: hull_cuts.Cuts | None = None, own_neurons=None,
-               facets: VertexCuts | None = None):
+               facets: VertexCuts | None = None, like: "Problem | None" = None):
+    """`like`: a problem of the same network, box, layer bounds, spec and
+    batch size whose device copies this one shares (with_cuts and the
+    others derive a root's several problems: copying ~1 MB each time cost
+    ~15% of a 3 s image)."""
     self.network, self.layer_bounds, self.c = network, layer_bounds, c
     self.in_lower, self.in_upper, self.config = in_lower, in_upper, config
     self.slices = LayerSlices.of(network.hidden_widths)
@@ -96,14 +107,17 @@ class Problem:
     self._own = None if own_neurons is None else VertexCuts(
         network.weights[0], network.biases[0], in_lower, in_upper,
         own_neurons, config.own_cuts)
-    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    f32 = device32
+    self._device_cuts = (None if cuts is None
+                         else hull_cuts.Cuts(*(f32(a) for a in cuts)))
+    if like is not None:
+      self._device, self._xla_proof = like._device, like._xla_proof
+      return
     self._device = (tuple(f32(w) for w in network.weights),
                     tuple(f32(b) for b in network.biases), f32(in_lower),
                     f32(in_upper),
                     tuple(f32(l) for l in layer_bounds.lowers[:-1]),
                     tuple(f32(u) for u in layer_bounds.uppers[:-1]), f32(c))
-    self._device_cuts = (None if cuts is None
-                         else hull_cuts.Cuts(*(f32(a) for a in cuts)))
     self._xla_proof = (proofs.XlaProof(network, in_lower, in_upper,
                                        layer_bounds, config.batch_size)
                        if proofs_on_device(config.proofs) else None)
@@ -125,6 +139,13 @@ class Problem:
             + (0 if self.cuts is None else self.cuts.count)
             + (0 if self._own is None else self.config.own_cuts))
 
+  @property
+  def slotted_multipliers(self) -> int:
+    """`multipliers` once `with_cuts` has given the cuts their slots."""
+    return (self.slices.num_neurons
+            + self.config.cut_rounds * len(self.network.biases[0])
+            + (0 if self._own is None else self.config.own_cuts))
+
   def with_cuts(self, cuts: hull_cuts.Cuts | None = None) -> "Problem":
     """This problem with `cuts` padded to `config.cut_rounds` slots per
     first-layer neuron (all-zero without cuts)."""
@@ -135,21 +156,21 @@ class Problem:
     return Problem(self.network, self.in_lower, self.in_upper,
                    self.layer_bounds, self.c, self.config,
                    hull_cuts.padded(cuts, self.config.cut_rounds * width),
-                   self.own_neurons, self._facets)
+                   self.own_neurons, self._facets, like=self)
 
   def widened(self, cut_rounds: int) -> "Problem":
     """This problem (no cuts yet) with slots for `cut_rounds` rounds."""
     return Problem(self.network, self.in_lower, self.in_upper,
                    self.layer_bounds, self.c,
                    dataclasses.replace(self.config, cut_rounds=cut_rounds),
-                   facets=self._facets)
+                   facets=self._facets, like=self)
 
   def with_own(self, neurons) -> "Problem":
     """This problem with own cuts on `neurons` (at most config.own_cuts
     first-layer neurons)."""
     return Problem(self.network, self.in_lower, self.in_upper,
                    self.layer_bounds, self.c, self.config, self.cuts,
-                   np.asarray(neurons, int), self._facets)
+                   np.asarray(neurons, int), self._facets, like=self)
 
   def facets_at(self, vertex) -> hull_cuts.Cuts:
     """Every unstable first-layer neuron's hull facet tightest at the box
@@ -204,12 +225,12 @@ class Problem:
     gammas (None without cuts)."""
     size = padded_size(len(splits), batch_size)
     per_layer = tuple(
-        container(jnp.asarray(x, jnp.float32)
+        container(device32(x)
                   for x in self.slices.per_layer(pad_rows(a, size)))
         for container, a in ((tuple, splits), (list, alphas), (list, betas)))
     cuts, gammas = self._cuts(betas, own, device=True)
     if gammas is not None:
-      gammas = jnp.asarray(pad_rows(gammas, size), jnp.float32)
+      gammas = device32(pad_rows(gammas, size))
     return (*per_layer, cuts, gammas)
 
   def evaluate(self, splits, alphas, betas, steps, c=None, own=None,
@@ -221,7 +242,7 @@ class Problem:
     n, cfg = len(splits), self.config
     device, size = self._device, padded_size(n, cfg.batch_size)
     if c is not None:
-      device = (*device[:-1], jnp.asarray(pad_rows(c, size), jnp.float32))
+      device = (*device[:-1], device32(pad_rows(c, size)))
     if own is not None:
       own = self._own.device(own, size, own_repeat)
     new_a, new_b, bound, vertex, margin, coeffs, gammas = optimise(

@@ -24,7 +24,7 @@ def cut_rounds(problem: Problem, incumbent: Incumbent, splits, evaluated):
   of the best proven bound; zero gammas reproduce the bound without cuts),
   or None once a vertex is a witness."""
   rounds = []
-  betas = np.zeros((1, problem.with_cuts().multipliers), np.float32)
+  betas = np.zeros((1, problem.slotted_multipliers), np.float32)
   betas[:, :evaluated.betas.shape[1]] = evaluated.betas
   best = dataclasses.replace(evaluated, betas=betas)
   best_lb = problem.proven(splits, evaluated.alphas, evaluated.betas)[0]
@@ -66,7 +66,7 @@ def kept_cuts(slim: Problem, incumbent: Incumbent, splits, rounds: list,
   `best_lb`, else (slim, best); None once a vertex is a witness."""
   n = slim.slices.num_neurons
   wide = slim.widened(slim.config.root_cut_rounds)
-  betas = np.zeros((1, wide.with_cuts().multipliers), np.float32)
+  betas = np.zeros((1, wide.slotted_multipliers), np.float32)
   betas[:, :last.betas.shape[1]] = last.betas   # the same rows come first
   evaluated = last
   for _ in range(slim.config.root_cut_rounds - slim.config.cut_rounds):
