@@ -84,6 +84,7 @@ class _Box:
   folded: Network = None
   folded_bounds: bounds_lib.LayerBounds = None
   row_bounds: np.ndarray = None
+  facets: object = None         # the root facets' maker (bab.layer_facets)
 
 
 def check_dimensions(network: Network, prop: Property):
@@ -320,10 +321,12 @@ def _turns(network, prop, open_, stage_end, verdict, config):
     if seconds_left() < config.min_step:
       break
     row = max(box.rows[i], key=lambda r: box.row_bounds[r])
+    if box.facets is None:   # one plan (~25 ms) per box, not per search
+      box.facets = bab_lib.layer_facets(box.folded, box.lower, box.upper)
     searches[n] = bab_lib.MarginSearch(
         box.folded, box.lower, box.upper, bounds_lib.margin_spec(
             0, [row + 1], box.folded.num_classes)[0],
-        _bab_config(config), box.folded_bounds)
+        _bab_config(config), box.folded_bounds, box.facets)
     if searches[n].result is not None and witness(n, searches[n].result):
       return [], found[0]
   results = bab_lib.take_turns(searches, seconds_left, overrun=1.0,
