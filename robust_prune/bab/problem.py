@@ -107,12 +107,12 @@ class Problem:
     self._own = None if own_neurons is None else VertexCuts(
         network.weights[0], network.biases[0], in_lower, in_upper,
         own_neurons, config.own_cuts)
-    f32 = device32
     self._device_cuts = (None if cuts is None
-                         else hull_cuts.Cuts(*(f32(a) for a in cuts)))
+                         else hull_cuts.Cuts(*(device32(a) for a in cuts)))
     if like is not None:
       self._device, self._xla_proof = like._device, like._xla_proof
       return
+    f32 = device32
     self._device = (tuple(f32(w) for w in network.weights),
                     tuple(f32(b) for b in network.biases), f32(in_lower),
                     f32(in_upper),
