@@ -112,12 +112,12 @@ class Problem:
     if like is not None:
       self._device, self._xla_proof = like._device, like._xla_proof
       return
-    f32 = device32
-    self._device = (tuple(f32(w) for w in network.weights),
-                    tuple(f32(b) for b in network.biases), f32(in_lower),
-                    f32(in_upper),
-                    tuple(f32(l) for l in layer_bounds.lowers[:-1]),
-                    tuple(f32(u) for u in layer_bounds.uppers[:-1]), f32(c))
+    self._device = (tuple(map(device32, network.weights)),
+                    tuple(map(device32, network.biases)), device32(in_lower),
+                    device32(in_upper),
+                    tuple(map(device32, layer_bounds.lowers[:-1])),
+                    tuple(map(device32, layer_bounds.uppers[:-1])),
+                    device32(c))
     self._xla_proof = (proofs.XlaProof(network, in_lower, in_upper,
                                        layer_bounds, config.batch_size)
                        if proofs_on_device(config.proofs) else None)
@@ -135,42 +135,49 @@ class Problem:
   @property
   def multipliers(self) -> int:
     """Columns of a domain's betas row (split and cut multipliers)."""
-    return (self.slices.num_neurons
-            + (0 if self.cuts is None else self.cuts.count)
-            + (0 if self._own is None else self.config.own_cuts))
+    return self._columns(0 if self.cuts is None else self.cuts.count)
 
   @property
   def slotted_multipliers(self) -> int:
     """`multipliers` once `with_cuts` has given the cuts their slots."""
-    return (self.slices.num_neurons
-            + self.config.cut_rounds * len(self.network.biases[0])
+    return self._columns(self._cut_slots)
+
+  @property
+  def _cut_slots(self) -> int:
+    """config.cut_rounds slots per first-layer neuron."""
+    return self.config.cut_rounds * len(self.network.biases[0])
+
+  def _columns(self, cut_count: int) -> int:
+    return (self.slices.num_neurons + cut_count
             + (0 if self._own is None else self.config.own_cuts))
+
+  def _derived(self, config=None, cuts=None, own_neurons=None) -> "Problem":
+    """This question with another config, cuts or own neurons, sharing the
+    device copies."""
+    return Problem(self.network, self.in_lower, self.in_upper,
+                   self.layer_bounds, self.c,
+                   self.config if config is None else config, cuts,
+                   own_neurons, self._facets, like=self)
 
   def with_cuts(self, cuts: hull_cuts.Cuts | None = None) -> "Problem":
     """This problem with `cuts` padded to `config.cut_rounds` slots per
     first-layer neuron (all-zero without cuts)."""
-    width, n_in = len(self.network.biases[0]), len(self.in_lower)
     if cuts is None:
-      cuts = hull_cuts.Cuts(np.zeros((0, width)), np.zeros((0, n_in)),
-                            np.zeros(0))
-    return Problem(self.network, self.in_lower, self.in_upper,
-                   self.layer_bounds, self.c, self.config,
-                   hull_cuts.padded(cuts, self.config.cut_rounds * width),
-                   self.own_neurons, self._facets, like=self)
+      cuts = hull_cuts.Cuts(np.zeros((0, len(self.network.biases[0]))),
+                            np.zeros((0, len(self.in_lower))), np.zeros(0))
+    return self._derived(cuts=hull_cuts.padded(cuts, self._cut_slots),
+                         own_neurons=self.own_neurons)
 
   def widened(self, cut_rounds: int) -> "Problem":
     """This problem (no cuts yet) with slots for `cut_rounds` rounds."""
-    return Problem(self.network, self.in_lower, self.in_upper,
-                   self.layer_bounds, self.c,
-                   dataclasses.replace(self.config, cut_rounds=cut_rounds),
-                   facets=self._facets, like=self)
+    return self._derived(
+        dataclasses.replace(self.config, cut_rounds=cut_rounds))
 
   def with_own(self, neurons) -> "Problem":
     """This problem with own cuts on `neurons` (at most config.own_cuts
     first-layer neurons)."""
-    return Problem(self.network, self.in_lower, self.in_upper,
-                   self.layer_bounds, self.c, self.config, self.cuts,
-                   np.asarray(neurons, int), self._facets, like=self)
+    return self._derived(cuts=self.cuts,
+                         own_neurons=np.asarray(neurons, int))
 
   def facets_at(self, vertex) -> hull_cuts.Cuts:
     """Every unstable first-layer neuron's hull facet tightest at the box
